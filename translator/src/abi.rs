@@ -1,0 +1,350 @@
+//! The contract between generated code and the runtime.
+//!
+//! Generated code runs with the guest's general registers in host registers
+//! (DESIGN.md section 3) and reaches everything else through `r14`, which
+//! points at a [`CpuState`]. This module fixes that layout, the exit reasons,
+//! the helper table and the mode key. The runtime fills in the helper table
+//! and owns everything behind [`CpuState::ctx`].
+
+use core::mem::offset_of;
+
+/// Guest register numbers, in the x86 encoding order (which is also the
+/// order of [`CpuState::regs`]).
+pub mod reg {
+    pub const EAX: usize = 0;
+    pub const ECX: usize = 1;
+    pub const EDX: usize = 2;
+    pub const EBX: usize = 3;
+    pub const ESP: usize = 4;
+    pub const EBP: usize = 5;
+    pub const ESI: usize = 6;
+    pub const EDI: usize = 7;
+}
+
+/// EFLAGS bits (Intel SDM Vol. 1, 3.4.3).
+pub mod flags {
+    pub const CF: u32 = 1 << 0;
+    pub const FIXED1: u32 = 1 << 1;
+    pub const PF: u32 = 1 << 2;
+    pub const AF: u32 = 1 << 4;
+    pub const ZF: u32 = 1 << 6;
+    pub const SF: u32 = 1 << 7;
+    pub const TF: u32 = 1 << 8;
+    pub const IF: u32 = 1 << 9;
+    pub const DF: u32 = 1 << 10;
+    pub const OF: u32 = 1 << 11;
+    pub const IOPL: u32 = 3 << 12;
+    pub const NT: u32 = 1 << 14;
+    pub const RF: u32 = 1 << 16;
+    pub const VM: u32 = 1 << 17;
+    pub const AC: u32 = 1 << 18;
+    pub const VIF: u32 = 1 << 19;
+    pub const VIP: u32 = 1 << 20;
+    pub const ID: u32 = 1 << 21;
+    /// The flags that live in the host's RFLAGS while guest code runs.
+    pub const HOST_LIVE: u32 = CF | PF | AF | ZF | SF | OF | DF;
+    /// The status flags (all of HOST_LIVE but DF).
+    pub const STATUS: u32 = CF | PF | AF | ZF | SF | OF;
+    /// Bits a P6 lets software change in EFLAGS (the rest read as fixed).
+    pub const WRITABLE: u32 = STATUS | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID;
+}
+
+/// Why generated code returned to the run loop (`CpuState::exit_reason`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// A direct branch whose target is not chained yet. `eip` is the
+    /// target; `exit_arg` is the arena offset of the rel32 to patch.
+    Branch = 1,
+    /// An indirect branch or return missed the jump cache; `eip` is the target.
+    IndirectMiss = 2,
+    /// `exit_request` was set; `eip` is the start of the TU that saw it.
+    Request = 3,
+    /// A guest exception; `eip` is the faulting instruction (or the next
+    /// one for traps), `exc_vector`/`exc_error`/`fault_addr` say which.
+    Exception = 4,
+    /// A helper asked to stop; the runtime knows why.
+    Helper = 5,
+    /// The run budget (`budget`) ran out; `eip` is the start of a TU.
+    Budget = 6,
+}
+
+impl ExitReason {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Branch,
+            2 => Self::IndirectMiss,
+            3 => Self::Request,
+            4 => Self::Exception,
+            5 => Self::Helper,
+            6 => Self::Budget,
+            _ => return None,
+        })
+    }
+}
+
+/// The helpers generated code can call. The runtime puts one function
+/// pointer per entry into [`CpuState::helpers`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Helper {
+    /// Emulates one instruction the host cannot execute for the guest
+    /// (I/O, CPUID, RDTSC, BCD adjusts, system instructions, ...).
+    Emulate = 0,
+}
+
+pub const HELPER_COUNT: usize = 1;
+
+/// How an `ExitReason::Exception` came about (`CpuState::exc_kind`); the
+/// system CPU needs it for privilege checks and error codes.
+pub mod exc_kind {
+    /// Raised by the CPU while executing an instruction (a fault or trap).
+    pub const HARDWARE: u32 = 0;
+    /// `int n`: a software interrupt (gate DPL is checked).
+    pub const SOFTWARE_INT: u32 = 1;
+    /// `int3` / `into`: software exceptions (gate DPL is checked, no error code).
+    pub const SOFTWARE_EXC: u32 = 2;
+}
+
+/// A helper returns this to let the TU go on; anything else exits to the
+/// run loop with `ExitReason::Helper` (or whatever reason the helper stored).
+pub const HELPER_CONTINUE: u32 = 0;
+pub const HELPER_EXIT: u32 = 1;
+
+/// The signature of every helper: the CPU state (guest registers spilled
+/// into `regs`, flags into `arith_flags`, `eip` the instruction's) and the
+/// decoded guest instruction the call site stands for.
+pub type HelperFn = unsafe extern "sysv64" fn(cpu: *mut CpuState, insn: *const iced_x86::Instruction) -> u32;
+
+/// Entries of the per-vCPU jump cache probed inline by indirect branches.
+pub const JUMP_CACHE_BITS: u32 = 16;
+pub const JUMP_CACHE_ENTRIES: usize = 1 << JUMP_CACHE_BITS;
+
+/// The jump cache: guest linear EIP -> host code address, indexed by the low
+/// 16 bits of the EIP. Keys and targets are separate arrays so the inline
+/// probe can scale its index by 4 and by 8 without shifting (which would
+/// clobber the guest flags). An empty slot points at the miss stub, so a
+/// key that happens to match an empty slot still lands somewhere correct.
+#[repr(C)]
+pub struct JumpCache {
+    pub keys: [u32; JUMP_CACHE_ENTRIES],
+    pub targets: [u64; JUMP_CACHE_ENTRIES],
+}
+
+pub const JC_KEYS: i32 = offset_of!(JumpCache, keys) as i32;
+pub const JC_TARGETS: i32 = offset_of!(JumpCache, targets) as i32;
+
+/// The CPU state that generated code reads and writes through `r14`.
+///
+/// While generated code runs, `regs` and `arith_flags` are stale (the live
+/// values are in host registers); they are exact whenever the run loop or a
+/// helper looks at them.
+#[repr(C, align(64))]
+pub struct CpuState {
+    /// eax ecx edx ebx esp ebp esi edi.
+    pub regs: [u32; 8],
+    pub eip: u32,
+    /// The host RFLAGS image: only the `flags::HOST_LIVE` bits mean anything.
+    pub arith_flags: u32,
+    /// Guest EFLAGS except the `flags::HOST_LIVE` bits (IF, IOPL, TF, ...).
+    pub sys_flags: u32,
+    pub exit_reason: u32,
+    /// Nonzero asks generated code to return to the run loop at the next TU head.
+    pub exit_request: u8,
+    pub _pad0: [u8; 3],
+    pub exc_vector: u32,
+    pub exc_error: u32,
+    pub exc_kind: u32,
+    pub fault_addr: u32,
+    /// With `ExitReason::Branch`: arena offset of the rel32 to patch.
+    pub exit_arg: u64,
+    /// Host stack pointer of the run loop, restored by the exit path.
+    pub host_rsp: u64,
+    /// Host address of guest linear 0 (the GS base), and its negation.
+    pub gs_base: u64,
+    pub neg_gs_base: u64,
+    /// Runs out of TUs: decremented at every TU head when the translation
+    /// is built with a budget.
+    pub budget: u64,
+    /// TU heads executed, counted when the translation is built with stats.
+    pub tus_executed: u64,
+    /// Jump-cache hits, counted with stats.
+    pub jc_hits: u64,
+    /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
+    pub sregs: [u32; 6],
+    pub cr0: u32,
+    pub cr2: u32,
+    pub cr3: u32,
+    pub cr4: u32,
+    pub helpers: [u64; HELPER_COUNT],
+    /// The runtime's own context for helpers.
+    pub ctx: *mut core::ffi::c_void,
+    /// The jump cache, also pinned in r15 while guest code runs.
+    pub jump_cache: *mut JumpCache,
+    /// The translator's fault metadata, read by the signal handler.
+    pub fault_map: *const crate::meta::FaultMap,
+    /// Where the signal handler sends a faulting TU (the arena's exit stub).
+    pub fault_exit: u64,
+}
+
+impl CpuState {
+    pub fn new() -> Self {
+        CpuState {
+            regs: [0; 8],
+            eip: 0,
+            arith_flags: 0,
+            sys_flags: flags::FIXED1,
+            exit_reason: 0,
+            exit_request: 0,
+            _pad0: [0; 3],
+            exc_vector: 0,
+            exc_error: 0,
+            exc_kind: 0,
+            fault_addr: 0,
+            exit_arg: 0,
+            host_rsp: 0,
+            gs_base: 0,
+            neg_gs_base: 0,
+            budget: u64::MAX,
+            tus_executed: 0,
+            jc_hits: 0,
+            sregs: [0; 6],
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            helpers: [0; HELPER_COUNT],
+            ctx: core::ptr::null_mut(),
+            jump_cache: core::ptr::null_mut(),
+            fault_map: core::ptr::null(),
+            fault_exit: 0,
+        }
+    }
+
+    /// The guest's EFLAGS, put together from its two homes.
+    pub fn eflags(&self) -> u32 {
+        (self.arith_flags & flags::HOST_LIVE) | (self.sys_flags & !flags::HOST_LIVE) | flags::FIXED1
+    }
+
+    pub fn set_eflags(&mut self, v: u32) {
+        let v = (v & flags::WRITABLE) | flags::FIXED1;
+        self.arith_flags = v & flags::HOST_LIVE;
+        self.sys_flags = v & !flags::HOST_LIVE;
+    }
+
+    pub fn set_gs_base(&mut self, base: u64) {
+        self.gs_base = base;
+        self.neg_gs_base = base.wrapping_neg();
+    }
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! offsets {
+    ($($name:ident = $field:ident;)*) => {
+        $(pub const $name: i32 = offset_of!(CpuState, $field) as i32;)*
+    };
+}
+
+/// Field offsets used by generated code.
+pub mod off {
+    use super::*;
+    offsets! {
+        REGS = regs;
+        EIP = eip;
+        ARITH_FLAGS = arith_flags;
+        SYS_FLAGS = sys_flags;
+        EXIT_REASON = exit_reason;
+        EXIT_REQUEST = exit_request;
+        EXC_VECTOR = exc_vector;
+        EXC_ERROR = exc_error;
+        EXC_KIND = exc_kind;
+        SREGS = sregs;
+        FAULT_ADDR = fault_addr;
+        EXIT_ARG = exit_arg;
+        HOST_RSP = host_rsp;
+        GS_BASE = gs_base;
+        NEG_GS_BASE = neg_gs_base;
+        BUDGET = budget;
+        TUS_EXECUTED = tus_executed;
+        JC_HITS = jc_hits;
+        HELPERS = helpers;
+        JUMP_CACHE = jump_cache;
+    }
+
+    /// Offset of guest register `r` in `regs`.
+    pub const fn reg(r: usize) -> i32 {
+        REGS + 4 * r as i32
+    }
+}
+
+/// What a translation depends on besides the bytes: DESIGN.md section 4.
+/// Only the 32-bit flat protected mode exists so far; the other bits are
+/// reserved so the key's layout does not change when they arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModeKey(pub u32);
+
+impl ModeKey {
+    pub const CODE32: u32 = 1 << 0;
+    pub const STACK32: u32 = 1 << 1;
+    pub const FLAT: u32 = 1 << 2;
+    pub const PE: u32 = 1 << 3;
+    pub const PG: u32 = 1 << 4;
+    pub const VM86: u32 = 1 << 5;
+    /// CPL in bits 8-9.
+    pub const CPL_SHIFT: u32 = 8;
+
+    pub const FLAT32_CPL0: ModeKey =
+        ModeKey(Self::CODE32 | Self::STACK32 | Self::FLAT | Self::PE);
+
+    pub fn cpl(self) -> u32 {
+        (self.0 >> Self::CPL_SHIFT) & 3
+    }
+}
+
+/// Guest exception vectors (Intel SDM Vol. 3A, table 6-1).
+pub mod vector {
+    pub const DE: u32 = 0;
+    pub const DB: u32 = 1;
+    pub const BP: u32 = 3;
+    pub const OF: u32 = 4;
+    pub const BR: u32 = 5;
+    pub const UD: u32 = 6;
+    pub const NM: u32 = 7;
+    pub const DF: u32 = 8;
+    pub const TS: u32 = 10;
+    pub const NP: u32 = 11;
+    pub const SS: u32 = 12;
+    pub const GP: u32 = 13;
+    pub const PF: u32 = 14;
+    pub const MF: u32 = 16;
+    pub const AC: u32 = 17;
+    pub const XM: u32 = 19;
+
+    pub fn name(v: u32) -> &'static str {
+        match v {
+            DE => "#DE (divide error)",
+            DB => "#DB (debug)",
+            2 => "NMI",
+            BP => "#BP (breakpoint)",
+            OF => "#OF (overflow)",
+            BR => "#BR (BOUND range exceeded)",
+            UD => "#UD (invalid opcode)",
+            NM => "#NM (device not available)",
+            DF => "#DF (double fault)",
+            TS => "#TS (invalid TSS)",
+            NP => "#NP (segment not present)",
+            SS => "#SS (stack fault)",
+            GP => "#GP (general protection)",
+            PF => "#PF (page fault)",
+            MF => "#MF (x87 floating-point error)",
+            AC => "#AC (alignment check)",
+            XM => "#XM (SIMD floating-point)",
+            _ => "exception",
+        }
+    }
+}

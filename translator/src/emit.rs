@@ -1,0 +1,163 @@
+//! The emitter: the only module that assembles host code.
+//!
+//! Glue (state accesses, exits, probes) is written with `dynasm!` through
+//! the [`asm!`] macro, which names the pinned registers once. Guest
+//! instructions, and every host instruction that touches guest memory, go
+//! through iced-x86's encoder, which always emits the `0x67` prefix that
+//! keeps a guest address 32-bit (dynasmrt drops it on a bare `[disp32]`).
+
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{DynamicLabel, DynasmApi, VecAssembler};
+use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+
+use crate::abi::{off, ExitReason};
+
+/// Assembles glue code into an [`Emitter`], with the pinned registers named:
+/// `cpu` (r14, the CPU state), `jc` (r15, the jump cache), `work` (r11),
+/// `gesp` (r12, guest esp).
+macro_rules! asm {
+    ($e:expr; $($t:tt)*) => {{
+        #[allow(unused_imports)]
+        use dynasmrt::{DynasmApi as _, DynasmLabelApi as _};
+        dynasmrt::dynasm!($e.ops
+            ; .arch x64
+            ; .alias cpu, r14
+            ; .alias jc, r15
+            ; .alias work, r11
+            ; .alias gesp, r12
+            ; $($t)*
+        )
+    }};
+}
+pub(crate) use asm;
+
+/// Addresses of the shared stubs every TU jumps to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stubs {
+    /// `extern "sysv64" fn(cpu: *mut CpuState, target: u64)`: loads the
+    /// guest state and jumps to `target`.
+    pub enter: usize,
+    /// Saves the guest state and returns to the run loop.
+    pub exit: usize,
+    /// Calls helper `r11` with instruction `r10`, guest state spilled.
+    pub helper: usize,
+    /// An indirect branch to guest `r11d` that missed the jump cache.
+    pub miss: usize,
+}
+
+pub struct Emitter {
+    pub ops: VecAssembler<X64Relocation>,
+    base: usize,
+    enc: Encoder,
+    pub stubs: Stubs,
+}
+
+#[derive(Debug)]
+pub struct EncodeError(pub String);
+
+impl Emitter {
+    /// An emitter whose byte 0 will live at host address `base`.
+    pub fn new(base: usize, stubs: Stubs) -> Self {
+        Emitter { ops: VecAssembler::new(base), base, enc: Encoder::new(64), stubs }
+    }
+
+    pub fn offset(&self) -> usize {
+        self.ops.offset().0
+    }
+
+    pub fn addr(&self) -> usize {
+        self.base + self.offset()
+    }
+
+    pub fn label(&mut self) -> DynamicLabel {
+        self.ops.new_dynamic_label()
+    }
+
+    pub fn bind(&mut self, l: DynamicLabel) {
+        asm!(self; =>l);
+    }
+
+    /// Encodes one host instruction (no relative branches) here.
+    pub fn insn(&mut self, i: &Instruction) -> Result<(), EncodeError> {
+        let rip = self.addr() as u64;
+        self.enc.encode(i, rip).map_err(|e| EncodeError(format!("{e}: {i:?}")))?;
+        let bytes = self.enc.take_buffer();
+        self.ops.extend(bytes.iter().copied());
+        self.enc.set_buffer(bytes);
+        Ok(())
+    }
+
+    /// Like [`Emitter::insn`] for instructions this module builds itself,
+    /// which always encode.
+    pub fn put(&mut self, i: Instruction) {
+        if let Err(e) = self.insn(&i) {
+            unreachable!("bt86 built an unencodable instruction: {}", e.0);
+        }
+    }
+
+    /// Pads with NOPs so that a `len`-byte instruction emitted next has its
+    /// last four bytes (a rel32) 4-byte aligned, then returns nothing: the
+    /// caller emits the instruction.
+    pub fn align_rel32(&mut self, len: usize) {
+        while (self.addr() + len) % 4 != 0 {
+            self.ops.push(0x90);
+        }
+    }
+
+    /// `jmp rel32` to `target` whose rel32 is aligned for patching; returns
+    /// the offset of the rel32 (relative to this emitter's start).
+    pub fn patchable_jmp(&mut self, target: DynamicLabel) -> usize {
+        self.align_rel32(5);
+        let at = self.offset();
+        asm!(self; jmp =>target);
+        debug_assert_eq!(self.offset(), at + 5, "dynasm must emit jmp rel32");
+        self.offset() - 4
+    }
+
+    /// Emits `short` (a short-branch opcode whose rel8 follows) so that,
+    /// when taken, it skips a patchable `jmp target` placed right after it.
+    /// Returns the offset of that jmp's rel32.
+    pub fn skip_over_patchable_jmp(&mut self, short: &[u8], target: DynamicLabel) -> usize {
+        let jmp_at = self.addr() + short.len() + 1;
+        let pad = (4 - (jmp_at + 1) % 4) % 4;
+        self.ops.extend(short.iter().copied());
+        self.ops.push((pad + 5) as u8);
+        for _ in 0..pad {
+            self.ops.push(0x90);
+        }
+        let slot = self.patchable_jmp(target);
+        debug_assert_eq!(slot, jmp_at + pad + 1 - self.base);
+        slot
+    }
+
+    /// Stores a 32-bit immediate into a CPU state field.
+    pub fn set_state32(&mut self, field: i32, value: u32) {
+        asm!(self; mov DWORD [cpu + field], value as i32);
+    }
+
+    /// Leaves the TU: `eip` and the reason go to the CPU state, then the
+    /// common exit saves the guest registers.
+    pub fn exit_with(&mut self, eip: u32, reason: ExitReason) {
+        self.set_state32(off::EIP, eip);
+        self.set_state32(off::EXIT_REASON, reason as u32);
+        let exit = self.stubs.exit;
+        asm!(self; jmp extern exit);
+    }
+}
+
+/// A guest memory operand `gs: addr32 [base + disp]`.
+pub fn gmem(base: Register, disp: i64) -> MemoryOperand {
+    MemoryOperand::new(base, Register::None, 1, disp, if disp == 0 { 0 } else { 4 }, false, Register::GS)
+}
+
+/// `mov dword/word gs:[base+disp], src`.
+pub fn store(size: u32, base: Register, disp: i64, src: Register) -> Instruction {
+    let code = if size == 2 { Code::Mov_rm16_r16 } else { Code::Mov_rm32_r32 };
+    Instruction::with2(code, gmem(base, disp), src).expect("store operands")
+}
+
+/// `mov r32/r16, dword/word gs:[base+disp]`.
+pub fn load(size: u32, dst: Register, base: Register, disp: i64) -> Instruction {
+    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+    Instruction::with2(code, dst, gmem(base, disp)).expect("load operands")
+}

@@ -1,0 +1,354 @@
+//! bt86's binary translator: guest x86 code in, host x86-64 code out.
+//!
+//! ```text
+//!  guest bytes --(tu::form)--> TU: <=12 decoded instructions
+//!      --(lower::*)--> host code + fault sites (emit: dynasm glue, iced for guest ops)
+//!      --(arena)--> code arena (fixed, W^X views) --(Translator)--> cache + chains + jump cache
+//! ```
+//!
+//! The translator never depends on the runtime. It owns the ABI between
+//! generated code and the runtime ([`abi`]): the CPU state layout, the exit
+//! reasons, the helper table and the per-TU fault metadata ([`meta`]).
+
+pub mod abi;
+pub mod arena;
+mod emit;
+mod lower;
+pub mod meta;
+pub mod stats;
+pub mod tu;
+
+use hashbrown::HashMap;
+use iced_x86::Instruction;
+
+use abi::{CpuState, JumpCache, ModeKey, JUMP_CACHE_ENTRIES};
+use arena::{ArenaError, CodeArena};
+use emit::{asm, Emitter, Stubs};
+pub use lower::Instrument;
+use meta::FaultMap;
+use stats::TranslationStats;
+pub use tu::{CodeSource, FetchFault};
+
+/// What identifies a translation (DESIGN.md section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TuKey {
+    /// Guest physical address of the first byte.
+    pub phys: u32,
+    /// Guest linear EIP.
+    pub eip: u32,
+    pub mode: ModeKey,
+}
+
+#[derive(Debug)]
+pub enum TranslateError {
+    /// The first instruction cannot be fetched.
+    Fetch(FetchFault),
+    /// A TU larger than the whole arena (cannot happen with sane sizes).
+    ArenaTooSmall,
+    /// A bug: the translator built code it cannot encode.
+    Internal(String),
+}
+
+impl std::fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranslateError::Fetch(ff) => write!(f, "cannot fetch guest code at {:#010x}", ff.addr),
+            TranslateError::ArenaTooSmall => write!(f, "a translation does not fit in the code arena"),
+            TranslateError::Internal(m) => write!(f, "translator bug: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TranslateError {}
+
+/// Counters of the translation cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheCounters {
+    pub chains: u64,
+    pub flushes: u64,
+    pub jc_inserts: u64,
+}
+
+pub struct Translator {
+    arena: CodeArena,
+    stubs: Stubs,
+    /// Arena bytes taken by the stubs; TUs start after them.
+    stubs_len: usize,
+    map: HashMap<TuKey, usize>,
+    /// Decoded instructions, kept alive while code refers to them (helper
+    /// calls pass their address).
+    insns: Vec<Box<[Instruction]>>,
+    fault_map: Box<FaultMap>,
+    jump_cache: Box<JumpCache>,
+    instrument: Instrument,
+    /// Bumped by every flush: a chain patch requested before a flush is void.
+    generation: u64,
+    pub stats: TranslationStats,
+    pub counters: CacheCounters,
+}
+
+pub const DEFAULT_ARENA_SIZE: usize = 64 << 20;
+
+impl Translator {
+    pub fn new(arena_size: usize, instrument: Instrument) -> Result<Self, ArenaError> {
+        let mut arena = CodeArena::new(arena_size)?;
+        let stubs = emit_stubs(&mut arena);
+        let stubs_len = arena.used();
+        let fault_map = Box::new(FaultMap::new(arena.base() as u64));
+        let jump_cache = new_jump_cache(stubs.miss);
+        Ok(Translator {
+            arena,
+            stubs,
+            stubs_len,
+            map: HashMap::new(),
+            insns: Vec::new(),
+            fault_map,
+            jump_cache,
+            instrument,
+            generation: 0,
+            stats: TranslationStats::default(),
+            counters: CacheCounters::default(),
+        })
+    }
+
+    /// Points a CPU state at this translator's jump cache, fault map and
+    /// exit stub. Call before running guest code with it.
+    pub fn attach(&mut self, cpu: &mut CpuState) {
+        cpu.jump_cache = &mut *self.jump_cache;
+        cpu.fault_map = &*self.fault_map;
+        cpu.fault_exit = self.stubs.exit as u64;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn lookup(&self, key: &TuKey) -> Option<usize> {
+        self.map.get(key).copied()
+    }
+
+    /// The host code for `key`, translating it if needed.
+    pub fn get(&mut self, key: TuKey, src: &mut dyn CodeSource) -> Result<usize, TranslateError> {
+        match self.lookup(&key) {
+            Some(host) => Ok(host),
+            None => self.translate(key, src),
+        }
+    }
+
+    fn translate(&mut self, key: TuKey, src: &mut dyn CodeSource) -> Result<usize, TranslateError> {
+        let t0 = stats::cycles();
+        let formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
+        let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
+        for attempt in 0..2 {
+            let base = self.arena.next_addr();
+            let arena_off = (base - self.arena.base()) as u32;
+            let e = Emitter::new(base, self.stubs);
+            let builder = lower::TuBuilder::new(e, arena_off, key.eip, key.mode, self.instrument, &insns);
+            let lowered = builder.build(formed.next_eip).map_err(|e| TranslateError::Internal(e.0))?;
+            let Some(off) = self.arena.put(&lowered.code) else {
+                if attempt == 0 {
+                    self.flush();
+                    continue;
+                }
+                return Err(TranslateError::ArenaTooSmall);
+            };
+            debug_assert_eq!(off, arena_off);
+            self.fault_map.push_tu(off, off + lowered.code.len() as u32, &lowered.sites);
+            let cycles = stats::cycles().wrapping_sub(t0);
+            self.stats.record(key.mode, formed.len, insns.len() as u32, lowered.code.len() as u32, cycles);
+            self.insns.push(insns);
+            self.map.insert(key, base);
+            log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x} ({} bytes)", key.eip, base, lowered.code.len());
+            return Ok(base);
+        }
+        Err(TranslateError::ArenaTooSmall)
+    }
+
+    /// Patches the chain slot at arena offset `patch_at` (from
+    /// `ExitReason::Branch`) to jump straight to `target` (a TU's host
+    /// address), if no flush happened since `generation` was read.
+    pub fn chain(&mut self, generation: u64, patch_at: u64, target: usize) {
+        if generation != self.generation || patch_at as usize >= self.arena.used() {
+            return;
+        }
+        self.arena.patch_rel32(patch_at as u32, target);
+        self.counters.chains += 1;
+    }
+
+    /// Remembers guest `eip` -> `host` for inline indirect-branch probes.
+    /// The cache holds TUs of the current mode only: the runtime flushes it
+    /// when the mode changes.
+    pub fn jump_cache_insert(&mut self, eip: u32, host: usize) {
+        let i = eip as usize & (JUMP_CACHE_ENTRIES - 1);
+        self.jump_cache.keys[i] = eip;
+        self.jump_cache.targets[i] = host as u64;
+        self.counters.jc_inserts += 1;
+    }
+
+    pub fn jump_cache_clear(&mut self) {
+        reset_jump_cache(&mut self.jump_cache, self.stubs.miss);
+    }
+
+    /// Drops every translation and chain.
+    pub fn flush(&mut self) {
+        // The stubs stay: they do not depend on any translation.
+        self.arena.truncate(self.stubs_len);
+        self.map.clear();
+        self.insns.clear();
+        self.fault_map.clear();
+        self.jump_cache_clear();
+        self.generation += 1;
+        self.counters.flushes += 1;
+        log::debug!(target: "bt86::jit", "translation cache flushed");
+    }
+
+    /// Runs guest code from host address `host` until it exits.
+    ///
+    /// # Safety
+    /// `cpu` must be attached to this translator ([`Translator::attach`]),
+    /// valid and not otherwise borrowed for the duration; its helper table
+    /// must hold valid helpers; the GS base must point at the guest's
+    /// address space; and the fault handler must be installed.
+    pub unsafe fn run(&self, cpu: *mut CpuState, host: usize) {
+        // SAFETY: the enter stub was emitted by `emit_stubs` with exactly
+        // this signature; the caller upholds the rest.
+        let enter: unsafe extern "sysv64" fn(*mut CpuState, u64) = unsafe { std::mem::transmute(self.stubs.enter) };
+        // SAFETY: see above.
+        unsafe { enter(cpu, host as u64) };
+    }
+
+    pub fn code_bytes(&self) -> usize {
+        self.arena.used()
+    }
+}
+
+fn new_jump_cache(miss: usize) -> Box<JumpCache> {
+    let mut jc = Box::new(JumpCache { keys: [0; JUMP_CACHE_ENTRIES], targets: [0; JUMP_CACHE_ENTRIES] });
+    reset_jump_cache(&mut jc, miss);
+    jc
+}
+
+fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {
+    jc.keys.fill(0);
+    jc.targets.fill(miss as u64);
+}
+
+/// Emits the shared stubs at the start of the arena.
+fn emit_stubs(arena: &mut CodeArena) -> Stubs {
+    use abi::{flags, off, ExitReason};
+    let base = arena.next_addr();
+    let mut e = Emitter::new(base, Stubs::default());
+    let exit = e.label();
+    let exit_saved = e.label();
+    let helper = e.label();
+    let miss = e.label();
+
+    macro_rules! save_regs {
+        () => {
+            asm!(e
+                ; mov DWORD [cpu + off::reg(0)], eax
+                ; mov DWORD [cpu + off::reg(1)], ecx
+                ; mov DWORD [cpu + off::reg(2)], edx
+                ; mov DWORD [cpu + off::reg(3)], ebx
+                ; mov DWORD [cpu + off::reg(4)], r12d
+                ; mov DWORD [cpu + off::reg(5)], ebp
+                ; mov DWORD [cpu + off::reg(6)], esi
+                ; mov DWORD [cpu + off::reg(7)], edi
+            )
+        };
+    }
+    // Loads the flags first (with eax as scratch), then the registers.
+    macro_rules! load_state {
+        () => {
+            asm!(e
+                ; mov eax, DWORD [cpu + off::ARITH_FLAGS]
+                ; and eax, flags::HOST_LIVE as i32
+                ; or eax, 0x202
+                ; push rax
+                ; popfq
+                ; mov eax, DWORD [cpu + off::reg(0)]
+                ; mov ecx, DWORD [cpu + off::reg(1)]
+                ; mov edx, DWORD [cpu + off::reg(2)]
+                ; mov ebx, DWORD [cpu + off::reg(3)]
+                ; mov r12d, DWORD [cpu + off::reg(4)]
+                ; mov ebp, DWORD [cpu + off::reg(5)]
+                ; mov esi, DWORD [cpu + off::reg(6)]
+                ; mov edi, DWORD [cpu + off::reg(7)]
+            )
+        };
+    }
+
+    // enter(cpu: rdi, target: rsi)
+    let enter_off = e.offset();
+    asm!(e
+        ; push rbx
+        ; push rbp
+        ; push r12
+        ; push r13
+        ; push r14
+        ; push r15
+        ; mov QWORD [rdi + off::HOST_RSP], rsp
+        ; mov r14, rdi
+        ; mov r15, QWORD [r14 + off::JUMP_CACHE]
+        ; mov r11, rsi
+    );
+    load_state!();
+    asm!(e; jmp r11);
+
+    // exit: guest state in registers -> CPU state, back to the run loop.
+    e.bind(exit);
+    save_regs!();
+    asm!(e
+        ; pushfq
+        ; pop r11
+        ; mov DWORD [cpu + off::ARITH_FLAGS], r11d
+    );
+    e.bind(exit_saved);
+    asm!(e
+        ; cld
+        ; mov rsp, QWORD [cpu + off::HOST_RSP]
+        ; pop r15
+        ; pop r14
+        ; pop r13
+        ; pop r12
+        ; pop rbp
+        ; pop rbx
+        ; ret
+    );
+
+    // helper: r11 = helper index, r10 = instruction; called with `call`.
+    e.bind(helper);
+    save_regs!();
+    asm!(e
+        ; pushfq
+        ; pop rax
+        ; mov DWORD [cpu + off::ARITH_FLAGS], eax
+        ; cld
+        ; mov rdi, r14
+        ; mov rsi, r10
+        ; call QWORD [cpu + r11 * 8 + off::HELPERS]
+        ; test eax, eax
+        ; jnz =>exit_saved
+    );
+    load_state!();
+    asm!(e; ret);
+
+    // miss: an indirect branch to guest r11d not in the jump cache.
+    e.bind(miss);
+    asm!(e
+        ; mov DWORD [cpu + off::EIP], r11d
+        ; mov DWORD [cpu + off::EXIT_REASON], ExitReason::IndirectMiss as i32
+        ; jmp =>exit
+    );
+
+    let addr = |e: &Emitter, l| base + e.ops.labels().resolve_dynamic(l).expect("stub label").0;
+    let stubs = Stubs {
+        enter: base + enter_off,
+        exit: addr(&e, exit),
+        helper: addr(&e, helper),
+        miss: addr(&e, miss),
+    };
+    let code = e.ops.finalize().expect("stubs assemble");
+    arena.put(&code).expect("the arena holds the stubs");
+    stubs
+}

@@ -1,0 +1,261 @@
+//! IDENT: guest instructions the host executes as they are, with guest esp
+//! renamed to r12 and every memory operand rebased as `gs: addr32 [..]`.
+//! Also the classification of every instruction into its lowering family.
+
+use iced_x86::{Code, CpuidFeature, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register};
+
+use super::TuBuilder;
+use crate::emit::EncodeError;
+use crate::meta::Fixup;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ident,
+    Stack,
+    Branch,
+    String,
+    System,
+    Invalid,
+}
+
+/// The CPUID features of the guest CPU's user-level integer instruction
+/// set (a P6 without FPU/MMX/SSE so far): anything else is #UD.
+fn feature_allowed(f: CpuidFeature) -> bool {
+    matches!(
+        f,
+        CpuidFeature::INTEL8086
+            | CpuidFeature::INTEL186
+            | CpuidFeature::INTEL286
+            | CpuidFeature::INTEL386
+            | CpuidFeature::INTEL486
+            | CpuidFeature::CMOV
+            | CpuidFeature::CX8
+            | CpuidFeature::MULTIBYTENOP
+            | CpuidFeature::PAUSE
+            | CpuidFeature::TSC
+            | CpuidFeature::MSR
+            | CpuidFeature::CPUID
+            | CpuidFeature::SEP
+    )
+}
+
+pub fn family(insn: &Instruction) -> Family {
+    use Mnemonic as M;
+    if insn.is_invalid() || !insn.cpuid_features().iter().all(|&f| feature_allowed(f)) {
+        return Family::Invalid;
+    }
+    if insn.is_string_instruction() {
+        return match insn.mnemonic() {
+            M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => Family::System,
+            _ => Family::String,
+        };
+    }
+    match insn.mnemonic() {
+        M::Push | M::Pop | M::Pusha | M::Pushad | M::Popa | M::Popad | M::Pushf | M::Pushfd | M::Popf
+        | M::Popfd | M::Enter | M::Leave => Family::Stack,
+        M::Jmp | M::Call | M::Ret | M::Retf | M::Iret | M::Iretd | M::Loop | M::Loope | M::Loopne | M::Jcxz
+        | M::Jecxz | M::Int | M::Int3 | M::Into | M::Int1 | M::Ud0 | M::Ud1 | M::Ud2 | M::Jo | M::Jno | M::Jb
+        | M::Jae | M::Je | M::Jne | M::Jbe | M::Ja | M::Js | M::Jns | M::Jp | M::Jnp | M::Jl | M::Jge | M::Jle
+        | M::Jg => Family::Branch,
+        M::In | M::Out | M::Cpuid | M::Rdtsc | M::Rdmsr | M::Wrmsr | M::Hlt | M::Cli | M::Sti | M::Clts
+        | M::Invd | M::Wbinvd | M::Invlpg | M::Lgdt | M::Lidt | M::Lldt | M::Ltr | M::Sgdt | M::Sidt | M::Sldt
+        | M::Str | M::Smsw | M::Lmsw | M::Lar | M::Lsl | M::Verr | M::Verw | M::Lds | M::Les | M::Lfs
+        | M::Lgs | M::Lss | M::Arpl | M::Bound | M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad
+        | M::Salc | M::Sysenter | M::Sysexit | M::Rsm | M::Rdpmc | M::Loadall => Family::System,
+        M::Mov if uses_special_register(insn) => Family::System,
+        _ => Family::Ident,
+    }
+}
+
+fn uses_special_register(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|i| {
+        insn.op_kind(i) == OpKind::Register && {
+            let r = insn.op_register(i);
+            r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
+        }
+    })
+}
+
+/// Host register for a guest general register: esp lives in r12.
+pub fn host_reg(r: Register) -> Register {
+    match r {
+        Register::ESP => Register::R12D,
+        Register::SP => Register::R12W,
+        r => r,
+    }
+}
+
+fn is_high8(r: Register) -> bool {
+    matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
+}
+
+fn is_16bit_addressing(insn: &Instruction) -> bool {
+    insn.memory_base().is_gpr16() || insn.memory_index().is_gpr16()
+}
+
+fn memory_operand(insn: &Instruction) -> Option<u32> {
+    (0..insn.op_count()).find(|&i| insn.op_kind(i) == OpKind::Memory)
+}
+
+/// Computes a 16-bit effective address (`[bx+si+disp]` and friends) into
+/// r11d, wrapped to 16 bits, without touching the flags.
+pub fn compute_ea16(b: &mut TuBuilder, insn: &Instruction) {
+    let full = |r: Register| if r == Register::None { Register::None } else { r.full_register32() };
+    let disp = insn.memory_displacement32() as i64 & 0xFFFF;
+    let mem = iced_x86::MemoryOperand::new(
+        full(insn.memory_base()),
+        full(insn.memory_index()),
+        1,
+        disp,
+        if disp == 0 { 0 } else { 4 },
+        false,
+        Register::None,
+    );
+    b.e.put(Instruction::with2(Code::Lea_r32_m, Register::R11D, mem).expect("lea"));
+    b.e.put(Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W).expect("movzx"));
+}
+
+/// Rewrites a guest memory operand in place: gs: addr32, esp -> r12, and a
+/// 16-bit address computed into r11d first.
+pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
+    if is_16bit_addressing(insn) {
+        compute_ea16(b, insn);
+        insn.set_memory_base(Register::R11D);
+        insn.set_memory_index(Register::None);
+        insn.set_memory_index_scale(1);
+        insn.set_memory_displacement64(0);
+        insn.set_memory_displ_size(0);
+    } else {
+        insn.set_memory_base(host_reg(insn.memory_base()));
+        // A bare [disp32] must not become RIP-relative: iced encodes a
+        // base-less 32-bit address with a SIB byte and 0x67.
+        if insn.memory_base() == Register::None && insn.memory_index() == Register::None {
+            insn.set_memory_displ_size(4);
+        }
+    }
+    insn.set_segment_prefix(Register::GS);
+}
+
+/// The host form of a guest instruction whose code differs in 64-bit mode.
+fn host_code(code: Code) -> Code {
+    match code {
+        Code::Inc_r32 => Code::Inc_rm32,
+        Code::Dec_r32 => Code::Dec_rm32,
+        Code::Inc_r16 => Code::Inc_rm16,
+        Code::Dec_r16 => Code::Dec_rm16,
+        c => c,
+    }
+}
+
+pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
+    if guest.mnemonic() == Mnemonic::Lea {
+        return lower_lea(b, guest);
+    }
+    let mut insn = *guest;
+    insn.set_code(host_code(insn.code()));
+    for i in 0..insn.op_count() {
+        if insn.op_kind(i) == OpKind::Register {
+            insn.set_op_register(i, host_reg(insn.op_register(i)));
+        }
+    }
+    if memory_operand(&insn).is_some() {
+        rebase_memory(b, &mut insn);
+    }
+    emit_host(b, &insn)
+}
+
+/// `lea` computes an address without touching memory: no GS, and a 16-bit
+/// address goes through r11.
+fn lower_lea(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
+    let dst = host_reg(guest.op0_register());
+    if is_16bit_addressing(guest) {
+        compute_ea16(b, guest);
+        let src = if dst.size() == 2 { Register::R11W } else { Register::R11D };
+        let code = if dst.size() == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+        b.e.put(Instruction::with2(code, dst, src).expect("mov"));
+        return Ok(());
+    }
+    let mut insn = *guest;
+    insn.set_op0_register(dst);
+    insn.set_memory_base(host_reg(insn.memory_base()));
+    insn.set_segment_prefix(Register::None);
+    if insn.memory_base() == Register::None && insn.memory_index() == Register::None {
+        insn.set_memory_displ_size(4);
+    }
+    emit_host(b, &insn)
+}
+
+/// Emits a host instruction built from a guest one, borrowing a legacy
+/// register when it needs a REX prefix (r11/r12) but names AH-BH.
+pub fn emit_host(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
+    let regs: Vec<Register> = (0..insn.op_count())
+        .filter(|&i| insn.op_kind(i) == OpKind::Register)
+        .map(|i| insn.op_register(i))
+        .chain([insn.memory_base(), insn.memory_index()])
+        .collect();
+    let rex_reg = regs.iter().copied().find(|r| r.full_register() == Register::R12 || r.full_register() == Register::R11);
+    match rex_reg {
+        Some(rex) if regs.iter().any(|&r| is_high8(r)) => emit_borrowed(b, insn, rex.full_register()),
+        _ => b.e.insn(insn),
+    }
+}
+
+/// Runs `insn` with a legacy register X standing in for `rex` (r11 or r12):
+/// X is parked in r10, loaded with the value, and restored after; the fault
+/// handler restores it from r10 too (`Fixup::Borrowed`).
+fn emit_borrowed(b: &mut TuBuilder, insn: &Instruction, rex: Register) -> Result<(), EncodeError> {
+    let mut factory = InstructionInfoFactory::new();
+    let used: Vec<Register> = factory.info(insn).used_registers().iter().map(|u| u.register().full_register()).collect();
+    let candidates = [Register::RBX, Register::RSI, Register::RDI, Register::RBP, Register::RDX, Register::RCX, Register::RAX];
+    let Some(x) = candidates.iter().copied().find(|c| !used.contains(c)) else {
+        return Err(EncodeError(format!("no register to borrow for {insn}")));
+    };
+    let x32 = x.full_register32();
+    let x16 = reg16(x32);
+    let subst = |r: Register| -> Register {
+        if r == Register::None || r.full_register() != rex {
+            r
+        } else if r.size() == 2 {
+            x16
+        } else {
+            x32
+        }
+    };
+    let mut host = *insn;
+    let mut writes_rex = false;
+    for i in 0..host.op_count() {
+        if host.op_kind(i) == OpKind::Register && host.op_register(i).full_register() == rex {
+            // Only the destination (operand 0) of these forms can be written.
+            writes_rex |= i == 0;
+            host.set_op_register(i, subst(host.op_register(i)));
+        }
+    }
+    host.set_memory_base(subst(host.memory_base()));
+    host.set_memory_index(subst(host.memory_index()));
+    let mov64 = |d: Register, s: Register| Instruction::with2(Code::Mov_r64_rm64, d, s).expect("mov");
+    let mov32 = |d: Register, s: Register| Instruction::with2(Code::Mov_r32_rm32, d, s).expect("mov");
+    b.e.put(mov64(Register::R10, x));
+    b.e.put(mov32(x32, rex.full_register32()));
+    b.fixup_from_here(Fixup::Borrowed(x.number() as u8));
+    b.e.insn(&host)?;
+    if writes_rex && rex == Register::R12 {
+        b.e.put(mov32(Register::R12D, x32));
+    }
+    b.e.put(mov64(x, Register::R10));
+    let eip = insn.ip32();
+    b.site(eip, Fixup::None);
+    Ok(())
+}
+
+fn reg16(r32: Register) -> Register {
+    match r32 {
+        Register::EAX => Register::AX,
+        Register::ECX => Register::CX,
+        Register::EDX => Register::DX,
+        Register::EBX => Register::BX,
+        Register::EBP => Register::BP,
+        Register::ESI => Register::SI,
+        Register::EDI => Register::DI,
+        _ => Register::SP,
+    }
+}

@@ -1,0 +1,268 @@
+//! Lowering: one decoded guest instruction at a time into host code.
+//!
+//! Each family lives in its own file; [`lower_insn`] picks the family from
+//! the instruction's mnemonic. What a family emits keeps the invariant of
+//! DESIGN.md section 5: every host instruction that can fault comes before
+//! any change to guest-visible state, so a fault anywhere in an
+//! instruction's code leaves the guest exactly as before it (up to the
+//! [`Fixup`] recorded for its site).
+
+mod branch;
+mod ident;
+mod stack;
+mod string;
+mod system;
+
+use dynasmrt::DynamicLabel;
+use iced_x86::{Instruction, Mnemonic, RflagsBits};
+
+use crate::abi::{off, ExitReason, ModeKey};
+use crate::emit::{asm, EncodeError, Emitter};
+use crate::meta::{Fixup, Site};
+
+/// How TUs are instrumented; baked into the code, so a change needs a flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Instrument {
+    /// Count TU heads and jump-cache hits in the CPU state.
+    pub stats: bool,
+    /// Decrement `CpuState::budget` at each TU head and exit at zero.
+    pub budget: bool,
+}
+
+/// What ends a TU and how control leaves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// The instruction falls through to the next one.
+    Next,
+    /// The instruction left the TU itself (branch, exit, exception).
+    Ends,
+}
+
+/// An exit path placed after the TU body, out of the hot path.
+enum Cold {
+    /// The unchained side of a chain slot: exit with the branch target.
+    Chain { label: DynamicLabel, target: u32, slot: usize },
+    /// The exit_request / budget checks at the head.
+    HeadExit { label: DynamicLabel, reason: ExitReason },
+}
+
+pub struct TuBuilder<'a> {
+    pub e: Emitter,
+    pub mode: ModeKey,
+    pub instrument: Instrument,
+    /// Arena offset of this TU's first byte.
+    arena_off: u32,
+    tu_eip: u32,
+    sites: Vec<Site>,
+    cold: Vec<Cold>,
+    insns: &'a [Instruction],
+}
+
+#[derive(Debug)]
+pub struct LoweredTu {
+    pub code: Vec<u8>,
+    /// Sites with arena offsets.
+    pub sites: Vec<Site>,
+}
+
+impl<'a> TuBuilder<'a> {
+    pub fn new(
+        e: Emitter,
+        arena_off: u32,
+        tu_eip: u32,
+        mode: ModeKey,
+        instrument: Instrument,
+        insns: &'a [Instruction],
+    ) -> Self {
+        TuBuilder { e, mode, instrument, arena_off, tu_eip, sites: Vec::new(), cold: Vec::new(), insns }
+    }
+
+    /// Lowers the whole TU. `ends_early` says the last instruction does not
+    /// end the TU by itself (it was cut at the size limit or before an
+    /// undecodable instruction), so a chain to `next_eip` follows it.
+    pub fn build(mut self, next_eip: u32) -> Result<LoweredTu, EncodeError> {
+        self.head();
+        let mut flow = Flow::Next;
+        for idx in 0..self.insns.len() {
+            let insn = &self.insns[idx];
+            self.site(insn.ip32(), Fixup::None);
+            flow = lower_insn(&mut self, insn, idx)?;
+            if flow == Flow::Ends {
+                break;
+            }
+        }
+        if flow == Flow::Next {
+            self.chain_to(next_eip);
+        }
+        self.emit_cold();
+        let code = self.e.ops.finalize().map_err(|e| EncodeError(format!("{e}")))?;
+        let base = self.arena_off;
+        let sites = self.sites.into_iter().map(|s| Site { host_off: s.host_off + base, ..s }).collect();
+        Ok(LoweredTu { code, sites })
+    }
+
+    /// Starts the code of a guest instruction (or re-marks it with a fixup).
+    pub fn site(&mut self, guest_eip: u32, fixup: Fixup) {
+        self.sites.push(Site { host_off: self.e.offset() as u32, guest_eip, fixup });
+    }
+
+    /// Marks the current point as belonging to the last site again, with a
+    /// fixup that holds from here on.
+    pub fn fixup_from_here(&mut self, fixup: Fixup) {
+        let eip = self.sites.last().map_or(self.tu_eip, |s| s.guest_eip);
+        self.site(eip, fixup);
+    }
+
+    /// The TU head: counters, budget, and the exit_request check.
+    ///
+    /// Guest flags live in the host flags, so where they may be live the
+    /// check must not touch them: it borrows rcx and tests with jrcxz.
+    fn head(&mut self) {
+        if self.instrument.stats {
+            asm!(self.e
+                ; mov work, QWORD [cpu + off::TUS_EXECUTED]
+                ; lea work, [work + 1]
+                ; mov QWORD [cpu + off::TUS_EXECUTED], work
+            );
+        }
+        if self.instrument.budget {
+            let out = self.e.label();
+            let go = self.e.label();
+            asm!(self.e
+                ; mov work, rcx
+                ; mov rcx, QWORD [cpu + off::BUDGET]
+                ; lea rcx, [rcx - 1]
+                ; mov QWORD [cpu + off::BUDGET], rcx
+                ; jrcxz >zero
+                ; mov rcx, work
+                ; jmp =>go
+                ; zero:
+                ; mov rcx, work
+                ; jmp =>out
+                ; =>go
+            );
+            self.cold.push(Cold::HeadExit { label: out, reason: ExitReason::Budget });
+        }
+        let out = self.e.label();
+        if flags_dead_at_head(self.insns) {
+            asm!(self.e
+                ; cmp BYTE [cpu + off::EXIT_REQUEST], 0
+                ; jne =>out
+            );
+        } else {
+            asm!(self.e
+                ; mov work, rcx
+                ; movzx ecx, BYTE [cpu + off::EXIT_REQUEST]
+                ; jrcxz >go
+                ; mov rcx, work
+                ; jmp =>out
+                ; go:
+                ; mov rcx, work
+            );
+        }
+        self.cold.push(Cold::HeadExit { label: out, reason: ExitReason::Request });
+    }
+
+    /// A patchable jump to guest `target`, initially to an exit that asks
+    /// the run loop to translate and chain it.
+    pub fn chain_to(&mut self, target: u32) {
+        let label = self.e.label();
+        let slot = self.e.patchable_jmp(label);
+        self.cold.push(Cold::Chain { label, target, slot });
+    }
+
+    /// Like [`TuBuilder::chain_to`], but skipped when the short branch
+    /// `short` (opcode bytes; its rel8 is added) is taken.
+    pub fn chain_unless(&mut self, short: &[u8], target: u32) {
+        let label = self.e.label();
+        let slot = self.e.skip_over_patchable_jmp(short, label);
+        self.cold.push(Cold::Chain { label, target, slot });
+    }
+
+    fn emit_cold(&mut self) {
+        let tu_eip = self.tu_eip;
+        for c in std::mem::take(&mut self.cold) {
+            match c {
+                Cold::Chain { label, target, slot } => {
+                    let patch_at = (self.arena_off as usize + slot) as i32;
+                    self.e.bind(label);
+                    asm!(self.e; mov QWORD [cpu + off::EXIT_ARG], patch_at);
+                    self.e.exit_with(target, ExitReason::Branch);
+                }
+                Cold::HeadExit { label, reason } => {
+                    self.e.bind(label);
+                    self.e.exit_with(tu_eip, reason);
+                }
+            }
+        }
+    }
+
+    /// Calls helper `Emulate` for instruction `insn` with the guest state
+    /// spilled; the helper either returns (the TU goes on) or exits.
+    pub fn call_emulate(&mut self, insn: &Instruction) {
+        let ptr = insn as *const Instruction as i64;
+        let helper = self.e.stubs.helper;
+        asm!(self.e
+            ; mov DWORD [cpu + off::EIP], insn.ip32() as i32
+            ; mov r10, QWORD ptr
+            ; mov r11d, crate::abi::Helper::Emulate as i32
+            ; call extern helper
+        );
+    }
+
+    /// Raises guest exception `vector` at `eip` (the faulting instruction
+    /// for faults, the next one for traps and software interrupts).
+    pub fn raise(&mut self, vector: u32, kind: u32, eip: u32) {
+        self.e.set_state32(off::EXC_VECTOR, vector);
+        self.e.set_state32(off::EXC_ERROR, 0);
+        self.e.set_state32(off::EXC_KIND, kind);
+        self.e.exit_with(eip, ExitReason::Exception);
+    }
+}
+
+/// Whether every status flag is written before any is read at the start of
+/// the TU, so the head may use a flag-clobbering compare. Instructions the
+/// runtime emulates count as readers.
+fn flags_dead_at_head(insns: &[Instruction]) -> bool {
+    const STATUS: u32 = RflagsBits::OF | RflagsBits::SF | RflagsBits::ZF | RflagsBits::AF | RflagsBits::CF | RflagsBits::PF;
+    for insn in insns {
+        if ident::family(insn) != ident::Family::Ident {
+            return false;
+        }
+        if insn.rflags_read() & STATUS != 0 {
+            return false;
+        }
+        let written = insn.rflags_written() | insn.rflags_cleared() | insn.rflags_set() | insn.rflags_undefined();
+        if written & STATUS == STATUS {
+            return true;
+        }
+    }
+    false
+}
+
+/// Lowers one guest instruction.
+fn lower_insn(b: &mut TuBuilder, insn: &Instruction, _idx: usize) -> Result<Flow, EncodeError> {
+    use ident::Family;
+    match ident::family(insn) {
+        Family::Ident => ident::lower(b, insn).map(|()| Flow::Next),
+        Family::Stack => stack::lower(b, insn),
+        Family::Branch => branch::lower(b, insn),
+        Family::String => string::lower(b, insn),
+        Family::System => system::lower(b, insn),
+        Family::Invalid => {
+            b.raise(crate::abi::vector::UD, crate::abi::exc_kind::HARDWARE, insn.ip32());
+            Ok(Flow::Ends)
+        }
+    }
+}
+
+/// True for the mnemonics that end a TU after them even though control
+/// falls through (their effects may change how later code translates).
+pub fn ends_tu(insn: &Instruction) -> bool {
+    use ident::Family;
+    match ident::family(insn) {
+        Family::Branch | Family::Invalid => true,
+        Family::System => !matches!(insn.mnemonic(), Mnemonic::Cli | Mnemonic::Clc),
+        _ => false,
+    }
+}

@@ -1,0 +1,266 @@
+//! push/pop/pusha/popa/pushf/popf/enter/leave.
+//!
+//! The guest stack is `gs: [r12d]`. Every form stores or loads first and
+//! moves esp last with `lea`, which leaves the guest flags alone.
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+
+use super::{ident, Flow, TuBuilder};
+use crate::abi::{flags, off, ModeKey};
+use crate::emit::{asm, load, store, EncodeError};
+
+const ESP: Register = Register::R12D;
+
+/// `lea r12d, [r12 + delta]`.
+pub fn adjust_esp(b: &mut TuBuilder, delta: i32) {
+    asm!(b.e; lea r12d, [r12 + delta]);
+}
+
+/// Operand size of a stack instruction (2 or 4), from its esp increment.
+fn op_size(insn: &Instruction) -> u32 {
+    insn.stack_pointer_increment().unsigned_abs()
+}
+
+fn reg_of_size(size: u32, r32: Register) -> Register {
+    match (size, r32) {
+        (2, Register::R11D) => Register::R11W,
+        (2, Register::R10D) => Register::R10W,
+        (_, r) => r,
+    }
+}
+
+pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    use Mnemonic as M;
+    match insn.mnemonic() {
+        M::Push => push(b, insn)?,
+        M::Pop => return pop(b, insn),
+        M::Pusha | M::Pushad => pusha(b, op_size(insn) / 8),
+        M::Popa | M::Popad => popa(b, op_size(insn) / 8),
+        M::Pushf | M::Pushfd => pushf(b, op_size(insn)),
+        M::Popf | M::Popfd => return popf(b, insn),
+        M::Enter => return enter(b, insn),
+        M::Leave => leave(b, op_size(insn)),
+        _ => unreachable!("not a stack instruction: {insn}"),
+    }
+    Ok(Flow::Next)
+}
+
+/// Puts the value to push in a register (r11 unless it already is one).
+fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
+    let size = op_size(insn);
+    let r11 = reg_of_size(size, Register::R11D);
+    let src = match insn.op0_kind() {
+        OpKind::Register if insn.op0_register().is_segment_register() => {
+            // A 32-bit push of a segment register writes only the low word.
+            let sreg = off::SREGS + 4 * insn.op0_register().number() as i32;
+            asm!(b.e; movzx r11d, WORD [cpu + sreg]);
+            b.e.put(store(2, ESP, -(size as i64), Register::R11W));
+            adjust_esp(b, -(size as i32));
+            return Ok(());
+        }
+        OpKind::Register => ident::host_reg(insn.op0_register()),
+        OpKind::Memory => {
+            let mut l = *insn;
+            l.set_code(if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 });
+            // Rebuild as `mov r11, [mem]`: keep the memory operand, replace
+            // operand 0 by the register.
+            let mut m = Instruction::with2(l.code(), r11, iced_x86::MemoryOperand::with_base(Register::EAX)).expect("mov");
+            copy_memory(&mut m, insn);
+            ident::rebase_memory(b, &mut m);
+            b.e.insn(&m)?;
+            r11
+        }
+        _ => {
+            let imm = insn.immediate(0) as u32;
+            asm!(b.e; mov r11d, imm as i32);
+            r11
+        }
+    };
+    b.e.put(store(size, ESP, -(size as i64), src));
+    adjust_esp(b, -(size as i32));
+    Ok(())
+}
+
+/// Copies the memory operand of `from` into `to` (whose operand 1 is memory).
+fn copy_memory(to: &mut Instruction, from: &Instruction) {
+    to.set_memory_base(from.memory_base());
+    to.set_memory_index(from.memory_index());
+    to.set_memory_index_scale(from.memory_index_scale());
+    to.set_memory_displacement64(from.memory_displacement64());
+    to.set_memory_displ_size(from.memory_displ_size());
+    to.set_segment_prefix(from.segment_prefix());
+}
+
+fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    let size = op_size(insn);
+    match insn.op0_kind() {
+        OpKind::Register if insn.op0_register().is_segment_register() => {
+            // A segment load: the runtime checks and loads the descriptor.
+            b.call_emulate(insn);
+            return Ok(Flow::Next);
+        }
+        OpKind::Register => {
+            let dst = ident::host_reg(insn.op0_register());
+            if dst.full_register() == Register::R12 {
+                // pop esp / pop sp: esp is incremented, then overwritten.
+                b.e.put(load(size, reg_of_size(size, Register::R11D), ESP, 0));
+                adjust_esp(b, size as i32);
+                let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+                b.e.put(Instruction::with2(code, dst, reg_of_size(size, Register::R11D)).expect("mov"));
+            } else {
+                b.e.put(load(size, dst, ESP, 0));
+                adjust_esp(b, size as i32);
+            }
+        }
+        _ => {
+            // pop [mem]: an esp-based address uses the incremented esp.
+            let r11 = reg_of_size(size, Register::R11D);
+            b.e.put(load(size, r11, ESP, 0));
+            let code = if size == 2 { Code::Mov_rm16_r16 } else { Code::Mov_rm32_r32 };
+            let mut m = Instruction::with2(code, iced_x86::MemoryOperand::with_base(Register::EAX), r11).expect("mov");
+            copy_memory(&mut m, insn);
+            if m.memory_base() == Register::ESP {
+                m.set_memory_displacement64((m.memory_displacement32().wrapping_add(size)) as u64);
+                m.set_memory_displ_size(4);
+            }
+            ident::rebase_memory(b, &mut m);
+            b.e.insn(&m)?;
+            adjust_esp(b, size as i32);
+        }
+    }
+    Ok(Flow::Next)
+}
+
+const GPRS32: [Register; 8] = [
+    Register::EAX,
+    Register::ECX,
+    Register::EDX,
+    Register::EBX,
+    Register::R12D,
+    Register::EBP,
+    Register::ESI,
+    Register::EDI,
+];
+
+fn sized(size: u32, r: Register) -> Register {
+    if size == 4 {
+        return r;
+    }
+    match r {
+        Register::EAX => Register::AX,
+        Register::ECX => Register::CX,
+        Register::EDX => Register::DX,
+        Register::EBX => Register::BX,
+        Register::R12D => Register::R12W,
+        Register::EBP => Register::BP,
+        Register::ESI => Register::SI,
+        Register::EDI => Register::DI,
+        Register::R11D => Register::R11W,
+        r => r,
+    }
+}
+
+/// pusha/pushad: eax ecx edx ebx (original) esp ebp esi edi, downwards.
+fn pusha(b: &mut TuBuilder, size: u32) {
+    for (i, r) in GPRS32.iter().enumerate() {
+        b.e.put(store(size, ESP, -((i as i64 + 1) * size as i64), sized(size, *r)));
+    }
+    adjust_esp(b, -8 * size as i32);
+}
+
+/// popa/popad: the highest and lowest slots are read first, into scratch
+/// and into edi, so any fault comes before a guest register changes (the
+/// 8 slots span at most two pages); the saved esp is skipped.
+fn popa(b: &mut TuBuilder, size: u32) {
+    let s = size as i64;
+    b.e.put(load(size, sized(size, Register::R11D), ESP, 7 * s));
+    for (i, r) in GPRS32.iter().enumerate().rev() {
+        if i == 4 || i == 0 {
+            continue;
+        }
+        b.e.put(load(size, sized(size, *r), ESP, (7 - i as i64) * s));
+    }
+    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+    b.e.put(Instruction::with2(code, sized(size, Register::EAX), sized(size, Register::R11D)).expect("mov"));
+    adjust_esp(b, 8 * size as i32);
+}
+
+/// pushf: host RFLAGS holds the status flags and DF, with exactly 0x202 in
+/// the other bits while guest code runs (IF=1 and bit 1; popfq never lets
+/// anything else in), so the guest image is host - 0x202 + sys_flags,
+/// computed with lea to keep the flags. VM and RF read as 0 in the image.
+fn pushf(b: &mut TuBuilder, size: u32) {
+    asm!(b.e
+        ; pushfq
+        ; pop r11
+        ; mov r10d, DWORD [cpu + off::SYS_FLAGS]
+        ; lea r11d, [r11 + r10 - 0x202]
+    );
+    b.e.put(store(size, ESP, -(size as i64), sized(size, Register::R11D)));
+    adjust_esp(b, -(size as i32));
+}
+
+/// popf at CPL 0: every writable flag but VM/RF/VIF/VIP changes. At other
+/// privilege levels the runtime applies the IOPL rules.
+fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    if b.mode.cpl() != 0 || b.mode.0 & ModeKey::VM86 != 0 {
+        b.call_emulate(insn);
+        return Ok(Flow::Next);
+    }
+    let size = op_size(insn);
+    if size == 2 {
+        asm!(b.e; movzx r11d, WORD [cpu + off::SYS_FLAGS + 2]; shl r11d, 16);
+        b.e.put(load(2, Register::R11W, ESP, 0));
+    } else {
+        b.e.put(load(4, Register::R11D, ESP, 0));
+    }
+    adjust_esp(b, size as i32);
+    const SYS: u32 = flags::WRITABLE & !flags::HOST_LIVE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
+    const KEEP: u32 = flags::VM | flags::RF | flags::VIF | flags::VIP;
+    asm!(b.e
+        ; mov r10d, r11d
+        ; and r10d, SYS as i32
+        ; mov r9d, DWORD [cpu + off::SYS_FLAGS]
+        ; and r9d, KEEP as i32
+        ; or r10d, r9d
+        ; or r10d, flags::FIXED1 as i32
+        ; mov DWORD [cpu + off::SYS_FLAGS], r10d
+        ; and r11d, flags::HOST_LIVE as i32
+        ; or r11d, 0x202
+        ; push r11
+        ; popfq
+    );
+    Ok(Flow::Next)
+}
+
+/// enter imm16, 0 inline; nesting levels above 0 go to the runtime.
+fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    let size = op_size_enter(insn);
+    let frame = insn.immediate16() as i32;
+    let level = insn.immediate8_2nd() & 31;
+    if level != 0 {
+        b.call_emulate(insn);
+        return Ok(Flow::Next);
+    }
+    b.e.put(store(size, ESP, -(size as i64), sized(size, Register::EBP)));
+    adjust_esp(b, -(size as i32));
+    if size == 2 {
+        asm!(b.e; mov bp, r12w);
+    } else {
+        asm!(b.e; mov ebp, r12d);
+    }
+    adjust_esp(b, -frame);
+    Ok(Flow::Next)
+}
+
+fn op_size_enter(insn: &Instruction) -> u32 {
+    if insn.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 }
+}
+
+/// leave: esp = ebp, then pop ebp.
+fn leave(b: &mut TuBuilder, size: u32) {
+    b.e.put(load(size, sized(size, Register::R11D), Register::EBP, 0));
+    asm!(b.e; lea r12d, [rbp + size as i32]);
+    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+    b.e.put(Instruction::with2(code, sized(size, Register::EBP), sized(size, Register::R11D)).expect("mov"));
+}

@@ -1,0 +1,80 @@
+//! movs/stos/lods/cmps/scas, with and without rep, run as the host's own
+//! string instructions on host pointers: rsi/rdi are biased by the GS base
+//! around the instruction (ES:EDI cannot be overridden in 64-bit mode), so
+//! the host's DF (the guest's) picks the direction and rep/repe/repne
+//! behave exactly. A fault in the middle leaves the registers of the
+//! completed iterations; the handler removes the bias (`Fixup::StringBias`)
+//! and the guest restarts the instruction, as hardware would.
+
+use iced_x86::{Instruction, Mnemonic};
+
+use super::{Flow, TuBuilder};
+use crate::abi::off;
+use crate::emit::{asm, EncodeError};
+use crate::meta::Fixup;
+
+pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    use Mnemonic as M;
+    if address_size_16(insn) {
+        // cx/si/di forms: the runtime emulates them (rare outside 16-bit code).
+        b.call_emulate(insn);
+        return Ok(Flow::Next);
+    }
+    let (opcode, si, di): (u8, bool, bool) = match insn.mnemonic() {
+        M::Movsb | M::Movsw | M::Movsd => (0xA4, true, true),
+        M::Cmpsb | M::Cmpsw | M::Cmpsd => (0xA6, true, true),
+        M::Stosb | M::Stosw | M::Stosd => (0xAA, false, true),
+        M::Lodsb | M::Lodsw | M::Lodsd => (0xAC, true, false),
+        M::Scasb | M::Scasw | M::Scasd => (0xAE, false, true),
+        _ => unreachable!("not a string instruction: {insn}"),
+    };
+    let size = string_size(insn);
+    asm!(b.e; mov r11, QWORD [cpu + off::GS_BASE]);
+    if si {
+        asm!(b.e; lea rsi, [rsi + r11]);
+    }
+    if di {
+        asm!(b.e; lea rdi, [rdi + r11]);
+    }
+    b.fixup_from_here(Fixup::StringBias { si, di });
+    let mut bytes = Vec::with_capacity(3);
+    if insn.has_rep_prefix() || insn.has_repe_prefix() {
+        bytes.push(0xF3);
+    } else if insn.has_repne_prefix() {
+        bytes.push(0xF2);
+    }
+    if size == 2 {
+        bytes.push(0x66);
+    }
+    bytes.push(if size == 1 { opcode } else { opcode + 1 });
+    b.e.ops.extend(bytes);
+    b.site(insn.ip32(), Fixup::None);
+    asm!(b.e; mov r11, QWORD [cpu + off::NEG_GS_BASE]);
+    if si {
+        asm!(b.e; lea rsi, [rsi + r11]; mov esi, esi);
+    }
+    if di {
+        asm!(b.e; lea rdi, [rdi + r11]; mov edi, edi);
+    }
+    Ok(Flow::Next)
+}
+
+fn string_size(insn: &Instruction) -> u32 {
+    use Mnemonic as M;
+    match insn.mnemonic() {
+        M::Movsb | M::Cmpsb | M::Stosb | M::Lodsb | M::Scasb => 1,
+        M::Movsw | M::Cmpsw | M::Stosw | M::Lodsw | M::Scasw => 2,
+        _ => 4,
+    }
+}
+
+/// True if the string instruction addresses with si/di/cx (0x67 in 32-bit code).
+pub fn address_size_16(insn: &Instruction) -> bool {
+    use iced_x86::OpKind;
+    (0..insn.op_count()).any(|i| {
+        matches!(
+            insn.op_kind(i),
+            OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
+        )
+    })
+}

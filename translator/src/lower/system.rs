@@ -1,0 +1,23 @@
+//! Sensitive and system instructions: cli/sti at CPL 0 inline, the rest
+//! emulated by the runtime through the `Emulate` helper.
+
+use iced_x86::{Instruction, Mnemonic};
+
+use super::{Flow, TuBuilder};
+use crate::abi::{flags, off, ModeKey};
+use crate::emit::{asm, EncodeError};
+
+pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
+    let ring0 = b.mode.cpl() == 0 && b.mode.0 & ModeKey::VM86 == 0;
+    match insn.mnemonic() {
+        // The flags are parked on the host stack around the state update.
+        Mnemonic::Cli if ring0 => {
+            asm!(b.e; pushfq; and DWORD [cpu + off::SYS_FLAGS], !flags::IF as i32; popfq);
+        }
+        Mnemonic::Sti if ring0 => {
+            asm!(b.e; pushfq; or DWORD [cpu + off::SYS_FLAGS], flags::IF as i32; popfq);
+        }
+        _ => b.call_emulate(insn),
+    }
+    Ok(Flow::Next)
+}

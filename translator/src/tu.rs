@@ -1,0 +1,73 @@
+//! TU formation: decode guest bytes into a translation unit of at most
+//! [`MAX_TU_INSNS`] instructions, ending at control flow, at a sensitive
+//! instruction, or before an instruction that cannot be fetched or decoded.
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+
+use crate::abi::ModeKey;
+use crate::lower::ends_tu;
+
+pub const MAX_TU_INSNS: usize = 12;
+const MAX_INSN_LEN: usize = 15;
+
+/// Where the translator reads guest code from.
+pub trait CodeSource {
+    /// Copies the guest bytes at linear `addr` into `buf` and returns how
+    /// many could be read (they stop at the first unreadable byte).
+    fn read_code(&mut self, addr: u32, buf: &mut [u8]) -> usize;
+}
+
+/// The code at `addr` cannot be fetched (no memory there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchFault {
+    pub addr: u32,
+}
+
+#[derive(Debug)]
+pub struct FormedTu {
+    pub insns: Vec<Instruction>,
+    /// Guest bytes covered.
+    pub len: u32,
+    /// Where control goes after the last instruction if it falls through.
+    pub next_eip: u32,
+}
+
+pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedTu, FetchFault> {
+    let bitness = if mode.0 & ModeKey::CODE32 != 0 { 32 } else { 16 };
+    let mut insns = Vec::with_capacity(MAX_TU_INSNS);
+    let mut ip = eip;
+    let mut buf = [0u8; MAX_INSN_LEN];
+    while insns.len() < MAX_TU_INSNS {
+        let n = src.read_code(ip, &mut buf);
+        if n == 0 {
+            if insns.is_empty() {
+                return Err(FetchFault { addr: ip });
+            }
+            break;
+        }
+        let mut decoder = Decoder::with_ip(bitness, &buf[..n], ip as u64, DecoderOptions::NONE);
+        let insn = decoder.decode();
+        if insn.is_invalid() && decoder.last_error() == DecoderError::NoMoreBytes && n < MAX_INSN_LEN {
+            // The instruction runs into memory that cannot be fetched.
+            if insns.is_empty() {
+                return Err(FetchFault { addr: ip.wrapping_add(n as u32) });
+            }
+            break;
+        }
+        if insn.is_invalid() && !insns.is_empty() {
+            // Let the undecodable instruction start its own TU, so the
+            // code before it runs and #UD comes at the right EIP.
+            break;
+        }
+        ip = ip.wrapping_add(insn.len() as u32);
+        insns.push(insn);
+        if ends_tu(&insn) {
+            break;
+        }
+    }
+    let mut len = ip.wrapping_sub(eip);
+    if bitness == 16 {
+        len &= 0xFFFF;
+    }
+    Ok(FormedTu { insns, len, next_eip: ip })
+}
