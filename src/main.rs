@@ -1,1 +1,184 @@
-fn main() {}
+//! The `bt86` command line: options -> Machine -> run -> report.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bt86_runtime::machine::status;
+use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bt86", version, about = "x86 PC emulator by dynamic binary translation")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a guest (the default; with no image, the built-in demo guest).
+    Run(RunArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Guest RAM, in MiB or with a K/M/G suffix (as QEMU's -m).
+    #[arg(short = 'm', long = "memory", default_value = "128M", value_parser = parse_size)]
+    memory: usize,
+
+    /// A multiboot (v1) kernel (ELF, or with the a.out kludge).
+    #[arg(long, conflicts_with = "flat")]
+    kernel: Option<PathBuf>,
+
+    /// The kernel command line (multiboot).
+    #[arg(long, default_value = "", requires = "kernel")]
+    append: String,
+
+    /// A raw image, loaded at --load and entered in 32-bit flat protected mode.
+    #[arg(long, requires = "load")]
+    flat: Option<PathBuf>,
+
+    /// Guest physical address to load the --flat image at.
+    #[arg(long, value_parser = parse_u32, requires = "flat")]
+    load: Option<u32>,
+
+    /// Entry point of the --flat image (default: its load address).
+    #[arg(long, value_parser = parse_u32, requires = "flat")]
+    entry: Option<u32>,
+
+    /// Where the debug console (isa-debugcon) writes: stdio, file:PATH or none.
+    #[arg(long, default_value = "stdio", value_parser = parse_debugcon)]
+    debugcon: DebugConDest,
+
+    /// I/O port of the debug console (QEMU's isa-debugcon iobase), e.g. 0x80 for POST codes.
+    #[arg(long, default_value = "0xe9", value_parser = parse_u16)]
+    debugcon_port: u16,
+
+    /// Print the translation statistics table and execution counters at exit.
+    #[arg(long)]
+    stats: bool,
+
+    /// Write the statistics as JSON to this file at exit.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+enum DebugConDest {
+    Stdio,
+    File(PathBuf),
+    None,
+}
+
+fn parse_debugcon(s: &str) -> Result<DebugConDest, String> {
+    match s {
+        "stdio" => Ok(DebugConDest::Stdio),
+        "none" => Ok(DebugConDest::None),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(DebugConDest::File(PathBuf::from(p))),
+            _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
+        },
+    }
+}
+
+fn parse_number(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a number (decimal or 0x-prefixed hex)"))
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let v = parse_number(s)?;
+    u32::try_from(v).map_err(|_| format!("{s} does not fit in 32 bits"))
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let v = parse_number(s)?;
+    u16::try_from(v).map_err(|_| format!("{s} is not a port number (0 to 0xffff)"))
+}
+
+/// QEMU's -m syntax: a plain number is MiB; K, M, G (optionally with B or
+/// iB) are binary units.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let lower = lower.trim_end_matches("ib").trim_end_matches('b');
+    let (num, shift) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 10),
+        Some('m') => (&lower[..lower.len() - 1], 20),
+        Some('g') => (&lower[..lower.len() - 1], 30),
+        _ => (lower, 20),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a memory size like 128, 128M or 1G"))?;
+    n.checked_mul(1 << shift)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Run(a)) => a,
+        None => cli.run,
+    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(msg) => {
+            eprintln!("bt86: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<i32, String> {
+    let debugcon = match &args.debugcon {
+        DebugConDest::Stdio => DebugConSink::Stdout,
+        DebugConDest::None => DebugConSink::None,
+        DebugConDest::File(p) => {
+            let f = std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            DebugConSink::Writer(Box::new(std::io::BufWriter::new(f)))
+        }
+    };
+    let config = MachineConfig {
+        ram_size: args.memory,
+        debugcon,
+        debugcon_port: args.debugcon_port,
+        stats: args.stats || args.stats_json.is_some(),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config).map_err(|e| e.to_string())?;
+    if let Some(k) = &args.kernel {
+        let image = std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
+        machine.load_multiboot(&image, &args.append).map_err(|e| format!("{}: {e}", k.display()))?;
+    } else if let Some(f) = &args.flat {
+        let image = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let load = args.load.unwrap_or(0);
+        machine.load_flat(&image, load, args.entry).map_err(|e| format!("{}: {e}", f.display()))?;
+    } else {
+        let image = demo::image().map_err(|e| format!("assembling the demo guest: {e}"))?;
+        machine.load_flat(&image, demo::LOAD, None).map_err(|e| e.to_string())?;
+    }
+    let outcome = machine.run();
+    if let Some(m) = outcome.message() {
+        eprintln!("bt86: {m}");
+    }
+    let report = machine.report();
+    if args.stats {
+        eprint!("{}", report.text());
+    }
+    if let Some(p) = &args.stats_json {
+        std::fs::write(p, report.json()).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    let code = outcome.exit_status();
+    debug_assert!(code != status::INTERNAL || outcome.message().is_some());
+    Ok(code)
+}

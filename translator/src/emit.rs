@@ -81,8 +81,9 @@ impl Emitter {
     pub fn insn(&mut self, i: &Instruction) -> Result<(), EncodeError> {
         let rip = self.addr() as u64;
         self.enc.encode(i, rip).map_err(|e| EncodeError(format!("{e}: {i:?}")))?;
-        let bytes = self.enc.take_buffer();
+        let mut bytes = self.enc.take_buffer();
         self.ops.extend(bytes.iter().copied());
+        bytes.clear();
         self.enc.set_buffer(bytes);
         Ok(())
     }

@@ -158,7 +158,9 @@ impl Translator {
             self.stats.record(key.mode, formed.len, insns.len() as u32, lowered.code.len() as u32, cycles);
             self.insns.push(insns);
             self.map.insert(key, base);
-            log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x} ({} bytes)", key.eip, base, lowered.code.len());
+            if log::log_enabled!(target: "bt86::jit", log::Level::Trace) {
+                log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x}:\n{}", key.eip, base, disassemble(&lowered.code, base));
+            }
             return Ok(base);
         }
         Err(TranslateError::ArenaTooSmall)
@@ -351,4 +353,18 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
     let code = e.ops.finalize().expect("stubs assemble");
     arena.put(&code).expect("the arena holds the stubs");
     stubs
+}
+
+/// Host code as Intel-syntax text, for traces and golden tests.
+pub fn disassemble(code: &[u8], addr: usize) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut out = String::new();
+    let mut f = IntelFormatter::new();
+    let mut d = Decoder::with_ip(64, code, addr as u64, DecoderOptions::NONE);
+    for insn in d.iter() {
+        out.push_str(&format!("  {:6x}  ", insn.ip() as usize - addr));
+        f.format(&insn, &mut out);
+        out.push('\n');
+    }
+    out
 }

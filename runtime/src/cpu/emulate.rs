@@ -1,0 +1,660 @@
+//! The `Emulate` helper: instructions the host cannot run for the guest.
+//!
+//! Generated code calls [`emulate_helper`] with the guest registers and
+//! flags spilled to the CPU state. The helper either lets the TU go on
+//! (`HELPER_CONTINUE`), or exits: to a new EIP, with a guest exception at
+//! the instruction, or with a [`Stop`] for the run loop.
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+use translator::abi::{exc_kind, flags, vector, CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT};
+
+use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
+use super::{bcd, cpl, cpuid, Exception, Stop, System};
+use crate::devices::{IoAction, Port};
+
+/// What happens after an emulated instruction.
+enum Next {
+    /// Fall through to the next instruction inside the TU.
+    Continue,
+    /// Leave the TU and go on at this EIP.
+    Jump(u32),
+    /// End the run.
+    Stop(Stop),
+}
+
+/// Why an emulated instruction did not complete.
+enum Fail {
+    Exc(Exception),
+    Stop(Stop),
+}
+
+impl From<Exception> for Fail {
+    fn from(e: Exception) -> Self {
+        Fail::Exc(e)
+    }
+}
+
+impl From<crate::memory::MemFault> for Fail {
+    fn from(f: crate::memory::MemFault) -> Self {
+        Fail::Exc(f.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, Fail>;
+
+/// # Safety
+/// Called only by generated code through the helper table, with `cpu`
+/// the running CPU state (its `ctx` a live [`System`] that nothing else
+/// borrows during the call) and `insn` an instruction the translator keeps.
+pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const Instruction) -> u32 {
+    // SAFETY: guaranteed by the caller (see above); CpuState and System are
+    // separate allocations, so the two mutable borrows do not overlap.
+    let (cpu, insn, sys) = unsafe { (&mut *cpu, &*insn, &mut *((*cpu).ctx as *mut System)) };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
+    match result {
+        Ok(Ok(Next::Continue)) => HELPER_CONTINUE,
+        Ok(Ok(Next::Jump(eip))) => {
+            cpu.eip = eip;
+            cpu.exit_reason = ExitReason::Helper as u32;
+            HELPER_EXIT
+        }
+        Ok(Ok(Next::Stop(stop))) => {
+            sys.stop = Some(stop);
+            cpu.exit_reason = ExitReason::Helper as u32;
+            HELPER_EXIT
+        }
+        Ok(Err(Fail::Stop(stop))) => {
+            sys.stop = Some(stop);
+            cpu.exit_reason = ExitReason::Helper as u32;
+            HELPER_EXIT
+        }
+        Ok(Err(Fail::Exc(exc))) => {
+            cpu.eip = insn.ip32();
+            cpu.exc_vector = exc.vector;
+            cpu.exc_error = exc.error;
+            cpu.exc_kind = exc_kind::HARDWARE;
+            cpu.fault_addr = exc.addr;
+            cpu.exit_reason = ExitReason::Exception as u32;
+            HELPER_EXIT
+        }
+        Err(_) => {
+            sys.stop = Some(Stop::Internal(format!("panic while emulating `{insn}` at {:#010x}", insn.ip32())));
+            cpu.exit_reason = ExitReason::Helper as u32;
+            HELPER_EXIT
+        }
+    }
+}
+
+fn unsupported(insn: &Instruction, why: &str) -> Next {
+    Next::Stop(Stop::Unsupported { eip: insn.ip32(), what: format!("`{insn}`: {why}") })
+}
+
+fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    use Mnemonic as M;
+    let kind = match insn.mnemonic() {
+        M::In | M::Out | M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => "io",
+        M::Cpuid => "cpuid",
+        M::Rdtsc => "rdtsc",
+        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => "bcd",
+        _ => "system",
+    };
+    sys.counters.helper(kind);
+    match insn.mnemonic() {
+        M::In => port_in(cpu, sys, insn),
+        M::Out => port_out(cpu, sys, insn),
+        M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => string_io(cpu, sys, insn),
+        M::Cpuid => {
+            let (a, b, c, d) = cpuid::cpuid(cpu.regs[0]);
+            cpu.regs[0] = a;
+            cpu.regs[3] = b;
+            cpu.regs[1] = c;
+            cpu.regs[2] = d;
+            Ok(Next::Continue)
+        }
+        M::Rdtsc => {
+            if cpu.cr4 & CR4_TSD != 0 && cpl(cpu) != 0 {
+                return Err(Exception::with_error(vector::GP, 0).into());
+            }
+            let t = sys.guest_tsc();
+            cpu.regs[0] = t as u32;
+            cpu.regs[2] = (t >> 32) as u32;
+            Ok(Next::Continue)
+        }
+        M::Daa => Ok(bcd_op(cpu, bcd::daa)),
+        M::Das => Ok(bcd_op(cpu, bcd::das)),
+        M::Aaa => Ok(bcd_op(cpu, bcd::aaa)),
+        M::Aas => Ok(bcd_op(cpu, bcd::aas)),
+        M::Aam => {
+            bcd::aam(cpu, insn.immediate8())?;
+            Ok(Next::Continue)
+        }
+        M::Aad => Ok(bcd_op(cpu, |c| bcd::aad(c, insn.immediate8()))),
+        M::Salc => Ok(bcd_op(cpu, bcd::salc)),
+        M::Hlt => {
+            require_ring0(cpu)?;
+            // No device can raise an interrupt yet, so nothing could ever
+            // wake the CPU: the run ends here.
+            Ok(Next::Stop(Stop::Halted { eip: insn.next_ip32() }))
+        }
+        M::Cli | M::Sti => {
+            let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
+            if cpl(cpu) > iopl {
+                return Err(Exception::with_error(vector::GP, 0).into());
+            }
+            if insn.mnemonic() == M::Cli {
+                cpu.sys_flags &= !flags::IF;
+            } else {
+                cpu.sys_flags |= flags::IF;
+            }
+            Ok(Next::Continue)
+        }
+        M::Popf | M::Popfd => popf(cpu, sys, insn),
+        M::Mov => mov_special(cpu, sys, insn),
+        M::Clts => {
+            require_ring0(cpu)?;
+            cpu.cr0 &= !CR0_TS;
+            Ok(Next::Continue)
+        }
+        M::Invd | M::Wbinvd | M::Invlpg => {
+            // No caches and no TLB to flush without paging.
+            require_ring0(cpu)?;
+            Ok(Next::Continue)
+        }
+        M::Lmsw => {
+            require_ring0(cpu)?;
+            let v = read_op(cpu, sys, insn, 0, 2)?;
+            // lmsw can set PE but never clear it.
+            let new = (cpu.cr0 & !0xE) | (v & 0xF) | (cpu.cr0 & 1);
+            set_cr0(cpu, insn, new)
+        }
+        M::Smsw => {
+            let size = if insn.op0_kind() == OpKind::Register { insn.op0_register().size() as u32 } else { 2 };
+            write_op(cpu, sys, insn, 0, size, cpu.cr0)?;
+            Ok(Next::Continue)
+        }
+        M::Lgdt | M::Lidt => {
+            require_ring0(cpu)?;
+            let ea = effective_address(cpu, insn);
+            let limit = sys.mem.read_u16(ea)?;
+            let mut base = sys.mem.read_u32(ea.wrapping_add(2))?;
+            if insn.code() == Code::Lgdt_m1632_16 || insn.code() == Code::Lidt_m1632_16 {
+                base &= 0x00FF_FFFF;
+            }
+            let t = super::TableReg { base, limit };
+            if insn.mnemonic() == M::Lgdt {
+                sys.gdtr = t;
+            } else {
+                sys.idtr = t;
+            }
+            Ok(Next::Continue)
+        }
+        M::Sgdt | M::Sidt => {
+            let t = if insn.mnemonic() == M::Sgdt { sys.gdtr } else { sys.idtr };
+            let ea = effective_address(cpu, insn);
+            sys.mem.write_u16(ea, t.limit)?;
+            sys.mem.write_u32(ea.wrapping_add(2), t.base)?;
+            Ok(Next::Continue)
+        }
+        M::Rdmsr => {
+            require_ring0(cpu)?;
+            let v = read_msr(sys, cpu.regs[1])?;
+            cpu.regs[0] = v as u32;
+            cpu.regs[2] = (v >> 32) as u32;
+            Ok(Next::Continue)
+        }
+        M::Wrmsr => {
+            require_ring0(cpu)?;
+            let v = ((cpu.regs[2] as u64) << 32) | cpu.regs[0] as u64;
+            write_msr(sys, cpu.regs[1], v)?;
+            Ok(Next::Continue)
+        }
+        M::Bound => {
+            let idx = get_reg(cpu, insn.op0_register()) as i32;
+            let ea = effective_address(cpu, insn);
+            let (lo, hi) = if insn.op0_register().size() == 2 {
+                (sys.mem.read_u16(ea)? as i16 as i32, sys.mem.read_u16(ea.wrapping_add(2))? as i16 as i32)
+            } else {
+                (sys.mem.read_u32(ea)? as i32, sys.mem.read_u32(ea.wrapping_add(4))? as i32)
+            };
+            let idx = if insn.op0_register().size() == 2 { idx as i16 as i32 } else { idx };
+            if idx < lo || idx > hi {
+                return Err(Exception::new(vector::BR).into());
+            }
+            Ok(Next::Continue)
+        }
+        M::Arpl => {
+            let dst = read_op(cpu, sys, insn, 0, 2)?;
+            let src = get_reg(cpu, insn.op1_register());
+            if dst & 3 < src & 3 {
+                write_op(cpu, sys, insn, 0, 2, (dst & !3) | (src & 3))?;
+                cpu.arith_flags |= flags::ZF;
+            } else {
+                cpu.arith_flags &= !flags::ZF;
+            }
+            Ok(Next::Continue)
+        }
+        M::Pop => pop_sreg(cpu, sys, insn),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, sys, insn),
+        M::Jmp | M::Call => far_transfer(cpu, sys, insn),
+        M::Enter => enter_nested(cpu, sys, insn),
+        _ => Ok(unsupported(insn, "not implemented yet (the system CPU comes with a later version)")),
+    }
+}
+
+fn bcd_op(cpu: &mut CpuState, f: impl FnOnce(&mut CpuState)) -> Next {
+    f(cpu);
+    Next::Continue
+}
+
+const CR0_PE: u32 = 1 << 0;
+const CR0_TS: u32 = 1 << 3;
+const CR0_ET: u32 = 1 << 4;
+const CR0_PG: u32 = 1 << 31;
+const CR4_TSD: u32 = 1 << 2;
+
+fn require_ring0(cpu: &CpuState) -> Result<()> {
+    if cpl(cpu) != 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    Ok(())
+}
+
+fn set_cr0(cpu: &mut CpuState, insn: &Instruction, v: u32) -> Result<Next> {
+    if v & CR0_PG != 0 && v & CR0_PE == 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    // ET is hardwired to 1 on a P6.
+    let v = v | CR0_ET;
+    if v & CR0_PE == 0 {
+        return Ok(unsupported(insn, "leaving protected mode (real mode comes with the system CPU)"));
+    }
+    if v & CR0_PG != 0 {
+        return Ok(unsupported(insn, "enabling paging (the shadow MMU comes later)"));
+    }
+    cpu.cr0 = v;
+    Ok(Next::Continue)
+}
+
+fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let (dst, src) = (insn.op0_kind(), insn.op1_kind());
+    if dst == OpKind::Register && insn.op0_register().is_cr() {
+        require_ring0(cpu)?;
+        let v = get_reg(cpu, insn.op1_register());
+        return match insn.op0_register() {
+            Register::CR0 => set_cr0(cpu, insn, v),
+            Register::CR2 => {
+                cpu.cr2 = v;
+                Ok(Next::Continue)
+            }
+            Register::CR3 => {
+                cpu.cr3 = v;
+                Ok(Next::Continue)
+            }
+            Register::CR4 => {
+                // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE; only TSD and
+                // DE mean something here so far; reserved bits fault.
+                if v & !0x1FF != 0 {
+                    return Err(Exception::with_error(vector::GP, 0).into());
+                }
+                cpu.cr4 = v;
+                Ok(Next::Continue)
+            }
+            _ => Err(Exception::new(vector::UD).into()),
+        };
+    }
+    if src == OpKind::Register && insn.op1_register().is_cr() {
+        require_ring0(cpu)?;
+        let v = match insn.op1_register() {
+            Register::CR0 => cpu.cr0,
+            Register::CR2 => cpu.cr2,
+            Register::CR3 => cpu.cr3,
+            Register::CR4 => cpu.cr4,
+            _ => return Err(Exception::new(vector::UD).into()),
+        };
+        set_reg(cpu, insn.op0_register(), v);
+        return Ok(Next::Continue);
+    }
+    if dst == OpKind::Register && insn.op0_register().is_dr() {
+        require_ring0(cpu)?;
+        let n = insn.op0_register().number() - Register::DR0.number();
+        let v = get_reg(cpu, insn.op1_register());
+        if n < 8 {
+            sys.dr[n] = v;
+        }
+        return Ok(Next::Continue);
+    }
+    if src == OpKind::Register && insn.op1_register().is_dr() {
+        require_ring0(cpu)?;
+        let n = insn.op1_register().number() - Register::DR0.number();
+        let v = sys.dr.get(n).copied().unwrap_or(0);
+        set_reg(cpu, insn.op0_register(), v);
+        return Ok(Next::Continue);
+    }
+    if dst == OpKind::Register && insn.op0_register().is_segment_register() {
+        let sel = read_op(cpu, sys, insn, 1, 2)?;
+        return load_sreg(cpu, sys, insn, insn.op0_register(), sel as u16).map(|()| Next::Continue);
+    }
+    if src == OpKind::Register && insn.op1_register().is_segment_register() {
+        let sel = cpu.sregs[sreg_index(insn.op1_register())];
+        // To a 32-bit register the selector is zero-extended; to memory
+        // only 16 bits are written.
+        let size = if dst == OpKind::Register { insn.op0_register().size() as u32 } else { 2 };
+        write_op(cpu, sys, insn, 0, size, sel & 0xFFFF)?;
+        return Ok(Next::Continue);
+    }
+    Ok(unsupported(insn, "test registers are not implemented"))
+}
+
+fn sreg_index(r: Register) -> usize {
+    r.number() - Register::ES.number()
+}
+
+/// Loads a segment register. Only flat segments exist so far: a selector
+/// must name a GDT descriptor with base 0 and a 4 GiB limit (or be null
+/// for DS/ES/FS/GS).
+fn load_sreg(cpu: &mut CpuState, sys: &System, insn: &Instruction, r: Register, sel: u16) -> Result<()> {
+    if r == Register::CS {
+        return Err(Exception::new(vector::UD).into());
+    }
+    if sel & !3 == 0 {
+        if r == Register::SS {
+            return Err(Exception::with_error(vector::GP, 0).into());
+        }
+        cpu.sregs[sreg_index(r)] = sel as u32;
+        return Ok(());
+    }
+    let d = read_descriptor(sys, sel)?;
+    if !d.flat() {
+        let what = format!("`{insn}`: segment {sel:#06x} is not flat (segment bases come with the system CPU)");
+        return Err(Fail::Stop(Stop::Unsupported { eip: insn.ip32(), what }));
+    }
+    cpu.sregs[sreg_index(r)] = sel as u32;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Descriptor {
+    base: u32,
+    limit: u32,
+    access: u8,
+    flags: u8,
+}
+
+impl Descriptor {
+    fn present(&self) -> bool {
+        self.access & 0x80 != 0
+    }
+
+    fn flat(&self) -> bool {
+        self.present() && self.base == 0 && self.limit == 0xFFFF_FFFF
+    }
+
+    fn code32(&self) -> bool {
+        self.access & 0x18 == 0x18 && self.flags & 0x4 != 0
+    }
+}
+
+fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor> {
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    if sel & 4 != 0 {
+        return Err(gp.into());
+    }
+    let off = (sel & !7) as u32;
+    if off + 7 > sys.gdtr.limit as u32 {
+        return Err(gp.into());
+    }
+    let lo = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off))?;
+    let hi = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off + 4))?;
+    let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
+    let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
+    let flags = ((hi >> 20) & 0xF) as u8;
+    let limit = if flags & 0x8 != 0 { (raw_limit << 12) | 0xFFF } else { raw_limit };
+    let d = Descriptor { base, limit, access: (hi >> 8) as u8, flags };
+    if !d.present() {
+        return Err(Exception::with_error(vector::NP, (sel & !3) as u32).into());
+    }
+    Ok(d)
+}
+
+fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = insn.stack_pointer_increment() as u32;
+    let esp = cpu.regs[4];
+    let sel = sys.mem.read_u16(esp)?;
+    load_sreg(cpu, sys, insn, insn.op0_register(), sel)?;
+    cpu.regs[4] = esp.wrapping_add(size);
+    Ok(Next::Continue)
+}
+
+fn load_far_pointer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = insn.op0_register().size() as u32;
+    let ea = effective_address(cpu, insn);
+    let offset = sys.mem.read_sized(ea, size)?;
+    let sel = sys.mem.read_u16(ea.wrapping_add(size))?;
+    let sreg = match insn.mnemonic() {
+        Mnemonic::Lds => Register::DS,
+        Mnemonic::Les => Register::ES,
+        Mnemonic::Lfs => Register::FS,
+        Mnemonic::Lgs => Register::GS,
+        _ => Register::SS,
+    };
+    load_sreg(cpu, sys, insn, sreg, sel)?;
+    set_reg(cpu, insn.op0_register(), offset);
+    Ok(Next::Continue)
+}
+
+/// Far jmp/call to a flat 32-bit ring-0 code segment (what kernels do to
+/// load CS after lgdt). Gates, task switches and privilege changes come
+/// with the system CPU.
+fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let (sel, offset, size) = match insn.op0_kind() {
+        OpKind::FarBranch32 => (insn.far_branch_selector(), insn.far_branch32(), 4),
+        OpKind::FarBranch16 => (insn.far_branch_selector(), insn.far_branch16() as u32, 2),
+        _ => {
+            let ea = effective_address(cpu, insn);
+            let size = if insn.code() == Code::Jmp_m1616 || insn.code() == Code::Call_m1616 { 2 } else { 4 };
+            (sys.mem.read_u16(ea.wrapping_add(size))?, sys.mem.read_sized(ea, size)?, size)
+        }
+    };
+    if sel & !3 == 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    let d = read_descriptor(sys, sel)?;
+    if !(d.flat() && d.code32()) || sel & 3 != 0 {
+        return Ok(unsupported(insn, "far transfer to a segment that is not flat 32-bit ring-0 code"));
+    }
+    if insn.mnemonic() == Mnemonic::Call {
+        let esp = cpu.regs[4];
+        let (ret_cs, ret_ip) = (cpu.sregs[1], insn.next_ip32());
+        sys.mem.write_sized(esp.wrapping_sub(size), size, ret_cs)?;
+        sys.mem.write_sized(esp.wrapping_sub(2 * size), size, ret_ip)?;
+        cpu.regs[4] = esp.wrapping_sub(2 * size);
+    }
+    cpu.sregs[1] = sel as u32;
+    Ok(Next::Jump(offset))
+}
+
+/// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).
+fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = insn.stack_pointer_increment() as u32;
+    let esp = cpu.regs[4];
+    let v = sys.mem.read_sized(esp, size)?;
+    let old = cpu.eflags();
+    let mut writable = flags::WRITABLE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
+    let iopl = (old & flags::IOPL) >> 12;
+    if cpl(cpu) > 0 {
+        writable &= !flags::IOPL;
+    }
+    if cpl(cpu) > iopl {
+        writable &= !flags::IF;
+    }
+    if size == 2 {
+        writable &= 0xFFFF;
+    }
+    cpu.set_eflags((old & !writable) | (v & writable));
+    cpu.regs[4] = esp.wrapping_add(size);
+    Ok(Next::Jump(insn.next_ip32()))
+}
+
+/// enter with a nesting level above 0 (Intel SDM Vol. 2A ENTER).
+fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = if insn.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 };
+    let frame = insn.immediate16() as u32;
+    let level = (insn.immediate8_2nd() & 31) as u32;
+    let mut esp = cpu.regs[4];
+    let mut ebp = cpu.regs[5];
+    // Check every access first so a fault leaves the registers alone.
+    let total = size * (level + 1);
+    for a in [esp.wrapping_sub(size), esp.wrapping_sub(total)] {
+        sys.mem.read_sized(a, size)?;
+    }
+    esp = esp.wrapping_sub(size);
+    sys.mem.write_sized(esp, size, ebp)?;
+    let frame_ptr = esp;
+    for _ in 1..level {
+        ebp = ebp.wrapping_sub(size);
+        let v = sys.mem.read_sized(ebp, size)?;
+        esp = esp.wrapping_sub(size);
+        sys.mem.write_sized(esp, size, v)?;
+    }
+    if level > 0 {
+        esp = esp.wrapping_sub(size);
+        sys.mem.write_sized(esp, size, frame_ptr)?;
+    }
+    if size == 2 {
+        set_reg(cpu, Register::BP, frame_ptr);
+    } else {
+        cpu.regs[5] = frame_ptr;
+    }
+    cpu.regs[4] = esp.wrapping_sub(frame);
+    Ok(Next::Continue)
+}
+
+const MSR_TSC: u32 = 0x10;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+
+fn read_msr(sys: &System, msr: u32) -> Result<u64> {
+    Ok(match msr {
+        MSR_TSC => sys.guest_tsc(),
+        MSR_SYSENTER_CS => sys.sysenter_cs as u64,
+        MSR_SYSENTER_ESP => sys.sysenter_esp as u64,
+        MSR_SYSENTER_EIP => sys.sysenter_eip as u64,
+        _ => return Err(Exception::with_error(vector::GP, 0).into()),
+    })
+}
+
+fn write_msr(sys: &mut System, msr: u32, v: u64) -> Result<()> {
+    match msr {
+        MSR_TSC => sys.tsc_offset = super::host_tsc().wrapping_sub(v),
+        MSR_SYSENTER_CS => sys.sysenter_cs = v as u32,
+        MSR_SYSENTER_ESP => sys.sysenter_esp = v as u32,
+        MSR_SYSENTER_EIP => sys.sysenter_eip = v as u32,
+        _ => return Err(Exception::with_error(vector::GP, 0).into()),
+    }
+    Ok(())
+}
+
+fn io_size(insn: &Instruction) -> u8 {
+    use Mnemonic as M;
+    match insn.mnemonic() {
+        M::Insb | M::Outsb => 1,
+        M::Insw | M::Outsw => 2,
+        M::Insd | M::Outsd => 4,
+        M::In => insn.op0_register().size() as u8,
+        _ => insn.op1_register().size() as u8,
+    }
+}
+
+/// I/O permission: at CPL > IOPL the TSS bitmap decides (system CPU); for
+/// now such an access is #GP.
+fn check_io(cpu: &CpuState) -> Result<()> {
+    let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
+    if cpl(cpu) > iopl {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    Ok(())
+}
+
+fn io_port(cpu: &CpuState, insn: &Instruction, op: u32) -> Port {
+    if insn.op_kind(op) == OpKind::Register {
+        Port(cpu.regs[2] as u16)
+    } else {
+        Port(insn.immediate8() as u16)
+    }
+}
+
+fn port_in(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    check_io(cpu)?;
+    let port = io_port(cpu, insn, 1);
+    let v = sys.bus.read(port, io_size(insn));
+    sys.counters.port_reads += 1;
+    set_reg(cpu, insn.op0_register(), v);
+    Ok(Next::Continue)
+}
+
+fn port_out(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    check_io(cpu)?;
+    let port = io_port(cpu, insn, 0);
+    let v = get_reg(cpu, insn.op1_register());
+    sys.counters.port_writes += 1;
+    Ok(io_action(sys.bus.write(port, io_size(insn), v), insn))
+}
+
+fn io_action(a: IoAction, _insn: &Instruction) -> Next {
+    match a {
+        IoAction::None => Next::Continue,
+        IoAction::Exit(status) => Next::Stop(Stop::DebugExit(status)),
+    }
+}
+
+/// ins/outs with and without rep; 32-bit or 16-bit addressing.
+fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    check_io(cpu)?;
+    let size = io_size(insn) as u32;
+    let a16 = matches!(insn.op_kind(if is_ins(insn) { 0 } else { 1 }), OpKind::MemoryESDI | OpKind::MemorySegSI);
+    let rep = insn.has_rep_prefix();
+    let step = if cpu.arith_flags & flags::DF != 0 { size.wrapping_neg() } else { size };
+    let port = Port(cpu.regs[2] as u16);
+    let (ptr_reg, count_reg) = if is_ins(insn) { (7, 1) } else { (6, 1) };
+    let mask = if a16 { 0xFFFF } else { 0xFFFF_FFFF };
+    loop {
+        if rep && cpu.regs[count_reg] & mask == 0 {
+            break;
+        }
+        let ptr = cpu.regs[ptr_reg] & mask;
+        if is_ins(insn) {
+            // Check the destination before the port read has side effects.
+            sys.mem.read_sized(ptr, size)?;
+            let v = sys.bus.read(port, size as u8);
+            sys.mem.write_sized(ptr, size, v)?;
+            sys.counters.port_reads += 1;
+        } else {
+            let v = sys.mem.read_sized(ptr, size)?;
+            sys.counters.port_writes += 1;
+            if let IoAction::Exit(s) = sys.bus.write(port, size as u8, v) {
+                advance(cpu, ptr_reg, step, mask);
+                if rep {
+                    advance(cpu, count_reg, u32::MAX, mask);
+                }
+                return Ok(Next::Stop(Stop::DebugExit(s)));
+            }
+        }
+        advance(cpu, ptr_reg, step, mask);
+        if !rep {
+            break;
+        }
+        advance(cpu, count_reg, u32::MAX, mask);
+    }
+    Ok(Next::Continue)
+}
+
+fn is_ins(insn: &Instruction) -> bool {
+    matches!(insn.mnemonic(), Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd)
+}
+
+/// Adds `delta` to a register within the address-size `mask`.
+fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
+    let v = cpu.regs[reg];
+    cpu.regs[reg] = (v & !mask) | (v.wrapping_add(delta) & mask);
+}

@@ -1,0 +1,136 @@
+//! The CPU outside generated code: what the runtime keeps beside the
+//! translator's [`CpuState`], and the emulation of the instructions the
+//! host cannot run for the guest.
+
+mod bcd;
+mod cpuid;
+pub mod emulate;
+mod operand;
+
+use translator::abi::CpuState;
+
+use crate::devices::PortBus;
+use crate::memory::GuestMemory;
+
+pub use emulate::emulate_helper;
+
+/// A guest exception raised by emulated code: vector, error code, and the
+/// faulting address for #PF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exception {
+    pub vector: u32,
+    pub error: u32,
+    pub addr: u32,
+}
+
+impl Exception {
+    pub fn new(vector: u32) -> Self {
+        Exception { vector, error: 0, addr: 0 }
+    }
+
+    pub fn with_error(vector: u32, error: u32) -> Self {
+        Exception { vector, error, addr: 0 }
+    }
+}
+
+impl From<crate::memory::MemFault> for Exception {
+    fn from(f: crate::memory::MemFault) -> Self {
+        Exception { vector: crate::memory::MemFault::VECTOR, error: (f.write as u32) << 1, addr: f.addr }
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// `hlt` with nothing that could wake the CPU.
+    Halted { eip: u32 },
+    /// The guest wrote to isa-debug-exit.
+    DebugExit(i32),
+    /// A guest exception with nowhere to go (no IDT yet).
+    Unhandled { exc: Exception, eip: u32, soft: bool },
+    /// The guest used something bt86 does not implement yet.
+    Unsupported { eip: u32, what: String },
+    /// The run budget ran out.
+    Budget,
+    /// A bug in bt86, reported instead of crashing.
+    Internal(String),
+}
+
+/// Execution counters kept by the runtime (the generated code keeps its
+/// own in the CPU state).
+#[derive(Clone, Debug, Default)]
+pub struct ExecCounters {
+    pub helper_calls: std::collections::BTreeMap<&'static str, u64>,
+    pub exits: std::collections::BTreeMap<&'static str, u64>,
+    pub exceptions: u64,
+    pub port_reads: u64,
+    pub port_writes: u64,
+}
+
+impl ExecCounters {
+    pub fn helper(&mut self, kind: &'static str) {
+        *self.helper_calls.entry(kind).or_default() += 1;
+    }
+
+    pub fn exit(&mut self, kind: &'static str) {
+        *self.exits.entry(kind).or_default() += 1;
+    }
+}
+
+/// A descriptor-table register (GDTR, IDTR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableReg {
+    pub base: u32,
+    pub limit: u16,
+}
+
+/// Everything the runtime's side of the CPU and the helpers reach: the
+/// helpers find it through `CpuState::ctx`. It never contains the
+/// `CpuState` itself, so a helper can hold both mutably.
+pub struct System {
+    pub mem: GuestMemory,
+    pub bus: PortBus,
+    pub stop: Option<Stop>,
+    pub counters: ExecCounters,
+    pub gdtr: TableReg,
+    pub idtr: TableReg,
+    pub dr: [u32; 8],
+    /// The guest TSC is the host TSC minus this.
+    pub tsc_offset: u64,
+    pub sysenter_cs: u32,
+    pub sysenter_esp: u32,
+    pub sysenter_eip: u32,
+}
+
+impl System {
+    pub fn new(mem: GuestMemory, bus: PortBus) -> Self {
+        System {
+            mem,
+            bus,
+            stop: None,
+            counters: ExecCounters::default(),
+            gdtr: TableReg::default(),
+            idtr: TableReg::default(),
+            dr: [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400],
+            tsc_offset: host_tsc(),
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+        }
+    }
+
+    pub fn guest_tsc(&self) -> u64 {
+        host_tsc().wrapping_sub(self.tsc_offset)
+    }
+}
+
+pub fn host_tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The current privilege level (only ring 0 exists until the system CPU
+/// arrives; CS's RPL stands for it).
+pub fn cpl(cpu: &CpuState) -> u32 {
+    cpu.sregs[1] & 3
+}

@@ -1,0 +1,320 @@
+//! The machine: guest RAM, the port bus with its devices, one vCPU, the
+//! translator, and the run loop that ties them together.
+
+use std::io::Write;
+
+use translator::abi::{exc_kind, flags, vector, CpuState, ExitReason, Helper, ModeKey};
+use translator::{CodeSource, Instrument, TranslateError, Translator, TuKey};
+
+use crate::cpu::{emulate_helper, Exception, Stop, System};
+use crate::devices::{debug_exit, debugcon, Port, PortBus};
+use crate::loader::{self, BootState, LoadError};
+use crate::memory::{GuestMemory, MemoryError};
+use crate::signals;
+
+/// Where the debug console's bytes go.
+pub enum DebugConSink {
+    Stdout,
+    Writer(Box<dyn Write + Send>),
+    None,
+}
+
+pub struct MachineConfig {
+    pub ram_size: usize,
+    pub debugcon: DebugConSink,
+    pub debugcon_port: u16,
+    /// Count TUs executed and jump-cache hits (costs a little at run time).
+    pub stats: bool,
+    /// Stop after this many TU executions (for tests and fuzzing).
+    pub tu_budget: Option<u64>,
+    pub arena_size: usize,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            ram_size: 128 << 20,
+            debugcon: DebugConSink::Stdout,
+            debugcon_port: debugcon::DEFAULT_PORT,
+            stats: false,
+            tu_budget: None,
+            arena_size: translator::DEFAULT_ARENA_SIZE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum MachineError {
+    Memory(MemoryError),
+    Arena(translator::arena::ArenaError),
+    Load(LoadError),
+}
+
+impl std::fmt::Display for MachineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MachineError::Memory(e) => e.fmt(f),
+            MachineError::Arena(e) => e.fmt(f),
+            MachineError::Load(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for MachineError {}
+
+impl From<LoadError> for MachineError {
+    fn from(e: LoadError) -> Self {
+        MachineError::Load(e)
+    }
+}
+
+/// How a run ended, with the process exit status it maps to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub stop: Stop,
+}
+
+/// Exit statuses of the `bt86` command for runs that did not end through
+/// isa-debug-exit (whose statuses are always odd).
+pub mod status {
+    pub const OK: i32 = 0;
+    pub const GUEST_CRASH: i32 = 2;
+    pub const UNSUPPORTED: i32 = 4;
+    pub const INTERNAL: i32 = 6;
+}
+
+impl RunOutcome {
+    pub fn exit_status(&self) -> i32 {
+        match &self.stop {
+            Stop::Halted { .. } => status::OK,
+            Stop::DebugExit(s) => *s,
+            Stop::Unhandled { .. } => status::GUEST_CRASH,
+            Stop::Unsupported { .. } => status::UNSUPPORTED,
+            Stop::Budget => status::OK,
+            Stop::Internal(_) => status::INTERNAL,
+        }
+    }
+
+    /// A sentence for the user, or None for a normal end.
+    pub fn message(&self) -> Option<String> {
+        match &self.stop {
+            Stop::Halted { .. } | Stop::DebugExit(_) => None,
+            Stop::Unhandled { exc, eip, soft } => {
+                let mut m = if *soft {
+                    format!("guest executed int {:#04x} at EIP={eip:#010x} with no IDT to handle it", exc.vector)
+                } else {
+                    format!(
+                        "guest exception {} at EIP={eip:#010x} with no IDT to handle it",
+                        vector::name(exc.vector)
+                    )
+                };
+                if exc.vector == vector::PF {
+                    let rw = if exc.error & 2 != 0 { "write to" } else { "access to" };
+                    m += &format!(" ({rw} {:#010x}, which is not RAM)", exc.addr);
+                } else if matches!(exc.vector, 8 | 10..=14 | 17) {
+                    m += &format!(" (error code {:#x})", exc.error);
+                }
+                Some(m)
+            }
+            Stop::Unsupported { eip, what } => Some(format!("unsupported at EIP={eip:#010x}: {what}")),
+            Stop::Budget => Some("run budget exhausted".into()),
+            Stop::Internal(m) => Some(format!("internal error: {m}")),
+        }
+    }
+}
+
+pub struct Machine {
+    cpu: Box<CpuState>,
+    sys: Box<System>,
+    translator: Translator,
+    instrument: Instrument,
+}
+
+/// The translator reads guest code through this (linear = physical while
+/// paging is off).
+struct RamCode<'a>(&'a GuestMemory);
+
+impl CodeSource for RamCode<'_> {
+    fn read_code(&mut self, addr: u32, buf: &mut [u8]) -> usize {
+        self.0.read_prefix(addr, buf)
+    }
+}
+
+impl Machine {
+    pub fn new(config: MachineConfig) -> Result<Self, MachineError> {
+        let mem = GuestMemory::new(config.ram_size).map_err(MachineError::Memory)?;
+        let mut bus = PortBus::new();
+        let out: Option<Box<dyn Write + Send>> = match config.debugcon {
+            DebugConSink::Stdout => Some(Box::new(std::io::stdout())),
+            DebugConSink::Writer(w) => Some(w),
+            DebugConSink::None => None,
+        };
+        bus.register(Port(debug_exit::DEFAULT_PORT), debug_exit::PORT_COUNT, Box::new(debug_exit::DebugExit));
+        if let Some(out) = out {
+            bus.register(Port(config.debugcon_port), 1, Box::new(debugcon::DebugCon::new(out)));
+        }
+        let instrument = Instrument { stats: config.stats, budget: config.tu_budget.is_some() };
+        let mut translator = Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
+        let mut cpu = Box::new(CpuState::new());
+        translator.attach(&mut cpu);
+        cpu.set_gs_base(mem.shadow_base());
+        cpu.helpers[Helper::Emulate as usize] = emulate_helper as *const () as usize as u64;
+        cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
+        let sys = Box::new(System::new(mem, bus));
+        let mut m = Machine { cpu, sys, translator, instrument };
+        m.reset_flat(BootState { eip: 0, eax: 0, ebx: 0, esp: 0 });
+        Ok(m)
+    }
+
+    /// Puts the CPU in 32-bit flat protected mode, paging and interrupts
+    /// off, as multiboot requires (selectors as QEMU's loader sets them).
+    fn reset_flat(&mut self, boot: BootState) {
+        let cpu = &mut self.cpu;
+        cpu.regs = [0; 8];
+        cpu.regs[0] = boot.eax;
+        cpu.regs[3] = boot.ebx;
+        cpu.regs[4] = boot.esp;
+        cpu.eip = boot.eip;
+        cpu.set_eflags(flags::FIXED1);
+        cpu.sregs = [0x18, 0x10, 0x18, 0x18, 0x18, 0x18];
+        cpu.cr0 = 0x11; // PE | ET
+    }
+
+    pub fn load_multiboot(&mut self, image: &[u8], cmdline: &str) -> Result<(), MachineError> {
+        let boot = loader::multiboot::load(&self.sys.mem, image, cmdline)?;
+        self.reset_flat(boot);
+        Ok(())
+    }
+
+    pub fn load_flat(&mut self, image: &[u8], load: u32, entry: Option<u32>) -> Result<(), MachineError> {
+        let boot = loader::flat::load(&self.sys.mem, image, load, entry)?;
+        self.reset_flat(boot);
+        Ok(())
+    }
+
+    pub fn cpu(&self) -> &CpuState {
+        &self.cpu
+    }
+
+    pub fn cpu_mut(&mut self) -> &mut CpuState {
+        &mut self.cpu
+    }
+
+    pub fn memory(&self) -> &GuestMemory {
+        &self.sys.mem
+    }
+
+    pub fn system(&self) -> &System {
+        &self.sys
+    }
+
+    pub fn translator(&self) -> &Translator {
+        &self.translator
+    }
+
+    fn mode(&self) -> ModeKey {
+        ModeKey::FLAT32_CPL0
+    }
+
+    fn key(&self, eip: u32) -> TuKey {
+        TuKey { phys: eip, eip, mode: self.mode() }
+    }
+
+    /// The host code for guest `eip`, or the guest exception fetching it raises.
+    fn code_for(&mut self, eip: u32) -> Result<usize, Stop> {
+        let key = self.key(eip);
+        match self.translator.get(key, &mut RamCode(&self.sys.mem)) {
+            Ok(host) => Ok(host),
+            Err(TranslateError::Fetch(f)) => {
+                Err(self.exception(Exception { vector: vector::PF, error: 0x10, addr: f.addr }, eip, exc_kind::HARDWARE))
+            }
+            Err(e) => Err(Stop::Internal(e.to_string())),
+        }
+    }
+
+    /// Delivers a guest exception. There is no IDT delivery yet: every
+    /// exception ends the run with a description.
+    fn exception(&mut self, exc: Exception, eip: u32, kind: u32) -> Stop {
+        self.sys.counters.exceptions += 1;
+        Stop::Unhandled { exc, eip, soft: kind == exc_kind::SOFTWARE_INT }
+    }
+
+    /// Runs the guest until it stops.
+    pub fn run(&mut self) -> RunOutcome {
+        signals::prepare_thread();
+        signals::set_gs_base(self.sys.mem.shadow_base());
+        let mut next: Option<usize> = None;
+        let stop = loop {
+            if let Some(stop) = self.sys.stop.take() {
+                break stop;
+            }
+            let host = match next.take() {
+                Some(h) => h,
+                None => match self.code_for(self.cpu.eip) {
+                    Ok(h) => h,
+                    Err(stop) => break stop,
+                },
+            };
+            self.enter(host);
+            let reason = ExitReason::from_u32(self.cpu.exit_reason);
+            match reason {
+                Some(ExitReason::Branch) => {
+                    self.sys.counters.exit("branch");
+                    let generation = self.translator.generation();
+                    let patch_at = self.cpu.exit_arg;
+                    match self.code_for(self.cpu.eip) {
+                        Ok(target) => {
+                            self.translator.chain(generation, patch_at, target);
+                            next = Some(target);
+                        }
+                        Err(stop) => break stop,
+                    }
+                }
+                Some(ExitReason::IndirectMiss) => {
+                    self.sys.counters.exit("indirect miss");
+                    match self.code_for(self.cpu.eip) {
+                        Ok(target) => {
+                            self.translator.jump_cache_insert(self.cpu.eip, target);
+                            next = Some(target);
+                        }
+                        Err(stop) => break stop,
+                    }
+                }
+                Some(ExitReason::Request) => {
+                    self.sys.counters.exit("request");
+                    self.cpu.exit_request = 0;
+                }
+                Some(ExitReason::Exception) => {
+                    self.sys.counters.exit("exception");
+                    let c = &self.cpu;
+                    let exc = Exception { vector: c.exc_vector, error: c.exc_error, addr: c.fault_addr };
+                    let (eip, kind) = (c.eip, c.exc_kind);
+                    if exc.vector == vector::PF {
+                        self.cpu.cr2 = exc.addr;
+                    }
+                    break self.exception(exc, eip, kind);
+                }
+                Some(ExitReason::Helper) => self.sys.counters.exit("helper"),
+                Some(ExitReason::Budget) => break Stop::Budget,
+                None => break Stop::Internal(format!("unknown exit reason {}", self.cpu.exit_reason)),
+            }
+        };
+        RunOutcome { stop }
+    }
+
+    fn enter(&mut self, host: usize) {
+        // Re-derive the helpers' context pointer from a fresh borrow of the
+        // System box right before generated code may use it.
+        self.cpu.ctx = (&mut *self.sys as *mut System).cast();
+        let cpu: *mut CpuState = &mut *self.cpu;
+        // SAFETY: `cpu` is attached to this translator, its helpers and
+        // ctx are valid for the whole call, GS points at this machine's
+        // shadow (set in `run`) and the fault handler is installed.
+        unsafe { self.translator.run(cpu, host) };
+    }
+
+    /// Statistics for reports.
+    pub fn report(&self) -> crate::report::Report {
+        crate::report::Report::collect(&self.translator, &self.cpu, &self.sys, self.instrument)
+    }
+}

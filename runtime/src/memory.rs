@@ -1,0 +1,292 @@
+//! Guest RAM and the shadow address space (DESIGN.md section 6).
+//!
+//! RAM is one memfd, mapped flat once for the runtime (loaders, devices,
+//! helpers) and again into a reserved 4 GiB shadow region whose start is
+//! the GS base of generated code. Without paging the shadow is an identity
+//! map of RAM; everything above RAM stays PROT_NONE, so a guest access
+//! there faults instead of reaching host memory. Guest page 0 is mapped a
+//! second time right after the 4 GiB, for accesses that straddle
+//! 0xFFFFFFFF; past that is an unmapped guard larger than any access.
+//!
+//! The runtime never forms a Rust reference into guest memory (generated
+//! code may change it at any time): all accesses are raw copies.
+
+use std::io;
+
+use translator::abi::vector;
+
+pub const PAGE_SIZE: usize = 4096;
+/// Span of guest linear addresses: the 32-bit space.
+pub const SPACE: usize = 1 << 32;
+/// Beyond the space: page 0's alias plus a guard larger than any single
+/// guest access (the largest is fxsave's 512 bytes).
+const GUARD: usize = 64 << 10;
+/// Most RAM a guest can have: leaves the top of the space for ROM and MMIO.
+pub const MAX_RAM: usize = 3 << 30;
+
+/// A guest physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GuestPhys(pub u32);
+
+/// A guest access that hit no memory: raised as #PF with this address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemFault {
+    pub addr: u32,
+    pub write: bool,
+}
+
+impl MemFault {
+    pub const VECTOR: u32 = vector::PF;
+}
+
+#[derive(Debug)]
+pub enum MemoryError {
+    Size(usize),
+    Os(&'static str, io::Error),
+}
+
+impl std::fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryError::Size(s) => write!(
+                f,
+                "guest RAM of {} MiB is not supported: it must be between 1 MiB and {} MiB",
+                s >> 20,
+                MAX_RAM >> 20
+            ),
+            MemoryError::Os(what, e) => write!(f, "guest memory: {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MemoryError {}
+
+pub struct GuestMemory {
+    size: usize,
+    flat: *mut u8,
+    shadow: *mut u8,
+}
+
+// SAFETY: the mappings are owned by this value; moving it to another
+// thread moves that ownership (the runtime runs one vCPU per machine).
+unsafe impl Send for GuestMemory {}
+
+fn os(what: &'static str) -> MemoryError {
+    MemoryError::Os(what, io::Error::last_os_error())
+}
+
+impl GuestMemory {
+    pub fn new(size: usize) -> Result<Self, MemoryError> {
+        if !(1 << 20..=MAX_RAM).contains(&size) || size % PAGE_SIZE != 0 {
+            return Err(MemoryError::Size(size));
+        }
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"bt86-ram".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(os("memfd_create"));
+        }
+        let result = Self::map(fd, size);
+        // SAFETY: fd is ours; the mappings keep the memory alive.
+        unsafe { libc::close(fd) };
+        result
+    }
+
+    fn map(fd: i32, size: usize) -> Result<Self, MemoryError> {
+        // SAFETY: fd is a fresh memfd.
+        if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+            return Err(os("ftruncate"));
+        }
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a new shared mapping of our memfd at a kernel-chosen address.
+        let flat = unsafe { libc::mmap(std::ptr::null_mut(), size, rw, libc::MAP_SHARED, fd, 0) };
+        if flat == libc::MAP_FAILED {
+            return Err(os("mmap (flat view)"));
+        }
+        let reserve = SPACE + GUARD;
+        // SAFETY: an inaccessible reservation at a kernel-chosen address.
+        let shadow = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if shadow == libc::MAP_FAILED {
+            let e = os("mmap (shadow reservation)");
+            // SAFETY: flat was mapped above with this size.
+            unsafe { libc::munmap(flat, size) };
+            return Err(e);
+        }
+        let mem = GuestMemory { size, flat: flat.cast(), shadow: shadow.cast() };
+        mem.map_shadow(fd, 0, 0, size)?;
+        mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
+        Ok(mem)
+    }
+
+    /// Maps RAM bytes `ram_off..ram_off+len` at shadow offset `at`.
+    fn map_shadow(&self, fd: i32, at: usize, ram_off: usize, len: usize) -> Result<(), MemoryError> {
+        debug_assert!(at + len <= SPACE + GUARD && ram_off + len <= self.size);
+        // SAFETY: the target lies inside our own reservation, so MAP_FIXED
+        // replaces only pages this value owns.
+        let p = unsafe {
+            libc::mmap(
+                self.shadow.add(at).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                ram_off as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap (shadow page)"));
+        }
+        Ok(())
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Host address of guest linear 0: the GS base for generated code.
+    pub fn shadow_base(&self) -> u64 {
+        self.shadow as u64
+    }
+
+    /// Whether `len` bytes at `addr` are all RAM.
+    pub fn contains(&self, addr: u32, len: usize) -> bool {
+        (addr as usize).checked_add(len).is_some_and(|end| end <= self.size)
+    }
+
+    fn check(&self, addr: u32, len: usize, write: bool) -> Result<(), MemFault> {
+        if self.contains(addr, len) {
+            Ok(())
+        } else {
+            let first_bad = if (addr as usize) < self.size { self.size as u32 } else { addr };
+            Err(MemFault { addr: first_bad, write })
+        }
+    }
+
+    pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.check(addr, buf.len(), false)?;
+        // SAFETY: the range is inside the flat view (checked); a raw copy
+        // tolerates concurrent changes by guest code.
+        unsafe { std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        self.check(addr, data.len(), true)?;
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.flat.add(addr as usize), data.len()) };
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes and returns how many were RAM.
+    pub fn read_prefix(&self, addr: u32, buf: &mut [u8]) -> usize {
+        let avail = self.size.saturating_sub(addr as usize).min(buf.len());
+        if avail > 0 {
+            // SAFETY: addr..addr+avail is inside the flat view.
+            unsafe { std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), avail) };
+        }
+        avail
+    }
+
+    pub fn fill(&self, addr: u32, len: usize, byte: u8) -> Result<(), MemFault> {
+        self.check(addr, len, true)?;
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::write_bytes(self.flat.add(addr as usize), byte, len) };
+        Ok(())
+    }
+
+    pub fn read_u8(&self, addr: u32) -> Result<u8, MemFault> {
+        let mut b = [0; 1];
+        self.read(addr, &mut b)?;
+        Ok(b[0])
+    }
+
+    pub fn read_u16(&self, addr: u32) -> Result<u16, MemFault> {
+        let mut b = [0; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    pub fn read_u32(&self, addr: u32) -> Result<u32, MemFault> {
+        let mut b = [0; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Reads a value of `size` bytes (1, 2 or 4), zero-extended.
+    pub fn read_sized(&self, addr: u32, size: u32) -> Result<u32, MemFault> {
+        let mut b = [0; 4];
+        self.read(addr, &mut b[..size as usize])?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    pub fn write_u8(&self, addr: u32, v: u8) -> Result<(), MemFault> {
+        self.write(addr, &[v])
+    }
+
+    pub fn write_u16(&self, addr: u32, v: u16) -> Result<(), MemFault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    pub fn write_u32(&self, addr: u32, v: u32) -> Result<(), MemFault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    pub fn write_sized(&self, addr: u32, size: u32, v: u32) -> Result<(), MemFault> {
+        self.write(addr, &v.to_le_bytes()[..size as usize])
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: both regions were mapped in `new` with these sizes and no
+        // generated code runs once the machine owning them is dropped.
+        unsafe {
+            libc::munmap(self.flat.cast(), self.size);
+            libc::munmap(self.shadow.cast(), SPACE + GUARD);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_shadow_views_share_ram() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        m.write_u32(0x1234, 0xdeadbeef).unwrap();
+        // SAFETY: 0x1234 is inside the mapped RAM part of the shadow.
+        let v = unsafe { std::ptr::read_unaligned((m.shadow_base() + 0x1234) as *const u32) };
+        assert_eq!(v, 0xdeadbeef);
+    }
+
+    #[test]
+    fn page_zero_is_aliased_after_4gib() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        m.write_u8(7, 0x5a).unwrap();
+        // SAFETY: the alias page is mapped at SPACE.
+        let v = unsafe { std::ptr::read((m.shadow_base() + SPACE as u64 + 7) as *const u8) };
+        assert_eq!(v, 0x5a);
+    }
+
+    #[test]
+    fn access_beyond_ram_is_a_fault_not_a_panic() {
+        let m = GuestMemory::new(1 << 20).unwrap();
+        assert_eq!(m.read_u32((1 << 20) - 2), Err(MemFault { addr: 1 << 20, write: false }));
+        assert_eq!(m.write_u8(0xFFFF_FFFF, 1), Err(MemFault { addr: 0xFFFF_FFFF, write: true }));
+    }
+
+    #[test]
+    fn sizes_outside_the_supported_range_are_rejected() {
+        assert!(matches!(GuestMemory::new(4096), Err(MemoryError::Size(_))));
+        assert!(matches!(GuestMemory::new(4 << 30), Err(MemoryError::Size(_))));
+    }
+}
