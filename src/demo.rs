@@ -109,7 +109,11 @@ pub fn image() -> Result<Vec<u8>, IcedError> {
 
 /// Prints `text` (NUL-terminated) placed inline: `call` over it, so its
 /// address is the return address, popped into esi.
-fn print_literal(a: &mut CodeAssembler, print_str: CodeLabel, text: &[u8]) -> Result<(), IcedError> {
+fn print_literal(
+    a: &mut CodeAssembler,
+    print_str: CodeLabel,
+    text: &[u8],
+) -> Result<(), IcedError> {
     let mut after = a.create_label();
     a.call(after)?;
     a.db(text)?;

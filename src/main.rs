@@ -10,7 +10,11 @@ use bt86_runtime::{DebugConSink, Machine, MachineConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bt86", version, about = "x86 PC emulator by dynamic binary translation")]
+#[command(
+    name = "bt86",
+    version,
+    about = "x86 PC emulator by dynamic binary translation"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -117,7 +121,10 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some('g') => (&lower[..lower.len() - 1], 30),
         _ => (lower, 20),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a memory size like 128, 128M or 1G"))?;
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a memory size like 128, 128M or 1G"))?;
     n.checked_mul(1 << shift)
         .and_then(|v| usize::try_from(v).ok())
         .ok_or_else(|| format!("'{s}' is too large"))
@@ -144,7 +151,8 @@ fn run(args: RunArgs) -> Result<i32, String> {
         DebugConDest::Stdio => DebugConSink::Stdout,
         DebugConDest::None => DebugConSink::None,
         DebugConDest::File(p) => {
-            let f = std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
             DebugConSink::Writer(Box::new(std::io::BufWriter::new(f)))
         }
     };
@@ -158,14 +166,20 @@ fn run(args: RunArgs) -> Result<i32, String> {
     let mut machine = Machine::new(config).map_err(|e| e.to_string())?;
     if let Some(k) = &args.kernel {
         let image = std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
-        machine.load_multiboot(&image, &args.append).map_err(|e| format!("{}: {e}", k.display()))?;
+        machine
+            .load_multiboot(&image, &args.append)
+            .map_err(|e| format!("{}: {e}", k.display()))?;
     } else if let Some(f) = &args.flat {
         let image = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         let load = args.load.unwrap_or(0);
-        machine.load_flat(&image, load, args.entry).map_err(|e| format!("{}: {e}", f.display()))?;
+        machine
+            .load_flat(&image, load, args.entry)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
     } else {
         let image = demo::image().map_err(|e| format!("assembling the demo guest: {e}"))?;
-        machine.load_flat(&image, demo::LOAD, None).map_err(|e| e.to_string())?;
+        machine
+            .load_flat(&image, demo::LOAD, None)
+            .map_err(|e| e.to_string())?;
     }
     let outcome = machine.run();
     if let Some(m) = outcome.message() {
@@ -176,7 +190,8 @@ fn run(args: RunArgs) -> Result<i32, String> {
         eprint!("{}", report.text());
     }
     if let Some(p) = &args.stats_json {
-        std::fs::write(p, report.json()).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        std::fs::write(p, report.json())
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     let code = outcome.exit_status();
     debug_assert!(code != status::INTERNAL || outcome.message().is_some());

@@ -3,11 +3,11 @@
 
 use std::io::Write;
 
-use translator::abi::{exc_kind, flags, vector, CpuState, ExitReason, Helper, ModeKey};
+use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, vector};
 use translator::{CodeSource, Instrument, TranslateError, Translator, TuKey};
 
-use crate::cpu::{emulate_helper, Exception, Stop, System};
-use crate::devices::{debug_exit, debugcon, Port, PortBus};
+use crate::cpu::{Exception, Stop, System, emulate_helper};
+use crate::devices::{Port, PortBus, debug_exit, debugcon};
 use crate::loader::{self, BootState, LoadError};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::signals;
@@ -101,7 +101,10 @@ impl RunOutcome {
             Stop::Halted { .. } | Stop::DebugExit(_) => None,
             Stop::Unhandled { exc, eip, soft } => {
                 let mut m = if *soft {
-                    format!("guest executed int {:#04x} at EIP={eip:#010x} with no IDT to handle it", exc.vector)
+                    format!(
+                        "guest executed int {:#04x} at EIP={eip:#010x} with no IDT to handle it",
+                        exc.vector
+                    )
                 } else {
                     format!(
                         "guest exception {} at EIP={eip:#010x} with no IDT to handle it",
@@ -109,14 +112,20 @@ impl RunOutcome {
                     )
                 };
                 if exc.vector == vector::PF {
-                    let rw = if exc.error & 2 != 0 { "write to" } else { "access to" };
+                    let rw = if exc.error & 2 != 0 {
+                        "write to"
+                    } else {
+                        "access to"
+                    };
                     m += &format!(" ({rw} {:#010x}, which is not RAM)", exc.addr);
                 } else if matches!(exc.vector, 8 | 10..=14 | 17) {
                     m += &format!(" (error code {:#x})", exc.error);
                 }
                 Some(m)
             }
-            Stop::Unsupported { eip, what } => Some(format!("unsupported at EIP={eip:#010x}: {what}")),
+            Stop::Unsupported { eip, what } => {
+                Some(format!("unsupported at EIP={eip:#010x}: {what}"))
+            }
             Stop::Budget => Some("run budget exhausted".into()),
             Stop::Internal(m) => Some(format!("internal error: {m}")),
         }
@@ -149,20 +158,42 @@ impl Machine {
             DebugConSink::Writer(w) => Some(w),
             DebugConSink::None => None,
         };
-        bus.register(Port(debug_exit::DEFAULT_PORT), debug_exit::PORT_COUNT, Box::new(debug_exit::DebugExit));
+        bus.register(
+            Port(debug_exit::DEFAULT_PORT),
+            debug_exit::PORT_COUNT,
+            Box::new(debug_exit::DebugExit),
+        );
         if let Some(out) = out {
-            bus.register(Port(config.debugcon_port), 1, Box::new(debugcon::DebugCon::new(out)));
+            bus.register(
+                Port(config.debugcon_port),
+                1,
+                Box::new(debugcon::DebugCon::new(out)),
+            );
         }
-        let instrument = Instrument { stats: config.stats, budget: config.tu_budget.is_some() };
-        let mut translator = Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
+        let instrument = Instrument {
+            stats: config.stats,
+            budget: config.tu_budget.is_some(),
+        };
+        let mut translator =
+            Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
         let mut cpu = Box::new(CpuState::new());
         translator.attach(&mut cpu);
         cpu.set_gs_base(mem.shadow_base());
         cpu.helpers[Helper::Emulate as usize] = emulate_helper as *const () as usize as u64;
         cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
         let sys = Box::new(System::new(mem, bus));
-        let mut m = Machine { cpu, sys, translator, instrument };
-        m.reset_flat(BootState { eip: 0, eax: 0, ebx: 0, esp: 0 });
+        let mut m = Machine {
+            cpu,
+            sys,
+            translator,
+            instrument,
+        };
+        m.reset_flat(BootState {
+            eip: 0,
+            eax: 0,
+            ebx: 0,
+            esp: 0,
+        });
         Ok(m)
     }
 
@@ -186,7 +217,12 @@ impl Machine {
         Ok(())
     }
 
-    pub fn load_flat(&mut self, image: &[u8], load: u32, entry: Option<u32>) -> Result<(), MachineError> {
+    pub fn load_flat(
+        &mut self,
+        image: &[u8],
+        load: u32,
+        entry: Option<u32>,
+    ) -> Result<(), MachineError> {
         let boot = loader::flat::load(&self.sys.mem, image, load, entry)?;
         self.reset_flat(boot);
         Ok(())
@@ -217,7 +253,11 @@ impl Machine {
     }
 
     fn key(&self, eip: u32) -> TuKey {
-        TuKey { phys: eip, eip, mode: self.mode() }
+        TuKey {
+            phys: eip,
+            eip,
+            mode: self.mode(),
+        }
     }
 
     /// The host code for guest `eip`, or the guest exception fetching it raises.
@@ -225,9 +265,15 @@ impl Machine {
         let key = self.key(eip);
         match self.translator.get(key, &mut RamCode(&self.sys.mem)) {
             Ok(host) => Ok(host),
-            Err(TranslateError::Fetch(f)) => {
-                Err(self.exception(Exception { vector: vector::PF, error: 0x10, addr: f.addr }, eip, exc_kind::HARDWARE))
-            }
+            Err(TranslateError::Fetch(f)) => Err(self.exception(
+                Exception {
+                    vector: vector::PF,
+                    error: 0x10,
+                    addr: f.addr,
+                },
+                eip,
+                exc_kind::HARDWARE,
+            )),
             Err(e) => Err(Stop::Internal(e.to_string())),
         }
     }
@@ -236,7 +282,11 @@ impl Machine {
     /// exception ends the run with a description.
     fn exception(&mut self, exc: Exception, eip: u32, kind: u32) -> Stop {
         self.sys.counters.exceptions += 1;
-        Stop::Unhandled { exc, eip, soft: kind == exc_kind::SOFTWARE_INT }
+        Stop::Unhandled {
+            exc,
+            eip,
+            soft: kind == exc_kind::SOFTWARE_INT,
+        }
     }
 
     /// Runs the guest until it stops.
@@ -287,7 +337,11 @@ impl Machine {
                 Some(ExitReason::Exception) => {
                     self.sys.counters.exit("exception");
                     let c = &self.cpu;
-                    let exc = Exception { vector: c.exc_vector, error: c.exc_error, addr: c.fault_addr };
+                    let exc = Exception {
+                        vector: c.exc_vector,
+                        error: c.exc_error,
+                        addr: c.fault_addr,
+                    };
                     let (eip, kind) = (c.eip, c.exc_kind);
                     if exc.vector == vector::PF {
                         self.cpu.cr2 = exc.addr;
@@ -296,7 +350,9 @@ impl Machine {
                 }
                 Some(ExitReason::Helper) => self.sys.counters.exit("helper"),
                 Some(ExitReason::Budget) => break Stop::Budget,
-                None => break Stop::Internal(format!("unknown exit reason {}", self.cpu.exit_reason)),
+                None => {
+                    break Stop::Internal(format!("unknown exit reason {}", self.cpu.exit_reason));
+                }
             }
         };
         RunOutcome { stop }

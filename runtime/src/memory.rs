@@ -120,14 +120,24 @@ impl GuestMemory {
             unsafe { libc::munmap(flat, size) };
             return Err(e);
         }
-        let mem = GuestMemory { size, flat: flat.cast(), shadow: shadow.cast() };
+        let mem = GuestMemory {
+            size,
+            flat: flat.cast(),
+            shadow: shadow.cast(),
+        };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
         Ok(mem)
     }
 
     /// Maps RAM bytes `ram_off..ram_off+len` at shadow offset `at`.
-    fn map_shadow(&self, fd: i32, at: usize, ram_off: usize, len: usize) -> Result<(), MemoryError> {
+    fn map_shadow(
+        &self,
+        fd: i32,
+        at: usize,
+        ram_off: usize,
+        len: usize,
+    ) -> Result<(), MemoryError> {
         debug_assert!(at + len <= SPACE + GUARD && ram_off + len <= self.size);
         // SAFETY: the target lies inside our own reservation, so MAP_FIXED
         // replaces only pages this value owns.
@@ -158,15 +168,24 @@ impl GuestMemory {
 
     /// Whether `len` bytes at `addr` are all RAM.
     pub fn contains(&self, addr: u32, len: usize) -> bool {
-        (addr as usize).checked_add(len).is_some_and(|end| end <= self.size)
+        (addr as usize)
+            .checked_add(len)
+            .is_some_and(|end| end <= self.size)
     }
 
     fn check(&self, addr: u32, len: usize, write: bool) -> Result<(), MemFault> {
         if self.contains(addr, len) {
             Ok(())
         } else {
-            let first_bad = if (addr as usize) < self.size { self.size as u32 } else { addr };
-            Err(MemFault { addr: first_bad, write })
+            let first_bad = if (addr as usize) < self.size {
+                self.size as u32
+            } else {
+                addr
+            };
+            Err(MemFault {
+                addr: first_bad,
+                write,
+            })
         }
     }
 
@@ -174,14 +193,18 @@ impl GuestMemory {
         self.check(addr, buf.len(), false)?;
         // SAFETY: the range is inside the flat view (checked); a raw copy
         // tolerates concurrent changes by guest code.
-        unsafe { std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), buf.len())
+        };
         Ok(())
     }
 
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
         self.check(addr, data.len(), true)?;
         // SAFETY: as in `read`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.flat.add(addr as usize), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.flat.add(addr as usize), data.len())
+        };
         Ok(())
     }
 
@@ -190,7 +213,9 @@ impl GuestMemory {
         let avail = self.size.saturating_sub(addr as usize).min(buf.len());
         if avail > 0 {
             // SAFETY: addr..addr+avail is inside the flat view.
-            unsafe { std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), avail) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), avail)
+            };
         }
         avail
     }
@@ -280,13 +305,28 @@ mod tests {
     #[test]
     fn access_beyond_ram_is_a_fault_not_a_panic() {
         let m = GuestMemory::new(1 << 20).unwrap();
-        assert_eq!(m.read_u32((1 << 20) - 2), Err(MemFault { addr: 1 << 20, write: false }));
-        assert_eq!(m.write_u8(0xFFFF_FFFF, 1), Err(MemFault { addr: 0xFFFF_FFFF, write: true }));
+        assert_eq!(
+            m.read_u32((1 << 20) - 2),
+            Err(MemFault {
+                addr: 1 << 20,
+                write: false
+            })
+        );
+        assert_eq!(
+            m.write_u8(0xFFFF_FFFF, 1),
+            Err(MemFault {
+                addr: 0xFFFF_FFFF,
+                write: true
+            })
+        );
     }
 
     #[test]
     fn sizes_outside_the_supported_range_are_rejected() {
         assert!(matches!(GuestMemory::new(4096), Err(MemoryError::Size(_))));
-        assert!(matches!(GuestMemory::new(4 << 30), Err(MemoryError::Size(_))));
+        assert!(matches!(
+            GuestMemory::new(4 << 30),
+            Err(MemoryError::Size(_))
+        ));
     }
 }

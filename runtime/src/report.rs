@@ -30,11 +30,26 @@ impl Report {
             ("tus_executed".to_string(), kept(cpu.tus_executed)),
             ("chains_patched".to_string(), Some(t.counters.chains)),
             ("jump_cache_hits".to_string(), kept(cpu.jc_hits)),
-            ("jump_cache_misses".to_string(), Some(sys.counters.exits.get("indirect miss").copied().unwrap_or(0))),
-            ("jump_cache_inserts".to_string(), Some(t.counters.jc_inserts)),
+            (
+                "jump_cache_misses".to_string(),
+                Some(
+                    sys.counters
+                        .exits
+                        .get("indirect miss")
+                        .copied()
+                        .unwrap_or(0),
+                ),
+            ),
+            (
+                "jump_cache_inserts".to_string(),
+                Some(t.counters.jc_inserts),
+            ),
             ("cache_flushes".to_string(), Some(t.counters.flushes)),
             ("code_arena_bytes".to_string(), Some(t.code_bytes() as u64)),
-            ("guest_exceptions".to_string(), Some(sys.counters.exceptions)),
+            (
+                "guest_exceptions".to_string(),
+                Some(sys.counters.exceptions),
+            ),
             ("port_reads".to_string(), Some(sys.counters.port_reads)),
             ("port_writes".to_string(), Some(sys.counters.port_writes)),
         ];
@@ -44,16 +59,32 @@ impl Report {
         for (k, v) in &sys.counters.exits {
             counters.push((format!("exits.{}", k.replace(' ', "_")), Some(*v)));
         }
-        Report { rows, total: t.stats.total(), counters }
+        Report {
+            rows,
+            total: t.stats.total(),
+            counters,
+        }
     }
 
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<9}{:>9}{:>10}{:>9}{:>13}{:>10}{:>9}{:>10}", "#", "units", "size", "instr", "cycles", "size", "cyc/ins", "ins/unit");
+        let _ = writeln!(
+            s,
+            "{:<9}{:>9}{:>10}{:>9}{:>13}{:>10}{:>9}{:>10}",
+            "#", "units", "size", "instr", "cycles", "size", "cyc/ins", "ins/unit"
+        );
         let _ = writeln!(s, "{:<9}{:-^41}{:>10}", "", "( input )", "output");
         let line = |s: &mut String, name: &str, r: &ClassRow| {
-            let cpi = if r.instrs > 0 { r.cycles as f64 / r.instrs as f64 } else { 0.0 };
-            let ipu = if r.units > 0 { r.instrs as f64 / r.units as f64 } else { 0.0 };
+            let cpi = if r.instrs > 0 {
+                r.cycles as f64 / r.instrs as f64
+            } else {
+                0.0
+            };
+            let ipu = if r.units > 0 {
+                r.instrs as f64 / r.units as f64
+            } else {
+                0.0
+            };
             let _ = writeln!(
                 s,
                 "{:<9}{:>9}{:>10}{:>9}{:>13}{:>10}{:>9.0}{:>10.1}",
@@ -85,11 +116,20 @@ impl Report {
                 r.units, r.in_bytes, r.instrs, r.cycles, r.out_bytes
             )
         };
-        let classes: Vec<String> = self.rows.iter().map(|(n, r)| format!("\"{n}\":{}", row(r))).collect();
+        let classes: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(n, r)| format!("\"{n}\":{}", row(r)))
+            .collect();
         let counters: Vec<String> = self
             .counters
             .iter()
-            .map(|(k, v)| format!("\"{k}\":{}", v.map_or("null".to_string(), |v| v.to_string())))
+            .map(|(k, v)| {
+                format!(
+                    "\"{k}\":{}",
+                    v.map_or("null".to_string(), |v| v.to_string())
+                )
+            })
             .collect();
         format!(
             "{{\"translation\":{{\"classes\":{{{}}},\"total\":{}}},\"counters\":{{{}}}}}\n",

@@ -12,14 +12,21 @@ use std::cell::RefCell;
 
 use std::sync::Once;
 
-use translator::abi::{exc_kind, vector, CpuState, ExitReason};
+use translator::abi::{CpuState, ExitReason, exc_kind, vector};
 use translator::arena::is_generated_code;
 use translator::meta::Fixup;
 
-const SIGNALS: [libc::c_int; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP];
+const SIGNALS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+];
 
 /// The handlers that were installed before ours, indexed like SIGNALS.
-static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 5] = [std::mem::MaybeUninit::uninit(); 5];
+static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 5] =
+    [std::mem::MaybeUninit::uninit(); 5];
 static INSTALL: Once = Once::new();
 
 /// Size of the alternate signal stack of threads that run guest code.
@@ -31,7 +38,11 @@ struct AltStack {
 
 impl Drop for AltStack {
     fn drop(&mut self) {
-        let disable = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+        let disable = libc::stack_t {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
         // SAFETY: disabling this thread's alternate stack before freeing
         // the memory it pointed to.
         unsafe {
@@ -174,7 +185,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     // SAFETY: info is valid for SA_SIGINFO handlers.
     let fault = unsafe { (*info).si_addr() } as u64;
-    let (vec, err, addr) = classify(sig, fault, cpu.gs_base, gregs[libc::REG_ERR as usize] as u64);
+    let (vec, err, addr) = classify(
+        sig,
+        fault,
+        cpu.gs_base,
+        gregs[libc::REG_ERR as usize] as u64,
+    );
     cpu.eip = site.guest_eip;
     cpu.exc_vector = vec;
     cpu.exc_error = err;
@@ -208,7 +224,9 @@ fn greg_index(r: u8) -> usize {
 
 /// Hands a signal that is not ours to the handler installed before.
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let Some(i) = SIGNALS.iter().position(|&s| s == sig) else { return };
+    let Some(i) = SIGNALS.iter().position(|&s| s == sig) else {
+        return;
+    };
     // SAFETY: PREVIOUS[i] was written by `install` before our handler was
     // registered, and never changes after.
     let prev = unsafe { (*(&raw const PREVIOUS[i])).assume_init_ref() };
@@ -220,7 +238,8 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was registered with this signature.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(h) };
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(h) };
         f(sig, info, ctx);
     } else {
         // SAFETY: as above, the one-argument form.

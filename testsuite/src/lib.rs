@@ -41,7 +41,10 @@ impl Run {
         self.machine.cpu().regs
     }
     pub fn reg(&self, r: AsmRegister32) -> u32 {
-        let idx = [eax, ecx, edx, ebx, esp, ebp, esi, edi].iter().position(|x| *x == r).unwrap();
+        let idx = [eax, ecx, edx, ebx, esp, ebp, esi, edi]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap();
         self.machine.cpu().regs[idx]
     }
     pub fn eflags(&self) -> u32 {
@@ -58,7 +61,11 @@ impl Run {
     }
     /// Asserts the program ran to its final `hlt`.
     pub fn assert_halted(&self) -> &Self {
-        assert!(matches!(self.stop, Stop::Halted { .. }), "guest did not halt: {:?}", self.stop);
+        assert!(
+            matches!(self.stop, Stop::Halted { .. }),
+            "guest did not halt: {:?}",
+            self.stop
+        );
         self
     }
 }
@@ -71,7 +78,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ram: 16 << 20, stats: false, budget: Some(50_000_000) }
+        Options {
+            ram: 16 << 20,
+            stats: false,
+            budget: Some(50_000_000),
+        }
     }
 }
 
@@ -80,7 +91,10 @@ pub fn run_asm(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -
     run_asm_with(Options::default(), body)
 }
 
-pub fn run_asm_with(opts: Options, body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
+pub fn run_asm_with(
+    opts: Options,
+    body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Run {
     let mut a = CodeAssembler::new(32).unwrap();
     a.mov(esp, STACK).unwrap();
     body(&mut a).unwrap();
@@ -104,5 +118,172 @@ pub fn run_image(opts: Options, image: &[u8], load: u32, entry: u32) -> Run {
     machine.load_flat(image, load, Some(entry)).expect("load");
     let outcome = machine.run();
     let output = cap.0.lock().unwrap().clone();
-    Run { machine, stop: outcome.stop, output }
+    Run {
+        machine,
+        stop: outcome.stop,
+        output,
+    }
+}
+pub mod native32;
+
+// ---------------------------------------------------------------------
+// Helpers for the instruction-family tests (stack, branch, string, alu,
+// system, faults, chaining).
+
+pub use bt86_runtime::cpu::Exception;
+
+/// EFLAGS bits, for building and checking guest flag images.
+pub mod fl {
+    pub const CF: u32 = 1 << 0;
+    pub const PF: u32 = 1 << 2;
+    pub const AF: u32 = 1 << 4;
+    pub const ZF: u32 = 1 << 6;
+    pub const SF: u32 = 1 << 7;
+    pub const TF: u32 = 1 << 8;
+    pub const IF: u32 = 1 << 9;
+    pub const DF: u32 = 1 << 10;
+    pub const OF: u32 = 1 << 11;
+    pub const IOPL: u32 = 3 << 12;
+    pub const NT: u32 = 1 << 14;
+    pub const RF: u32 = 1 << 16;
+    pub const VM: u32 = 1 << 17;
+    pub const AC: u32 = 1 << 18;
+    pub const VIF: u32 = 1 << 19;
+    pub const VIP: u32 = 1 << 20;
+    pub const ID: u32 = 1 << 21;
+    /// Bit 1 of EFLAGS always reads as 1.
+    pub const FIXED1: u32 = 1 << 1;
+    pub const STATUS: u32 = CF | PF | AF | ZF | SF | OF;
+}
+
+/// Guest exception vectors.
+pub mod vec {
+    pub const DE: u32 = 0;
+    pub const DB: u32 = 1;
+    pub const BP: u32 = 3;
+    pub const OF: u32 = 4;
+    pub const BR: u32 = 5;
+    pub const UD: u32 = 6;
+    pub const NP: u32 = 11;
+    pub const GP: u32 = 13;
+    pub const PF: u32 = 14;
+}
+
+impl Run {
+    pub fn mem_u8(&self, addr: u32) -> u8 {
+        self.machine.memory().read_u8(addr).unwrap()
+    }
+    pub fn mem_u16(&self, addr: u32) -> u16 {
+        self.machine.memory().read_u16(addr).unwrap()
+    }
+    pub fn mem_bytes(&self, addr: u32, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.machine.memory().read(addr, &mut v).unwrap();
+        v
+    }
+    /// The status flags (CF PF AF ZF SF OF) of the final EFLAGS.
+    pub fn status(&self) -> u32 {
+        self.eflags() & fl::STATUS
+    }
+    /// A segment selector (es cs ss ds fs gs).
+    pub fn sreg(&self, r: AsmRegisterSegment) -> u32 {
+        let idx = [es, cs, ss, ds, fs, gs]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap();
+        self.machine.cpu().sregs[idx]
+    }
+    /// A counter of the statistics report; 0 for an exit kind that never
+    /// happened. Panics if the counter was not kept (stats off).
+    pub fn counter(&self, name: &str) -> u64 {
+        let report = self.machine.report();
+        match report.counters.iter().find(|(k, _)| k == name) {
+            Some((_, Some(v))) => *v,
+            Some((_, None)) => panic!("counter {name} was not kept (run with stats: true)"),
+            None if name.starts_with("exits.") || name.starts_with("helper_calls.") => 0,
+            None => panic!("no counter {name} in the report:\n{}", report.text()),
+        }
+    }
+    /// Asserts the run ended with an unhandled guest exception `vector` at
+    /// `eip` and returns it.
+    pub fn assert_exception(&self, vector: u32, eip: u32) -> Exception {
+        match &self.stop {
+            Stop::Unhandled { exc, eip: at, .. } if exc.vector == vector && *at == eip => *exc,
+            other => panic!("expected exception {vector} at {eip:#x}, got {other:?}"),
+        }
+    }
+}
+
+/// The address every label gets in the first pass of [`run_asm_fix`]: big
+/// enough that immediates and displacements get their 32-bit encodings,
+/// as the real addresses (all above LOAD) do.
+pub const PLACEHOLDER: u32 = LOAD + 0x7_0000;
+
+/// Like [`run_asm_with`], for programs that need the addresses of their
+/// own labels as data (jump tables, far pointers, expected EIPs). `body`
+/// gets the addresses of the labels it returned (in that order), runs
+/// twice: first with placeholders to lay the code out, then with the real
+/// addresses. Returns the run and the addresses.
+pub fn run_asm_fix(
+    opts: Options,
+    body: impl Fn(&mut CodeAssembler, &[u32]) -> Result<Vec<CodeLabel>, IcedError>,
+) -> (Run, Vec<u32>) {
+    let pass = |addrs: &[u32]| -> (Vec<u8>, Vec<u32>) {
+        let mut a = CodeAssembler::new(32).unwrap();
+        a.mov(esp, STACK).unwrap();
+        let labels = body(&mut a, addrs).unwrap();
+        a.hlt().unwrap();
+        let res = a
+            .assemble_options(
+                LOAD as u64,
+                iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+            )
+            .unwrap();
+        let ips = labels
+            .iter()
+            .map(|l| res.label_ip(l).unwrap() as u32)
+            .collect();
+        (res.inner.code_buffer, ips)
+    };
+    let (_, ips) = pass(&[PLACEHOLDER; 64]);
+    let mut real = ips.clone();
+    real.resize(64, PLACEHOLDER);
+    let (image, ips2) = pass(&real);
+    assert_eq!(ips, ips2, "the code layout changed between the passes");
+    (run_image(opts, &image, LOAD, LOAD), ips)
+}
+
+/// Assembles `body` at `addr` as it is (no esp setup, no trailing hlt).
+pub fn assemble_at(
+    addr: u32,
+    body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    body(&mut a).unwrap();
+    a.assemble(addr as u64).unwrap()
+}
+
+/// Runs blocks of bytes placed at their addresses (gaps are zero), entered
+/// at the lowest address.
+pub fn run_blocks(opts: Options, blocks: &[(u32, Vec<u8>)]) -> Run {
+    let start = blocks
+        .iter()
+        .map(|b| b.0)
+        .min()
+        .expect("at least one block");
+    let end = blocks
+        .iter()
+        .map(|b| b.0 as usize + b.1.len())
+        .max()
+        .unwrap();
+    let mut image = vec![0u8; end - start as usize];
+    for (addr, bytes) in blocks {
+        let off = (*addr - start) as usize;
+        assert!(
+            image[off..off + bytes.len()].iter().all(|&b| b == 0),
+            "blocks overlap"
+        );
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    run_image(opts, &image, start, start)
 }

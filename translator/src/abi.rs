@@ -114,7 +114,8 @@ pub const HELPER_EXIT: u32 = 1;
 /// The signature of every helper: the CPU state (guest registers spilled
 /// into `regs`, flags into `arith_flags`, `eip` the instruction's) and the
 /// decoded guest instruction the call site stands for.
-pub type HelperFn = unsafe extern "sysv64" fn(cpu: *mut CpuState, insn: *const iced_x86::Instruction) -> u32;
+pub type HelperFn =
+    unsafe extern "sysv64" fn(cpu: *mut CpuState, insn: *const iced_x86::Instruction) -> u32;
 
 /// Entries of the per-vCPU jump cache probed inline by indirect branches.
 pub const JUMP_CACHE_BITS: u32 = 16;
@@ -298,8 +299,7 @@ impl ModeKey {
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
 
-    pub const FLAT32_CPL0: ModeKey =
-        ModeKey(Self::CODE32 | Self::STACK32 | Self::FLAT | Self::PE);
+    pub const FLAT32_CPL0: ModeKey = ModeKey(Self::CODE32 | Self::STACK32 | Self::FLAT | Self::PE);
 
     pub fn cpl(self) -> u32 {
         (self.0 >> Self::CPL_SHIFT) & 3

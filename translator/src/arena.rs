@@ -48,7 +48,10 @@ impl std::fmt::Display for ArenaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ArenaError::Os(what, e) => write!(f, "code arena: {what}: {e}"),
-            ArenaError::TooManyArenas => write!(f, "code arena: more than {MAX_ARENAS} arenas in one process"),
+            ArenaError::TooManyArenas => write!(
+                f,
+                "code arena: more than {MAX_ARENAS} arenas in one process"
+            ),
         }
     }
 }
@@ -76,14 +79,28 @@ impl CodeArena {
         }
         // SAFETY: mapping a memfd we own; the kernel picks the addresses.
         let rw = unsafe {
-            libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
         };
         if rw == libc::MAP_FAILED {
             return Err(close(os("mmap (writable view)")));
         }
         // SAFETY: as above.
         let rx = unsafe {
-            libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_SHARED, fd, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
         };
         let rx_err = (rx == libc::MAP_FAILED).then(|| os("mmap (executable view)"));
         // SAFETY: the mappings keep the memory alive without the descriptor.
@@ -94,7 +111,8 @@ impl CodeArena {
             return Err(e);
         }
         let slot = ARENAS.iter().position(|(s, _)| {
-            s.compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            s.compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         });
         let Some(slot) = slot else {
             // SAFETY: both views were mapped above with this size.
@@ -106,7 +124,13 @@ impl CodeArena {
         };
         ARENAS[slot].1.store(rx as usize + size, Ordering::Release);
         ARENAS[slot].0.store(rx as usize, Ordering::Release);
-        Ok(CodeArena { rw: rw.cast(), rx: rx.cast(), size, used: 0, slot })
+        Ok(CodeArena {
+            rw: rw.cast(),
+            rx: rx.cast(),
+            size,
+            used: 0,
+            slot,
+        })
     }
 
     /// Host address of offset 0 in the executable view.
@@ -147,7 +171,10 @@ impl CodeArena {
     /// so code executing it sees either the old or the new jump.
     pub fn patch_rel32(&mut self, at: u32, target: usize) {
         let at = at as usize;
-        assert!(at % 4 == 0 && at + 4 <= self.used, "chain patch outside the arena");
+        assert!(
+            at % 4 == 0 && at + 4 <= self.used,
+            "chain patch outside the arena"
+        );
         let next = self.base() + at + 4;
         let rel = (target as i64 - next as i64) as i32;
         // SAFETY: `at` is 4-aligned and inside the used part of the

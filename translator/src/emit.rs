@@ -10,7 +10,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, VecAssembler};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
 
-use crate::abi::{off, ExitReason};
+use crate::abi::{ExitReason, off};
 
 /// Assembles glue code into an [`Emitter`], with the pinned registers named:
 /// `cpu` (r14, the CPU state), `jc` (r15, the jump cache), `work` (r11),
@@ -58,7 +58,12 @@ pub struct EncodeError(pub String);
 impl Emitter {
     /// An emitter whose byte 0 will live at host address `base`.
     pub fn new(base: usize, stubs: Stubs) -> Self {
-        Emitter { ops: VecAssembler::new(base), base, enc: Encoder::new(64), stubs }
+        Emitter {
+            ops: VecAssembler::new(base),
+            base,
+            enc: Encoder::new(64),
+            stubs,
+        }
     }
 
     pub fn offset(&self) -> usize {
@@ -80,7 +85,9 @@ impl Emitter {
     /// Encodes one host instruction (no relative branches) here.
     pub fn insn(&mut self, i: &Instruction) -> Result<(), EncodeError> {
         let rip = self.addr() as u64;
-        self.enc.encode(i, rip).map_err(|e| EncodeError(format!("{e}: {i:?}")))?;
+        self.enc
+            .encode(i, rip)
+            .map_err(|e| EncodeError(format!("{e}: {i:?}")))?;
         let mut bytes = self.enc.take_buffer();
         self.ops.extend(bytes.iter().copied());
         bytes.clear();
@@ -148,17 +155,33 @@ impl Emitter {
 
 /// A guest memory operand `gs: addr32 [base + disp]`.
 pub fn gmem(base: Register, disp: i64) -> MemoryOperand {
-    MemoryOperand::new(base, Register::None, 1, disp, if disp == 0 { 0 } else { 4 }, false, Register::GS)
+    MemoryOperand::new(
+        base,
+        Register::None,
+        1,
+        disp,
+        if disp == 0 { 0 } else { 4 },
+        false,
+        Register::GS,
+    )
 }
 
 /// `mov dword/word gs:[base+disp], src`.
 pub fn store(size: u32, base: Register, disp: i64, src: Register) -> Instruction {
-    let code = if size == 2 { Code::Mov_rm16_r16 } else { Code::Mov_rm32_r32 };
+    let code = if size == 2 {
+        Code::Mov_rm16_r16
+    } else {
+        Code::Mov_rm32_r32
+    };
     Instruction::with2(code, gmem(base, disp), src).expect("store operands")
 }
 
 /// `mov r32/r16, dword/word gs:[base+disp]`.
 pub fn load(size: u32, dst: Register, base: Register, disp: i64) -> Instruction {
-    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+    let code = if size == 2 {
+        Code::Mov_r16_rm16
+    } else {
+        Code::Mov_r32_rm32
+    };
     Instruction::with2(code, dst, gmem(base, disp)).expect("load operands")
 }

@@ -21,9 +21,9 @@ pub mod tu;
 use hashbrown::HashMap;
 use iced_x86::Instruction;
 
-use abi::{CpuState, JumpCache, ModeKey, JUMP_CACHE_ENTRIES};
+use abi::{CpuState, JUMP_CACHE_ENTRIES, JumpCache, ModeKey};
 use arena::{ArenaError, CodeArena};
-use emit::{asm, Emitter, Stubs};
+use emit::{Emitter, Stubs, asm};
 pub use lower::Instrument;
 use meta::FaultMap;
 use stats::TranslationStats;
@@ -53,7 +53,9 @@ impl std::fmt::Display for TranslateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TranslateError::Fetch(ff) => write!(f, "cannot fetch guest code at {:#010x}", ff.addr),
-            TranslateError::ArenaTooSmall => write!(f, "a translation does not fit in the code arena"),
+            TranslateError::ArenaTooSmall => {
+                write!(f, "a translation does not fit in the code arena")
+            }
             TranslateError::Internal(m) => write!(f, "translator bug: {m}"),
         }
     }
@@ -143,8 +145,11 @@ impl Translator {
             let base = self.arena.next_addr();
             let arena_off = (base - self.arena.base()) as u32;
             let e = Emitter::new(base, self.stubs);
-            let builder = lower::TuBuilder::new(e, arena_off, key.eip, key.mode, self.instrument, &insns);
-            let lowered = builder.build(formed.next_eip).map_err(|e| TranslateError::Internal(e.0))?;
+            let builder =
+                lower::TuBuilder::new(e, arena_off, key.eip, key.mode, self.instrument, &insns);
+            let lowered = builder
+                .build(formed.next_eip)
+                .map_err(|e| TranslateError::Internal(e.0))?;
             let Some(off) = self.arena.put(&lowered.code) else {
                 if attempt == 0 {
                     self.flush();
@@ -153,9 +158,16 @@ impl Translator {
                 return Err(TranslateError::ArenaTooSmall);
             };
             debug_assert_eq!(off, arena_off);
-            self.fault_map.push_tu(off, off + lowered.code.len() as u32, &lowered.sites);
+            self.fault_map
+                .push_tu(off, off + lowered.code.len() as u32, &lowered.sites);
             let cycles = stats::cycles().wrapping_sub(t0);
-            self.stats.record(key.mode, formed.len, insns.len() as u32, lowered.code.len() as u32, cycles);
+            self.stats.record(
+                key.mode,
+                formed.len,
+                insns.len() as u32,
+                lowered.code.len() as u32,
+                cycles,
+            );
             self.insns.push(insns);
             self.map.insert(key, base);
             if log::log_enabled!(target: "bt86::jit", log::Level::Trace) {
@@ -214,7 +226,8 @@ impl Translator {
     pub unsafe fn run(&self, cpu: *mut CpuState, host: usize) {
         // SAFETY: the enter stub was emitted by `emit_stubs` with exactly
         // this signature; the caller upholds the rest.
-        let enter: unsafe extern "sysv64" fn(*mut CpuState, u64) = unsafe { std::mem::transmute(self.stubs.enter) };
+        let enter: unsafe extern "sysv64" fn(*mut CpuState, u64) =
+            unsafe { std::mem::transmute(self.stubs.enter) };
         // SAFETY: see above.
         unsafe { enter(cpu, host as u64) };
     }
@@ -225,7 +238,10 @@ impl Translator {
 }
 
 fn new_jump_cache(miss: usize) -> Box<JumpCache> {
-    let mut jc = Box::new(JumpCache { keys: [0; JUMP_CACHE_ENTRIES], targets: [0; JUMP_CACHE_ENTRIES] });
+    let mut jc = Box::new(JumpCache {
+        keys: [0; JUMP_CACHE_ENTRIES],
+        targets: [0; JUMP_CACHE_ENTRIES],
+    });
     reset_jump_cache(&mut jc, miss);
     jc
 }
@@ -237,7 +253,7 @@ fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {
 
 /// Emits the shared stubs at the start of the arena.
 fn emit_stubs(arena: &mut CodeArena) -> Stubs {
-    use abi::{flags, off, ExitReason};
+    use abi::{ExitReason, flags, off};
     let base = arena.next_addr();
     let mut e = Emitter::new(base, Stubs::default());
     let exit = e.label();

@@ -53,7 +53,11 @@ pub struct FaultMap {
 
 impl FaultMap {
     pub fn new(base: u64) -> Self {
-        FaultMap { base, tus: Vec::new(), sites: Vec::new() }
+        FaultMap {
+            base,
+            tus: Vec::new(),
+            sites: Vec::new(),
+        }
     }
 
     pub fn clear(&mut self) {
@@ -77,7 +81,10 @@ impl FaultMap {
     /// The guest instruction whose code contains arena offset `off`.
     /// Allocation-free and lock-free: callable from a signal handler.
     pub fn lookup(&self, off: u32) -> Option<Site> {
-        let i = self.tus.partition_point(|t| t.start <= off).checked_sub(1)?;
+        let i = self
+            .tus
+            .partition_point(|t| t.start <= off)
+            .checked_sub(1)?;
         let tu = self.tus.get(i)?;
         if off >= tu.end {
             return None;
@@ -85,7 +92,9 @@ impl FaultMap {
         let sites = self
             .sites
             .get(tu.first_site as usize..(tu.first_site + tu.site_count) as usize)?;
-        let j = sites.partition_point(|s| s.host_off <= off).checked_sub(1)?;
+        let j = sites
+            .partition_point(|s| s.host_off <= off)
+            .checked_sub(1)?;
         sites.get(j).copied()
     }
 }
@@ -95,7 +104,11 @@ mod tests {
     use super::*;
 
     fn site(host_off: u32, guest_eip: u32) -> Site {
-        Site { host_off, guest_eip, fixup: Fixup::None }
+        Site {
+            host_off,
+            guest_eip,
+            fixup: Fixup::None,
+        }
     }
 
     #[test]

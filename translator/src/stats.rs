@@ -14,7 +14,13 @@ pub enum CodeClass {
 }
 
 impl CodeClass {
-    pub const ALL: [CodeClass; 5] = [CodeClass::Real16, CodeClass::Pm16, CodeClass::V86, CodeClass::Kernel32, CodeClass::User32];
+    pub const ALL: [CodeClass; 5] = [
+        CodeClass::Real16,
+        CodeClass::Pm16,
+        CodeClass::V86,
+        CodeClass::Kernel32,
+        CodeClass::User32,
+    ];
 
     pub fn of(mode: ModeKey) -> Self {
         if mode.0 & ModeKey::VM86 != 0 {
@@ -67,8 +73,18 @@ pub struct TranslationStats {
 }
 
 impl TranslationStats {
-    pub fn record(&mut self, mode: ModeKey, in_bytes: u32, instrs: u32, out_bytes: u32, cycles: u64) {
-        let i = CodeClass::ALL.iter().position(|&c| c == CodeClass::of(mode)).unwrap_or(0);
+    pub fn record(
+        &mut self,
+        mode: ModeKey,
+        in_bytes: u32,
+        instrs: u32,
+        out_bytes: u32,
+        cycles: u64,
+    ) {
+        let i = CodeClass::ALL
+            .iter()
+            .position(|&c| c == CodeClass::of(mode))
+            .unwrap_or(0);
         let r = &mut self.rows[i];
         r.units += 1;
         r.in_bytes += in_bytes as u64;

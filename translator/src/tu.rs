@@ -33,7 +33,11 @@ pub struct FormedTu {
 }
 
 pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedTu, FetchFault> {
-    let bitness = if mode.0 & ModeKey::CODE32 != 0 { 32 } else { 16 };
+    let bitness = if mode.0 & ModeKey::CODE32 != 0 {
+        32
+    } else {
+        16
+    };
     let mut insns = Vec::with_capacity(MAX_TU_INSNS);
     let mut ip = eip;
     let mut buf = [0u8; MAX_INSN_LEN];
@@ -47,10 +51,15 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
         }
         let mut decoder = Decoder::with_ip(bitness, &buf[..n], ip as u64, DecoderOptions::NONE);
         let insn = decoder.decode();
-        if insn.is_invalid() && decoder.last_error() == DecoderError::NoMoreBytes && n < MAX_INSN_LEN {
+        if insn.is_invalid()
+            && decoder.last_error() == DecoderError::NoMoreBytes
+            && n < MAX_INSN_LEN
+        {
             // The instruction runs into memory that cannot be fetched.
             if insns.is_empty() {
-                return Err(FetchFault { addr: ip.wrapping_add(n as u32) });
+                return Err(FetchFault {
+                    addr: ip.wrapping_add(n as u32),
+                });
             }
             break;
         }
@@ -69,5 +78,9 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     if bitness == 16 {
         len &= 0xFFFF;
     }
-    Ok(FormedTu { insns, len, next_eip: ip })
+    Ok(FormedTu {
+        insns,
+        len,
+        next_eip: ip,
+    })
 }

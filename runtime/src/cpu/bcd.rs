@@ -3,10 +3,10 @@
 //! flags the SDM leaves undefined are computed as a P6 does (SF/ZF/PF from
 //! the result, OF cleared).
 
-use translator::abi::{flags, CpuState};
+use translator::abi::{CpuState, flags};
 
-use super::operand::{get_reg, set_reg};
 use super::Exception;
+use super::operand::{get_reg, set_reg};
 use iced_x86::Register;
 
 fn parity(v: u8) -> bool {
@@ -88,7 +88,11 @@ pub fn aaa(cpu: &mut CpuState) {
 pub fn aas(cpu: &mut CpuState) {
     let ax = get_reg(cpu, Register::AX) as u16;
     let adjust = ax & 0xF > 9 || flag(cpu, flags::AF);
-    let ax = if adjust { ax.wrapping_sub(6).wrapping_sub(0x100) } else { ax };
+    let ax = if adjust {
+        ax.wrapping_sub(6).wrapping_sub(0x100)
+    } else {
+        ax
+    };
     set_reg(cpu, Register::AX, (ax & 0xFF0F) as u32);
     set_flag(cpu, flags::AF, adjust);
     set_flag(cpu, flags::CF, adjust);

@@ -22,7 +22,12 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
             let w = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
             (MAX_BASIC_LEAF, w(0), w(8), w(4))
         }
-        _ => (SIGNATURE, 0, 0, edx1::TSC | edx1::MSR | edx1::CX8 | edx1::CMOV),
+        _ => (
+            SIGNATURE,
+            0,
+            0,
+            edx1::TSC | edx1::MSR | edx1::CX8 | edx1::CMOV,
+        ),
     }
 }
 

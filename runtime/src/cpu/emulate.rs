@@ -6,10 +6,12 @@
 //! the instruction, or with a [`Stop`] for the run loop.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
-use translator::abi::{exc_kind, flags, vector, CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT};
+use translator::abi::{
+    CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
+};
 
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
-use super::{bcd, cpl, cpuid, Exception, Stop, System};
+use super::{Exception, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
 
 /// What happens after an emulated instruction.
@@ -78,7 +80,10 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
             HELPER_EXIT
         }
         Err(_) => {
-            sys.stop = Some(Stop::Internal(format!("panic while emulating `{insn}` at {:#010x}", insn.ip32())));
+            sys.stop = Some(Stop::Internal(format!(
+                "panic while emulating `{insn}` at {:#010x}",
+                insn.ip32()
+            )));
             cpu.exit_reason = ExitReason::Helper as u32;
             HELPER_EXIT
         }
@@ -86,7 +91,10 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
 }
 
 fn unsupported(insn: &Instruction, why: &str) -> Next {
-    Next::Stop(Stop::Unsupported { eip: insn.ip32(), what: format!("`{insn}`: {why}") })
+    Next::Stop(Stop::Unsupported {
+        eip: insn.ip32(),
+        what: format!("`{insn}`: {why}"),
+    })
 }
 
 fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
@@ -134,7 +142,9 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             require_ring0(cpu)?;
             // No device can raise an interrupt yet, so nothing could ever
             // wake the CPU: the run ends here.
-            Ok(Next::Stop(Stop::Halted { eip: insn.next_ip32() }))
+            Ok(Next::Stop(Stop::Halted {
+                eip: insn.next_ip32(),
+            }))
         }
         M::Cli | M::Sti => {
             let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
@@ -168,7 +178,11 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             set_cr0(cpu, insn, new)
         }
         M::Smsw => {
-            let size = if insn.op0_kind() == OpKind::Register { insn.op0_register().size() as u32 } else { 2 };
+            let size = if insn.op0_kind() == OpKind::Register {
+                insn.op0_register().size() as u32
+            } else {
+                2
+            };
             write_op(cpu, sys, insn, 0, size, cpu.cr0)?;
             Ok(Next::Continue)
         }
@@ -189,7 +203,11 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Sgdt | M::Sidt => {
-            let t = if insn.mnemonic() == M::Sgdt { sys.gdtr } else { sys.idtr };
+            let t = if insn.mnemonic() == M::Sgdt {
+                sys.gdtr
+            } else {
+                sys.idtr
+            };
             let ea = effective_address(cpu, insn);
             sys.mem.write_u16(ea, t.limit)?;
             sys.mem.write_u32(ea.wrapping_add(2), t.base)?;
@@ -212,11 +230,21 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             let idx = get_reg(cpu, insn.op0_register()) as i32;
             let ea = effective_address(cpu, insn);
             let (lo, hi) = if insn.op0_register().size() == 2 {
-                (sys.mem.read_u16(ea)? as i16 as i32, sys.mem.read_u16(ea.wrapping_add(2))? as i16 as i32)
+                (
+                    sys.mem.read_u16(ea)? as i16 as i32,
+                    sys.mem.read_u16(ea.wrapping_add(2))? as i16 as i32,
+                )
             } else {
-                (sys.mem.read_u32(ea)? as i32, sys.mem.read_u32(ea.wrapping_add(4))? as i32)
+                (
+                    sys.mem.read_u32(ea)? as i32,
+                    sys.mem.read_u32(ea.wrapping_add(4))? as i32,
+                )
             };
-            let idx = if insn.op0_register().size() == 2 { idx as i16 as i32 } else { idx };
+            let idx = if insn.op0_register().size() == 2 {
+                idx as i16 as i32
+            } else {
+                idx
+            };
             if idx < lo || idx > hi {
                 return Err(Exception::new(vector::BR).into());
             }
@@ -237,7 +265,10 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, sys, insn),
         M::Jmp | M::Call => far_transfer(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
-        _ => Ok(unsupported(insn, "not implemented yet (the system CPU comes with a later version)")),
+        _ => Ok(unsupported(
+            insn,
+            "not implemented yet (the system CPU comes with a later version)",
+        )),
     }
 }
 
@@ -266,10 +297,16 @@ fn set_cr0(cpu: &mut CpuState, insn: &Instruction, v: u32) -> Result<Next> {
     // ET is hardwired to 1 on a P6.
     let v = v | CR0_ET;
     if v & CR0_PE == 0 {
-        return Ok(unsupported(insn, "leaving protected mode (real mode comes with the system CPU)"));
+        return Ok(unsupported(
+            insn,
+            "leaving protected mode (real mode comes with the system CPU)",
+        ));
     }
     if v & CR0_PG != 0 {
-        return Ok(unsupported(insn, "enabling paging (the shadow MMU comes later)"));
+        return Ok(unsupported(
+            insn,
+            "enabling paging (the shadow MMU comes later)",
+        ));
     }
     cpu.cr0 = v;
     Ok(Next::Continue)
@@ -338,7 +375,11 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
         let sel = cpu.sregs[sreg_index(insn.op1_register())];
         // To a 32-bit register the selector is zero-extended; to memory
         // only 16 bits are written.
-        let size = if dst == OpKind::Register { insn.op0_register().size() as u32 } else { 2 };
+        let size = if dst == OpKind::Register {
+            insn.op0_register().size() as u32
+        } else {
+            2
+        };
         write_op(cpu, sys, insn, 0, size, sel & 0xFFFF)?;
         return Ok(Next::Continue);
     }
@@ -352,7 +393,13 @@ fn sreg_index(r: Register) -> usize {
 /// Loads a segment register. Only flat segments exist so far: a selector
 /// must name a GDT descriptor with base 0 and a 4 GiB limit (or be null
 /// for DS/ES/FS/GS).
-fn load_sreg(cpu: &mut CpuState, sys: &System, insn: &Instruction, r: Register, sel: u16) -> Result<()> {
+fn load_sreg(
+    cpu: &mut CpuState,
+    sys: &System,
+    insn: &Instruction,
+    r: Register,
+    sel: u16,
+) -> Result<()> {
     if r == Register::CS {
         return Err(Exception::new(vector::UD).into());
     }
@@ -365,8 +412,13 @@ fn load_sreg(cpu: &mut CpuState, sys: &System, insn: &Instruction, r: Register, 
     }
     let d = read_descriptor(sys, sel)?;
     if !d.flat() {
-        let what = format!("`{insn}`: segment {sel:#06x} is not flat (segment bases come with the system CPU)");
-        return Err(Fail::Stop(Stop::Unsupported { eip: insn.ip32(), what }));
+        let what = format!(
+            "`{insn}`: segment {sel:#06x} is not flat (segment bases come with the system CPU)"
+        );
+        return Err(Fail::Stop(Stop::Unsupported {
+            eip: insn.ip32(),
+            what,
+        }));
     }
     cpu.sregs[sreg_index(r)] = sel as u32;
     Ok(())
@@ -408,8 +460,17 @@ fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor> {
     let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
     let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
     let flags = ((hi >> 20) & 0xF) as u8;
-    let limit = if flags & 0x8 != 0 { (raw_limit << 12) | 0xFFF } else { raw_limit };
-    let d = Descriptor { base, limit, access: (hi >> 8) as u8, flags };
+    let limit = if flags & 0x8 != 0 {
+        (raw_limit << 12) | 0xFFF
+    } else {
+        raw_limit
+    };
+    let d = Descriptor {
+        base,
+        limit,
+        access: (hi >> 8) as u8,
+        flags,
+    };
     if !d.present() {
         return Err(Exception::with_error(vector::NP, (sel & !3) as u32).into());
     }
@@ -451,8 +512,16 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
         OpKind::FarBranch16 => (insn.far_branch_selector(), insn.far_branch16() as u32, 2),
         _ => {
             let ea = effective_address(cpu, insn);
-            let size = if insn.code() == Code::Jmp_m1616 || insn.code() == Code::Call_m1616 { 2 } else { 4 };
-            (sys.mem.read_u16(ea.wrapping_add(size))?, sys.mem.read_sized(ea, size)?, size)
+            let size = if insn.code() == Code::Jmp_m1616 || insn.code() == Code::Call_m1616 {
+                2
+            } else {
+                4
+            };
+            (
+                sys.mem.read_u16(ea.wrapping_add(size))?,
+                sys.mem.read_sized(ea, size)?,
+                size,
+            )
         }
     };
     if sel & !3 == 0 {
@@ -460,13 +529,17 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     }
     let d = read_descriptor(sys, sel)?;
     if !(d.flat() && d.code32()) || sel & 3 != 0 {
-        return Ok(unsupported(insn, "far transfer to a segment that is not flat 32-bit ring-0 code"));
+        return Ok(unsupported(
+            insn,
+            "far transfer to a segment that is not flat 32-bit ring-0 code",
+        ));
     }
     if insn.mnemonic() == Mnemonic::Call {
         let esp = cpu.regs[4];
         let (ret_cs, ret_ip) = (cpu.sregs[1], insn.next_ip32());
         sys.mem.write_sized(esp.wrapping_sub(size), size, ret_cs)?;
-        sys.mem.write_sized(esp.wrapping_sub(2 * size), size, ret_ip)?;
+        sys.mem
+            .write_sized(esp.wrapping_sub(2 * size), size, ret_ip)?;
         cpu.regs[4] = esp.wrapping_sub(2 * size);
     }
     cpu.sregs[1] = sel as u32;
@@ -497,7 +570,11 @@ fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
 
 /// enter with a nesting level above 0 (Intel SDM Vol. 2A ENTER).
 fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let size = if insn.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 };
+    let size = if insn.code() == Code::Enterw_imm16_imm8 {
+        2
+    } else {
+        4
+    };
     let frame = insn.immediate16() as u32;
     let level = (insn.immediate8_2nd() & 31) as u32;
     let mut esp = cpu.regs[4];
@@ -612,9 +689,16 @@ fn io_action(a: IoAction, _insn: &Instruction) -> Next {
 fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     check_io(cpu)?;
     let size = io_size(insn) as u32;
-    let a16 = matches!(insn.op_kind(if is_ins(insn) { 0 } else { 1 }), OpKind::MemoryESDI | OpKind::MemorySegSI);
+    let a16 = matches!(
+        insn.op_kind(if is_ins(insn) { 0 } else { 1 }),
+        OpKind::MemoryESDI | OpKind::MemorySegSI
+    );
     let rep = insn.has_rep_prefix();
-    let step = if cpu.arith_flags & flags::DF != 0 { size.wrapping_neg() } else { size };
+    let step = if cpu.arith_flags & flags::DF != 0 {
+        size.wrapping_neg()
+    } else {
+        size
+    };
     let port = Port(cpu.regs[2] as u16);
     let (ptr_reg, count_reg) = if is_ins(insn) { (7, 1) } else { (6, 1) };
     let mask = if a16 { 0xFFFF } else { 0xFFFF_FFFF };
@@ -650,7 +734,10 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
 }
 
 fn is_ins(insn: &Instruction) -> bool {
-    matches!(insn.mnemonic(), Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd)
+    matches!(
+        insn.mnemonic(),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
+    )
 }
 
 /// Adds `delta` to a register within the address-size `mask`.

@@ -25,17 +25,29 @@ pub struct Exception {
 
 impl Exception {
     pub fn new(vector: u32) -> Self {
-        Exception { vector, error: 0, addr: 0 }
+        Exception {
+            vector,
+            error: 0,
+            addr: 0,
+        }
     }
 
     pub fn with_error(vector: u32, error: u32) -> Self {
-        Exception { vector, error, addr: 0 }
+        Exception {
+            vector,
+            error,
+            addr: 0,
+        }
     }
 }
 
 impl From<crate::memory::MemFault> for Exception {
     fn from(f: crate::memory::MemFault) -> Self {
-        Exception { vector: crate::memory::MemFault::VECTOR, error: (f.write as u32) << 1, addr: f.addr }
+        Exception {
+            vector: crate::memory::MemFault::VECTOR,
+            error: (f.write as u32) << 1,
+            addr: f.addr,
+        }
     }
 }
 
@@ -47,7 +59,11 @@ pub enum Stop {
     /// The guest wrote to isa-debug-exit.
     DebugExit(i32),
     /// A guest exception with nowhere to go (no IDT yet).
-    Unhandled { exc: Exception, eip: u32, soft: bool },
+    Unhandled {
+        exc: Exception,
+        eip: u32,
+        soft: bool,
+    },
     /// The guest used something bt86 does not implement yet.
     Unsupported { eip: u32, what: String },
     /// The run budget ran out.

@@ -50,7 +50,13 @@ pub fn effective_address(cpu: &CpuState, insn: &Instruction) -> u32 {
 }
 
 /// Reads operand `i` (register, immediate or memory) of `size` bytes.
-pub fn read_op(cpu: &CpuState, sys: &System, insn: &Instruction, i: u32, size: u32) -> Result<u32, Exception> {
+pub fn read_op(
+    cpu: &CpuState,
+    sys: &System,
+    insn: &Instruction,
+    i: u32,
+    size: u32,
+) -> Result<u32, Exception> {
     match insn.op_kind(i) {
         OpKind::Register => Ok(get_reg(cpu, insn.op_register(i))),
         OpKind::Memory => Ok(sys.mem.read_sized(effective_address(cpu, insn), size)?),
@@ -59,7 +65,14 @@ pub fn read_op(cpu: &CpuState, sys: &System, insn: &Instruction, i: u32, size: u
 }
 
 /// Writes operand `i` (register or memory) of `size` bytes.
-pub fn write_op(cpu: &mut CpuState, sys: &System, insn: &Instruction, i: u32, size: u32, v: u32) -> Result<(), Exception> {
+pub fn write_op(
+    cpu: &mut CpuState,
+    sys: &System,
+    insn: &Instruction,
+    i: u32,
+    size: u32,
+    v: u32,
+) -> Result<(), Exception> {
     match insn.op_kind(i) {
         OpKind::Register => {
             set_reg(cpu, insn.op_register(i), v);

@@ -45,11 +45,20 @@ impl PortBus {
     /// Gives ports `base..base+len` to `dev`. Later registrations win
     /// where ranges overlap.
     pub fn register(&mut self, base: Port, len: u16, dev: Box<dyn PortDevice + Send>) {
-        self.maps.insert(0, Mapping { base: base.0, len, dev });
+        self.maps.insert(
+            0,
+            Mapping {
+                base: base.0,
+                len,
+                dev,
+            },
+        );
     }
 
     fn find(&mut self, port: u16) -> Option<&mut Mapping> {
-        self.maps.iter_mut().find(|m| port.wrapping_sub(m.base) < m.len)
+        self.maps
+            .iter_mut()
+            .find(|m| port.wrapping_sub(m.base) < m.len)
     }
 
     pub fn read(&mut self, port: Port, size: u8) -> u32 {

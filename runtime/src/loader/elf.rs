@@ -21,7 +21,9 @@ pub struct Elf32 {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, LoadError> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or(LoadError::NotElf("truncated header"))
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(LoadError::NotElf("truncated header"))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, LoadError> {
@@ -57,7 +59,10 @@ pub fn parse(image: &[u8]) -> Result<Elf32, LoadError> {
     let mut segments = Vec::new();
     for i in 0..phnum {
         let at = phoff
-            .checked_add(i.checked_mul(phentsize).ok_or(LoadError::NotElf("program headers overflow"))?)
+            .checked_add(
+                i.checked_mul(phentsize)
+                    .ok_or(LoadError::NotElf("program headers overflow"))?,
+            )
             .ok_or(LoadError::NotElf("program headers overflow"))?;
         if u32_at(image, at)? != PT_LOAD {
             continue;
@@ -69,10 +74,14 @@ pub fn parse(image: &[u8]) -> Result<Elf32, LoadError> {
             memsz: u32_at(image, at + 20)?,
         };
         if seg.filesz > seg.memsz {
-            return Err(LoadError::NotElf("segment file size exceeds its memory size"));
+            return Err(LoadError::NotElf(
+                "segment file size exceeds its memory size",
+            ));
         }
         if (seg.offset as u64 + seg.filesz as u64) > image.len() as u64 {
-            return Err(LoadError::NotElf("segment extends past the end of the file"));
+            return Err(LoadError::NotElf(
+                "segment extends past the end of the file",
+            ));
         }
         segments.push(seg);
     }
@@ -85,8 +94,17 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected_with_a_reason() {
-        assert!(matches!(parse(b"hello world"), Err(LoadError::NotElf("no ELF magic"))));
-        assert!(matches!(parse(b"\x7fELF\x02\x01"), Err(LoadError::NotElf(_))));
-        assert!(matches!(parse(b"\x7fELF\x01\x01\x01"), Err(LoadError::NotElf("truncated header"))));
+        assert!(matches!(
+            parse(b"hello world"),
+            Err(LoadError::NotElf("no ELF magic"))
+        ));
+        assert!(matches!(
+            parse(b"\x7fELF\x02\x01"),
+            Err(LoadError::NotElf(_))
+        ));
+        assert!(matches!(
+            parse(b"\x7fELF\x01\x01\x01"),
+            Err(LoadError::NotElf("truncated header"))
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! and QEMU's -kernel enter them: 32-bit flat protected mode, paging off,
 //! EAX = 0x2BADB002, EBX = the multiboot information structure.
 
-use super::{elf, place, BootState, LoadError};
+use super::{BootState, LoadError, elf, place};
 use crate::memory::GuestMemory;
 
 pub const HEADER_MAGIC: u32 = 0x1BAD_B002;
@@ -46,7 +46,9 @@ pub struct Header {
 }
 
 fn word(image: &[u8], at: usize) -> Option<u32> {
-    image.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    image
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 pub fn find_header(image: &[u8]) -> Result<Header, LoadError> {
@@ -63,14 +65,32 @@ pub fn find_header(image: &[u8]) -> Result<Header, LoadError> {
     let flags = word(image, offset + 4).unwrap_or(0);
     let unknown = flags & 0xFFFF & !KNOWN_REQUIRED;
     if unknown != 0 {
-        return Err(LoadError::BadMultibootHeader(format!("requires features this loader does not know (flags {unknown:#x})")));
+        return Err(LoadError::BadMultibootHeader(format!(
+            "requires features this loader does not know (flags {unknown:#x})"
+        )));
     }
     let field = |i: usize| word(image, offset + 12 + 4 * i);
-    let mut h = Header { offset, flags, header_addr: 0, load_addr: 0, load_end_addr: 0, bss_end_addr: 0, entry_addr: 0 };
+    let mut h = Header {
+        offset,
+        flags,
+        header_addr: 0,
+        load_addr: 0,
+        load_end_addr: 0,
+        bss_end_addr: 0,
+        entry_addr: 0,
+    };
     if flags & FLAG_AOUT_KLUDGE != 0 {
         let f: Option<Vec<u32>> = (0..5).map(field).collect();
-        let f = f.ok_or_else(|| LoadError::BadMultibootHeader("address fields run past the end of the file".into()))?;
-        (h.header_addr, h.load_addr, h.load_end_addr, h.bss_end_addr, h.entry_addr) = (f[0], f[1], f[2], f[3], f[4]);
+        let f = f.ok_or_else(|| {
+            LoadError::BadMultibootHeader("address fields run past the end of the file".into())
+        })?;
+        (
+            h.header_addr,
+            h.load_addr,
+            h.load_end_addr,
+            h.bss_end_addr,
+            h.entry_addr,
+        ) = (f[0], f[1], f[2], f[3], f[4]);
     }
     Ok(h)
 }
@@ -87,7 +107,12 @@ pub fn load(mem: &GuestMemory, image: &[u8], cmdline: &str) -> Result<BootState,
         load_elf(mem, image)?
     };
     let info = write_info(mem, cmdline, kernel_end)?;
-    Ok(BootState { eip: entry, eax: BOOT_MAGIC, ebx: info, esp: INITIAL_ESP })
+    Ok(BootState {
+        eip: entry,
+        eax: BOOT_MAGIC,
+        ebx: info,
+        esp: INITIAL_ESP,
+    })
 }
 
 /// Loads with the header's address fields (3.1.3); returns (entry, end).
@@ -98,20 +123,32 @@ fn load_aout_kludge(mem: &GuestMemory, image: &[u8], h: &Header) -> Result<(u32,
     }
     let start = (h.offset as u64)
         .checked_sub((h.header_addr - h.load_addr) as u64)
-        .ok_or_else(|| bad("header_addr - load_addr exceeds the header's file offset"))? as usize;
+        .ok_or_else(|| bad("header_addr - load_addr exceeds the header's file offset"))?
+        as usize;
     let len = if h.load_end_addr == 0 {
         image.len() - start
     } else {
-        let l = h.load_end_addr.checked_sub(h.load_addr).ok_or_else(|| bad("load_end_addr below load_addr"))?;
+        let l = h
+            .load_end_addr
+            .checked_sub(h.load_addr)
+            .ok_or_else(|| bad("load_end_addr below load_addr"))?;
         (l as usize).min(image.len() - start)
     };
     let load_end = h.load_addr as u64 + len as u64;
     let bss = if h.bss_end_addr == 0 {
         0
     } else {
-        (h.bss_end_addr as u64).checked_sub(load_end).ok_or_else(|| bad("bss_end_addr below the loaded image"))?
+        (h.bss_end_addr as u64)
+            .checked_sub(load_end)
+            .ok_or_else(|| bad("bss_end_addr below the loaded image"))?
     };
-    place(mem, "the kernel image", h.load_addr as u64, &image[start..start + len], bss)?;
+    place(
+        mem,
+        "the kernel image",
+        h.load_addr as u64,
+        &image[start..start + len],
+        bss,
+    )?;
     Ok((h.entry_addr, load_end + bss))
 }
 
@@ -123,7 +160,13 @@ fn load_elf(mem: &GuestMemory, image: &[u8]) -> Result<(u32, u64), LoadError> {
     let mut end = 0u64;
     for (i, s) in elf.segments.iter().enumerate() {
         let data = &image[s.offset as usize..(s.offset + s.filesz) as usize];
-        place(mem, &format!("ELF segment {i}"), s.paddr as u64, data, (s.memsz - s.filesz) as u64)?;
+        place(
+            mem,
+            &format!("ELF segment {i}"),
+            s.paddr as u64,
+            data,
+            (s.memsz - s.filesz) as u64,
+        )?;
         end = end.max(s.paddr as u64 + s.memsz as u64);
     }
     Ok((elf.entry, end))
@@ -168,7 +211,13 @@ fn write_info(mem: &GuestMemory, cmdline: &str, kernel_end: u64) -> Result<u32, 
     info[16] = name_at;
     let info_bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
 
-    place(mem, "the multiboot information", base as u64, &info_bytes, 0)?;
+    place(
+        mem,
+        "the multiboot information",
+        base as u64,
+        &info_bytes,
+        0,
+    )?;
     place(mem, "the multiboot memory map", mmap_at as u64, &mmap, 0)?;
     place(mem, "the loader name", name_at as u64, b"bt86\0", 0)?;
     place(mem, "the kernel command line", cmdline_at as u64, &cmd, 0)?;
@@ -183,7 +232,8 @@ mod tests {
         let mut v = vec![0u8; 64];
         v[16..20].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
         v[20..24].copy_from_slice(&flags.to_le_bytes());
-        v[24..28].copy_from_slice(&(0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags)).to_le_bytes());
+        v[24..28]
+            .copy_from_slice(&(0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags)).to_le_bytes());
         v
     }
 
@@ -202,13 +252,19 @@ mod tests {
 
     #[test]
     fn unknown_required_flags_are_refused() {
-        assert!(matches!(find_header(&header(1 << 5)), Err(LoadError::BadMultibootHeader(_))));
+        assert!(matches!(
+            find_header(&header(1 << 5)),
+            Err(LoadError::BadMultibootHeader(_))
+        ));
     }
 
     #[test]
     fn aout_kludge_fields_past_the_end_are_refused() {
         let v = header(FLAG_AOUT_KLUDGE);
         let v = &v[..32];
-        assert!(matches!(find_header(v), Err(LoadError::BadMultibootHeader(_))));
+        assert!(matches!(
+            find_header(v),
+            Err(LoadError::BadMultibootHeader(_))
+        ));
     }
 }

@@ -3,9 +3,9 @@
 
 use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
-use super::{ident, stack::adjust_esp, Flow, TuBuilder};
-use crate::abi::{exc_kind, off, vector, JC_KEYS, JC_TARGETS};
-use crate::emit::{asm, load, store, EncodeError};
+use super::{Flow, TuBuilder, ident, stack::adjust_esp};
+use crate::abi::{JC_KEYS, JC_TARGETS, exc_kind, off, vector};
+use crate::emit::{EncodeError, asm, load, store};
 
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     use Mnemonic as M;
@@ -24,7 +24,11 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             }
         },
         M::Call => {
-            let size = if matches!(insn.code(), Code::Call_rel16 | Code::Call_rm16) { 2 } else { 4 };
+            let size = if matches!(insn.code(), Code::Call_rel16 | Code::Call_rm16) {
+                2
+            } else {
+                4
+            };
             match insn.op0_kind() {
                 OpKind::NearBranch16 | OpKind::NearBranch32 => {
                     push_return(b, size, next);
@@ -38,11 +42,21 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             }
         }
         M::Ret => {
-            let size = if matches!(insn.code(), Code::Retnw | Code::Retnw_imm16) { 2 } else { 4 };
-            let pop = if insn.op_count() > 0 { insn.immediate16() as i32 } else { 0 };
+            let size = if matches!(insn.code(), Code::Retnw | Code::Retnw_imm16) {
+                2
+            } else {
+                4
+            };
+            let pop = if insn.op_count() > 0 {
+                insn.immediate16() as i32
+            } else {
+                0
+            };
             if size == 2 {
                 let m = crate::emit::gmem(Register::R12D, 0);
-                b.e.put(Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, m).expect("movzx"));
+                b.e.put(
+                    Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, m).expect("movzx"),
+                );
             } else {
                 b.e.put(load(4, Register::R11D, Register::R12D, 0));
             }
@@ -110,7 +124,11 @@ fn condition_number(cc: ConditionCode) -> u8 {
 /// bits) zero-extended into r11d.
 fn load_target(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
     let wide = !matches!(insn.code(), Code::Jmp_rm16 | Code::Call_rm16);
-    let code = if wide { Code::Mov_r32_rm32 } else { Code::Movzx_r32_rm16 };
+    let code = if wide {
+        Code::Mov_r32_rm32
+    } else {
+        Code::Movzx_r32_rm16
+    };
     if insn.op0_kind() == OpKind::Register {
         let src = ident::host_reg(insn.op0_register());
         b.e.put(Instruction::with2(code, Register::R11D, src).expect("mov"));
@@ -127,7 +145,11 @@ fn load_target(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError>
 
 fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
     asm!(b.e; mov r10d, ret as i32);
-    let src = if size == 2 { Register::R10W } else { Register::R10D };
+    let src = if size == 2 {
+        Register::R10W
+    } else {
+        Register::R10D
+    };
     b.e.put(store(size, Register::R12D, -(size as i64), src));
     adjust_esp(b, -(size as i32));
 }
@@ -173,8 +195,14 @@ fn loop_family(b: &mut TuBuilder, insn: &Instruction) {
     };
     let cx = matches!(
         insn.code(),
-        Code::Loopne_rel8_16_CX | Code::Loopne_rel8_32_CX | Code::Loope_rel8_16_CX | Code::Loope_rel8_32_CX
-            | Code::Loop_rel8_16_CX | Code::Loop_rel8_32_CX | Code::Jcxz_rel8_16 | Code::Jcxz_rel8_32
+        Code::Loopne_rel8_16_CX
+            | Code::Loopne_rel8_32_CX
+            | Code::Loope_rel8_16_CX
+            | Code::Loope_rel8_32_CX
+            | Code::Loop_rel8_16_CX
+            | Code::Loop_rel8_32_CX
+            | Code::Jcxz_rel8_16
+            | Code::Jcxz_rel8_32
     );
     if !cx {
         // Taken skips the fall-through jump and lands on the taken one.

@@ -2,7 +2,9 @@
 //! renamed to r12 and every memory operand rebased as `gs: addr32 [..]`.
 //! Also the classification of every instruction into its lowering family.
 
-use iced_x86::{Code, CpuidFeature, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register};
+use iced_x86::{
+    Code, CpuidFeature, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register,
+};
 
 use super::TuBuilder;
 use crate::emit::EncodeError;
@@ -51,17 +53,98 @@ pub fn family(insn: &Instruction) -> Family {
         };
     }
     match insn.mnemonic() {
-        M::Push | M::Pop | M::Pusha | M::Pushad | M::Popa | M::Popad | M::Pushf | M::Pushfd | M::Popf
-        | M::Popfd | M::Enter | M::Leave => Family::Stack,
-        M::Jmp | M::Call | M::Ret | M::Retf | M::Iret | M::Iretd | M::Loop | M::Loope | M::Loopne | M::Jcxz
-        | M::Jecxz | M::Int | M::Int3 | M::Into | M::Int1 | M::Ud0 | M::Ud1 | M::Ud2 | M::Jo | M::Jno | M::Jb
-        | M::Jae | M::Je | M::Jne | M::Jbe | M::Ja | M::Js | M::Jns | M::Jp | M::Jnp | M::Jl | M::Jge | M::Jle
+        M::Push
+        | M::Pop
+        | M::Pusha
+        | M::Pushad
+        | M::Popa
+        | M::Popad
+        | M::Pushf
+        | M::Pushfd
+        | M::Popf
+        | M::Popfd
+        | M::Enter
+        | M::Leave => Family::Stack,
+        M::Jmp
+        | M::Call
+        | M::Ret
+        | M::Retf
+        | M::Iret
+        | M::Iretd
+        | M::Loop
+        | M::Loope
+        | M::Loopne
+        | M::Jcxz
+        | M::Jecxz
+        | M::Int
+        | M::Int3
+        | M::Into
+        | M::Int1
+        | M::Ud0
+        | M::Ud1
+        | M::Ud2
+        | M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
         | M::Jg => Family::Branch,
-        M::In | M::Out | M::Cpuid | M::Rdtsc | M::Rdmsr | M::Wrmsr | M::Hlt | M::Cli | M::Sti | M::Clts
-        | M::Invd | M::Wbinvd | M::Invlpg | M::Lgdt | M::Lidt | M::Lldt | M::Ltr | M::Sgdt | M::Sidt | M::Sldt
-        | M::Str | M::Smsw | M::Lmsw | M::Lar | M::Lsl | M::Verr | M::Verw | M::Lds | M::Les | M::Lfs
-        | M::Lgs | M::Lss | M::Arpl | M::Bound | M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad
-        | M::Salc | M::Sysenter | M::Sysexit | M::Rsm | M::Rdpmc | M::Loadall => Family::System,
+        M::In
+        | M::Out
+        | M::Cpuid
+        | M::Rdtsc
+        | M::Rdmsr
+        | M::Wrmsr
+        | M::Hlt
+        | M::Cli
+        | M::Sti
+        | M::Clts
+        | M::Invd
+        | M::Wbinvd
+        | M::Invlpg
+        | M::Lgdt
+        | M::Lidt
+        | M::Lldt
+        | M::Ltr
+        | M::Sgdt
+        | M::Sidt
+        | M::Sldt
+        | M::Str
+        | M::Smsw
+        | M::Lmsw
+        | M::Lar
+        | M::Lsl
+        | M::Verr
+        | M::Verw
+        | M::Lds
+        | M::Les
+        | M::Lfs
+        | M::Lgs
+        | M::Lss
+        | M::Arpl
+        | M::Bound
+        | M::Daa
+        | M::Das
+        | M::Aaa
+        | M::Aas
+        | M::Aam
+        | M::Aad
+        | M::Salc
+        | M::Sysenter
+        | M::Sysexit
+        | M::Rsm
+        | M::Rdpmc
+        | M::Loadall => Family::System,
         M::Mov if uses_special_register(insn) => Family::System,
         _ => Family::Ident,
     }
@@ -100,7 +183,13 @@ fn memory_operand(insn: &Instruction) -> Option<u32> {
 /// Computes a 16-bit effective address (`[bx+si+disp]` and friends) into
 /// r11d, wrapped to 16 bits, without touching the flags.
 pub fn compute_ea16(b: &mut TuBuilder, insn: &Instruction) {
-    let full = |r: Register| if r == Register::None { Register::None } else { r.full_register32() };
+    let full = |r: Register| {
+        if r == Register::None {
+            Register::None
+        } else {
+            r.full_register32()
+        }
+    };
     let disp = insn.memory_displacement32() as i64 & 0xFFFF;
     let mem = iced_x86::MemoryOperand::new(
         full(insn.memory_base()),
@@ -112,7 +201,9 @@ pub fn compute_ea16(b: &mut TuBuilder, insn: &Instruction) {
         Register::None,
     );
     b.e.put(Instruction::with2(Code::Lea_r32_m, Register::R11D, mem).expect("lea"));
-    b.e.put(Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W).expect("movzx"));
+    b.e.put(
+        Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W).expect("movzx"),
+    );
 }
 
 /// Rewrites a guest memory operand in place: gs: addr32, esp -> r12, and a
@@ -143,6 +234,15 @@ fn host_code(code: Code) -> Code {
         Code::Dec_r32 => Code::Dec_rm32,
         Code::Inc_r16 => Code::Inc_rm16,
         Code::Dec_r16 => Code::Dec_rm16,
+        // 0x82 is an alias of 0x80 that 64-bit mode dropped.
+        Code::Add_rm8_imm8_82 => Code::Add_rm8_imm8,
+        Code::Or_rm8_imm8_82 => Code::Or_rm8_imm8,
+        Code::Adc_rm8_imm8_82 => Code::Adc_rm8_imm8,
+        Code::Sbb_rm8_imm8_82 => Code::Sbb_rm8_imm8,
+        Code::And_rm8_imm8_82 => Code::And_rm8_imm8,
+        Code::Sub_rm8_imm8_82 => Code::Sub_rm8_imm8,
+        Code::Xor_rm8_imm8_82 => Code::Xor_rm8_imm8,
+        Code::Cmp_rm8_imm8_82 => Code::Cmp_rm8_imm8,
         c => c,
     }
 }
@@ -150,6 +250,30 @@ fn host_code(code: Code) -> Code {
 pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
     if guest.mnemonic() == Mnemonic::Lea {
         return lower_lea(b, guest);
+    }
+    if guest.mnemonic() == Mnemonic::Xlatb && is_16bit_addressing(guest) {
+        // xlat has no [r11] form: do its load by hand at (bx + al) & 0xFFFF.
+        b.e.put(
+            Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::BX).expect("movzx"),
+        );
+        b.e.put(
+            Instruction::with2(Code::Movzx_r32_rm8, Register::R10D, Register::AL).expect("movzx"),
+        );
+        let sum = iced_x86::MemoryOperand::with_base_index(Register::R11, Register::R10);
+        b.e.put(Instruction::with2(Code::Lea_r32_m, Register::R11D, sum).expect("lea"));
+        b.e.put(
+            Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W)
+                .expect("movzx"),
+        );
+        b.e.put(
+            Instruction::with2(
+                Code::Mov_r8_rm8,
+                Register::AL,
+                crate::emit::gmem(Register::R11D, 0),
+            )
+            .expect("mov"),
+        );
+        return Ok(());
     }
     let mut insn = *guest;
     insn.set_code(host_code(insn.code()));
@@ -170,8 +294,16 @@ fn lower_lea(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
     let dst = host_reg(guest.op0_register());
     if is_16bit_addressing(guest) {
         compute_ea16(b, guest);
-        let src = if dst.size() == 2 { Register::R11W } else { Register::R11D };
-        let code = if dst.size() == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
+        let src = if dst.size() == 2 {
+            Register::R11W
+        } else {
+            Register::R11D
+        };
+        let code = if dst.size() == 2 {
+            Code::Mov_r16_rm16
+        } else {
+            Code::Mov_r32_rm32
+        };
         b.e.put(Instruction::with2(code, dst, src).expect("mov"));
         return Ok(());
     }
@@ -193,9 +325,14 @@ pub fn emit_host(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeErro
         .map(|i| insn.op_register(i))
         .chain([insn.memory_base(), insn.memory_index()])
         .collect();
-    let rex_reg = regs.iter().copied().find(|r| r.full_register() == Register::R12 || r.full_register() == Register::R11);
+    let rex_reg = regs
+        .iter()
+        .copied()
+        .find(|r| r.full_register() == Register::R12 || r.full_register() == Register::R11);
     match rex_reg {
-        Some(rex) if regs.iter().any(|&r| is_high8(r)) => emit_borrowed(b, insn, rex.full_register()),
+        Some(rex) if regs.iter().any(|&r| is_high8(r)) => {
+            emit_borrowed(b, insn, rex.full_register())
+        }
         _ => b.e.insn(insn),
     }
 }
@@ -205,8 +342,21 @@ pub fn emit_host(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeErro
 /// handler restores it from r10 too (`Fixup::Borrowed`).
 fn emit_borrowed(b: &mut TuBuilder, insn: &Instruction, rex: Register) -> Result<(), EncodeError> {
     let mut factory = InstructionInfoFactory::new();
-    let used: Vec<Register> = factory.info(insn).used_registers().iter().map(|u| u.register().full_register()).collect();
-    let candidates = [Register::RBX, Register::RSI, Register::RDI, Register::RBP, Register::RDX, Register::RCX, Register::RAX];
+    let used: Vec<Register> = factory
+        .info(insn)
+        .used_registers()
+        .iter()
+        .map(|u| u.register().full_register())
+        .collect();
+    let candidates = [
+        Register::RBX,
+        Register::RSI,
+        Register::RDI,
+        Register::RBP,
+        Register::RDX,
+        Register::RCX,
+        Register::RAX,
+    ];
     let Some(x) = candidates.iter().copied().find(|c| !used.contains(c)) else {
         return Err(EncodeError(format!("no register to borrow for {insn}")));
     };
@@ -232,8 +382,10 @@ fn emit_borrowed(b: &mut TuBuilder, insn: &Instruction, rex: Register) -> Result
     }
     host.set_memory_base(subst(host.memory_base()));
     host.set_memory_index(subst(host.memory_index()));
-    let mov64 = |d: Register, s: Register| Instruction::with2(Code::Mov_r64_rm64, d, s).expect("mov");
-    let mov32 = |d: Register, s: Register| Instruction::with2(Code::Mov_r32_rm32, d, s).expect("mov");
+    let mov64 =
+        |d: Register, s: Register| Instruction::with2(Code::Mov_r64_rm64, d, s).expect("mov");
+    let mov32 =
+        |d: Register, s: Register| Instruction::with2(Code::Mov_r32_rm32, d, s).expect("mov");
     b.e.put(mov64(Register::R10, x));
     b.e.put(mov32(x32, rex.full_register32()));
     b.fixup_from_here(Fixup::Borrowed(x.number() as u8));

@@ -16,8 +16,8 @@ mod system;
 use dynasmrt::DynamicLabel;
 use iced_x86::{Instruction, Mnemonic, RflagsBits};
 
-use crate::abi::{off, ExitReason, ModeKey};
-use crate::emit::{asm, EncodeError, Emitter};
+use crate::abi::{ExitReason, ModeKey, off};
+use crate::emit::{Emitter, EncodeError, asm};
 use crate::meta::{Fixup, Site};
 
 /// How TUs are instrumented; baked into the code, so a change needs a flush.
@@ -41,9 +41,16 @@ pub enum Flow {
 /// An exit path placed after the TU body, out of the hot path.
 enum Cold {
     /// The unchained side of a chain slot: exit with the branch target.
-    Chain { label: DynamicLabel, target: u32, slot: usize },
+    Chain {
+        label: DynamicLabel,
+        target: u32,
+        slot: usize,
+    },
     /// The exit_request / budget checks at the head.
-    HeadExit { label: DynamicLabel, reason: ExitReason },
+    HeadExit {
+        label: DynamicLabel,
+        reason: ExitReason,
+    },
 }
 
 pub struct TuBuilder<'a> {
@@ -74,7 +81,16 @@ impl<'a> TuBuilder<'a> {
         instrument: Instrument,
         insns: &'a [Instruction],
     ) -> Self {
-        TuBuilder { e, mode, instrument, arena_off, tu_eip, sites: Vec::new(), cold: Vec::new(), insns }
+        TuBuilder {
+            e,
+            mode,
+            instrument,
+            arena_off,
+            tu_eip,
+            sites: Vec::new(),
+            cold: Vec::new(),
+            insns,
+        }
     }
 
     /// Lowers the whole TU. `ends_early` says the last instruction does not
@@ -95,15 +111,30 @@ impl<'a> TuBuilder<'a> {
             self.chain_to(next_eip);
         }
         self.emit_cold();
-        let code = self.e.ops.finalize().map_err(|e| EncodeError(format!("{e}")))?;
+        let code = self
+            .e
+            .ops
+            .finalize()
+            .map_err(|e| EncodeError(format!("{e}")))?;
         let base = self.arena_off;
-        let sites = self.sites.into_iter().map(|s| Site { host_off: s.host_off + base, ..s }).collect();
+        let sites = self
+            .sites
+            .into_iter()
+            .map(|s| Site {
+                host_off: s.host_off + base,
+                ..s
+            })
+            .collect();
         Ok(LoweredTu { code, sites })
     }
 
     /// Starts the code of a guest instruction (or re-marks it with a fixup).
     pub fn site(&mut self, guest_eip: u32, fixup: Fixup) {
-        self.sites.push(Site { host_off: self.e.offset() as u32, guest_eip, fixup });
+        self.sites.push(Site {
+            host_off: self.e.offset() as u32,
+            guest_eip,
+            fixup,
+        });
     }
 
     /// Marks the current point as belonging to the last site again, with a
@@ -141,7 +172,10 @@ impl<'a> TuBuilder<'a> {
                 ; jmp =>out
                 ; =>go
             );
-            self.cold.push(Cold::HeadExit { label: out, reason: ExitReason::Budget });
+            self.cold.push(Cold::HeadExit {
+                label: out,
+                reason: ExitReason::Budget,
+            });
         }
         let out = self.e.label();
         if flags_dead_at_head(self.insns) {
@@ -160,7 +194,10 @@ impl<'a> TuBuilder<'a> {
                 ; mov rcx, work
             );
         }
-        self.cold.push(Cold::HeadExit { label: out, reason: ExitReason::Request });
+        self.cold.push(Cold::HeadExit {
+            label: out,
+            reason: ExitReason::Request,
+        });
     }
 
     /// A patchable jump to guest `target`, initially to an exit that asks
@@ -168,7 +205,11 @@ impl<'a> TuBuilder<'a> {
     pub fn chain_to(&mut self, target: u32) {
         let label = self.e.label();
         let slot = self.e.patchable_jmp(label);
-        self.cold.push(Cold::Chain { label, target, slot });
+        self.cold.push(Cold::Chain {
+            label,
+            target,
+            slot,
+        });
     }
 
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
@@ -176,14 +217,22 @@ impl<'a> TuBuilder<'a> {
     pub fn chain_unless(&mut self, short: &[u8], target: u32) {
         let label = self.e.label();
         let slot = self.e.skip_over_patchable_jmp(short, label);
-        self.cold.push(Cold::Chain { label, target, slot });
+        self.cold.push(Cold::Chain {
+            label,
+            target,
+            slot,
+        });
     }
 
     fn emit_cold(&mut self) {
         let tu_eip = self.tu_eip;
         for c in std::mem::take(&mut self.cold) {
             match c {
-                Cold::Chain { label, target, slot } => {
+                Cold::Chain {
+                    label,
+                    target,
+                    slot,
+                } => {
                     let patch_at = (self.arena_off as usize + slot) as i32;
                     self.e.bind(label);
                     asm!(self.e; mov QWORD [cpu + off::EXIT_ARG], patch_at);
@@ -224,7 +273,12 @@ impl<'a> TuBuilder<'a> {
 /// the TU, so the head may use a flag-clobbering compare. Instructions the
 /// runtime emulates count as readers.
 fn flags_dead_at_head(insns: &[Instruction]) -> bool {
-    const STATUS: u32 = RflagsBits::OF | RflagsBits::SF | RflagsBits::ZF | RflagsBits::AF | RflagsBits::CF | RflagsBits::PF;
+    const STATUS: u32 = RflagsBits::OF
+        | RflagsBits::SF
+        | RflagsBits::ZF
+        | RflagsBits::AF
+        | RflagsBits::CF
+        | RflagsBits::PF;
     for insn in insns {
         if ident::family(insn) != ident::Family::Ident {
             return false;
@@ -232,7 +286,10 @@ fn flags_dead_at_head(insns: &[Instruction]) -> bool {
         if insn.rflags_read() & STATUS != 0 {
             return false;
         }
-        let written = insn.rflags_written() | insn.rflags_cleared() | insn.rflags_set() | insn.rflags_undefined();
+        let written = insn.rflags_written()
+            | insn.rflags_cleared()
+            | insn.rflags_set()
+            | insn.rflags_undefined();
         if written & STATUS == STATUS {
             return true;
         }
@@ -250,7 +307,11 @@ fn lower_insn(b: &mut TuBuilder, insn: &Instruction, _idx: usize) -> Result<Flow
         Family::String => string::lower(b, insn),
         Family::System => system::lower(b, insn),
         Family::Invalid => {
-            b.raise(crate::abi::vector::UD, crate::abi::exc_kind::HARDWARE, insn.ip32());
+            b.raise(
+                crate::abi::vector::UD,
+                crate::abi::exc_kind::HARDWARE,
+                insn.ip32(),
+            );
             Ok(Flow::Ends)
         }
     }

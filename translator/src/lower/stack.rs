@@ -5,9 +5,9 @@
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-use super::{ident, Flow, TuBuilder};
-use crate::abi::{flags, off, ModeKey};
-use crate::emit::{asm, load, store, EncodeError};
+use super::{Flow, TuBuilder, ident};
+use crate::abi::{ModeKey, flags, off};
+use crate::emit::{EncodeError, asm, load, store};
 
 const ESP: Register = Register::R12D;
 
@@ -39,7 +39,7 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         M::Pushf | M::Pushfd => pushf(b, op_size(insn)),
         M::Popf | M::Popfd => return popf(b, insn),
         M::Enter => return enter(b, insn),
-        M::Leave => leave(b, op_size(insn)),
+        M::Leave => leave(b, if insn.code() == Code::Leavew { 2 } else { 4 }),
         _ => unreachable!("not a stack instruction: {insn}"),
     }
     Ok(Flow::Next)
@@ -61,10 +61,19 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
         OpKind::Register => ident::host_reg(insn.op0_register()),
         OpKind::Memory => {
             let mut l = *insn;
-            l.set_code(if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 });
+            l.set_code(if size == 2 {
+                Code::Mov_r16_rm16
+            } else {
+                Code::Mov_r32_rm32
+            });
             // Rebuild as `mov r11, [mem]`: keep the memory operand, replace
             // operand 0 by the register.
-            let mut m = Instruction::with2(l.code(), r11, iced_x86::MemoryOperand::with_base(Register::EAX)).expect("mov");
+            let mut m = Instruction::with2(
+                l.code(),
+                r11,
+                iced_x86::MemoryOperand::with_base(Register::EAX),
+            )
+            .expect("mov");
             copy_memory(&mut m, insn);
             ident::rebase_memory(b, &mut m);
             b.e.insn(&m)?;
@@ -105,8 +114,14 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
                 // pop esp / pop sp: esp is incremented, then overwritten.
                 b.e.put(load(size, reg_of_size(size, Register::R11D), ESP, 0));
                 adjust_esp(b, size as i32);
-                let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
-                b.e.put(Instruction::with2(code, dst, reg_of_size(size, Register::R11D)).expect("mov"));
+                let code = if size == 2 {
+                    Code::Mov_r16_rm16
+                } else {
+                    Code::Mov_r32_rm32
+                };
+                b.e.put(
+                    Instruction::with2(code, dst, reg_of_size(size, Register::R11D)).expect("mov"),
+                );
             } else {
                 b.e.put(load(size, dst, ESP, 0));
                 adjust_esp(b, size as i32);
@@ -116,8 +131,14 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
             // pop [mem]: an esp-based address uses the incremented esp.
             let r11 = reg_of_size(size, Register::R11D);
             b.e.put(load(size, r11, ESP, 0));
-            let code = if size == 2 { Code::Mov_rm16_r16 } else { Code::Mov_rm32_r32 };
-            let mut m = Instruction::with2(code, iced_x86::MemoryOperand::with_base(Register::EAX), r11).expect("mov");
+            let code = if size == 2 {
+                Code::Mov_rm16_r16
+            } else {
+                Code::Mov_rm32_r32
+            };
+            let mut m =
+                Instruction::with2(code, iced_x86::MemoryOperand::with_base(Register::EAX), r11)
+                    .expect("mov");
             copy_memory(&mut m, insn);
             if m.memory_base() == Register::ESP {
                 m.set_memory_displacement64((m.memory_displacement32().wrapping_add(size)) as u64);
@@ -163,7 +184,12 @@ fn sized(size: u32, r: Register) -> Register {
 /// pusha/pushad: eax ecx edx ebx (original) esp ebp esi edi, downwards.
 fn pusha(b: &mut TuBuilder, size: u32) {
     for (i, r) in GPRS32.iter().enumerate() {
-        b.e.put(store(size, ESP, -((i as i64 + 1) * size as i64), sized(size, *r)));
+        b.e.put(store(
+            size,
+            ESP,
+            -((i as i64 + 1) * size as i64),
+            sized(size, *r),
+        ));
     }
     adjust_esp(b, -8 * size as i32);
 }
@@ -180,8 +206,19 @@ fn popa(b: &mut TuBuilder, size: u32) {
         }
         b.e.put(load(size, sized(size, *r), ESP, (7 - i as i64) * s));
     }
-    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
-    b.e.put(Instruction::with2(code, sized(size, Register::EAX), sized(size, Register::R11D)).expect("mov"));
+    let code = if size == 2 {
+        Code::Mov_r16_rm16
+    } else {
+        Code::Mov_r32_rm32
+    };
+    b.e.put(
+        Instruction::with2(
+            code,
+            sized(size, Register::EAX),
+            sized(size, Register::R11D),
+        )
+        .expect("mov"),
+    );
     adjust_esp(b, 8 * size as i32);
 }
 
@@ -196,7 +233,12 @@ fn pushf(b: &mut TuBuilder, size: u32) {
         ; mov r10d, DWORD [cpu + off::SYS_FLAGS]
         ; lea r11d, [r11 + r10 - 0x202]
     );
-    b.e.put(store(size, ESP, -(size as i64), sized(size, Register::R11D)));
+    b.e.put(store(
+        size,
+        ESP,
+        -(size as i64),
+        sized(size, Register::R11D),
+    ));
     adjust_esp(b, -(size as i32));
 }
 
@@ -215,7 +257,8 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         b.e.put(load(4, Register::R11D, ESP, 0));
     }
     adjust_esp(b, size as i32);
-    const SYS: u32 = flags::WRITABLE & !flags::HOST_LIVE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
+    const SYS: u32 =
+        flags::WRITABLE & !flags::HOST_LIVE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
     const KEEP: u32 = flags::VM | flags::RF | flags::VIF | flags::VIP;
     asm!(b.e
         ; mov r10d, r11d
@@ -254,13 +297,28 @@ fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
 }
 
 fn op_size_enter(insn: &Instruction) -> u32 {
-    if insn.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 }
+    if insn.code() == Code::Enterw_imm16_imm8 {
+        2
+    } else {
+        4
+    }
 }
 
 /// leave: esp = ebp, then pop ebp.
 fn leave(b: &mut TuBuilder, size: u32) {
     b.e.put(load(size, sized(size, Register::R11D), Register::EBP, 0));
     asm!(b.e; lea r12d, [rbp + size as i32]);
-    let code = if size == 2 { Code::Mov_r16_rm16 } else { Code::Mov_r32_rm32 };
-    b.e.put(Instruction::with2(code, sized(size, Register::EBP), sized(size, Register::R11D)).expect("mov"));
+    let code = if size == 2 {
+        Code::Mov_r16_rm16
+    } else {
+        Code::Mov_r32_rm32
+    };
+    b.e.put(
+        Instruction::with2(
+            code,
+            sized(size, Register::EBP),
+            sized(size, Register::R11D),
+        )
+        .expect("mov"),
+    );
 }

@@ -10,7 +10,7 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::{Flow, TuBuilder};
 use crate::abi::off;
-use crate::emit::{asm, EncodeError};
+use crate::emit::{EncodeError, asm};
 use crate::meta::Fixup;
 
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {

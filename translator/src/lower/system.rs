@@ -4,8 +4,8 @@
 use iced_x86::{Instruction, Mnemonic};
 
 use super::{Flow, TuBuilder};
-use crate::abi::{flags, off, ModeKey};
-use crate::emit::{asm, EncodeError};
+use crate::abi::{ModeKey, flags, off};
+use crate::emit::{EncodeError, asm};
 
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     let ring0 = b.mode.cpl() == 0 && b.mode.0 & ModeKey::VM86 == 0;

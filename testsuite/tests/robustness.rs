@@ -1,0 +1,140 @@
+//! Any byte sequence as guest code, and any guest address, must end in a
+//! guest exception, a normal stop or the run budget: never a host crash,
+//! a hang, or an access outside the guest's own memory.
+
+use bt86_testsuite::*;
+
+/// xorshift64*: a fixed-seed generator so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn small() -> Options {
+    Options {
+        ram: 2 << 20,
+        stats: false,
+        budget: Some(20_000),
+    }
+}
+
+fn assert_clean(stop: &Stop, what: &str) {
+    assert!(
+        !matches!(stop, Stop::Internal(_)),
+        "{what}: internal error {stop:?}"
+    );
+}
+
+#[test]
+fn random_byte_sequences_never_crash_the_host() {
+    let runs: u64 = std::env::var("BT86_FUZZ_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..runs {
+        let len = 1 + (rng.next() % 96) as usize;
+        let mut code: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Start with random registers so addresses and counts vary.
+        let mut prologue = Vec::new();
+        for op in 0xB8u8..=0xBF {
+            if op == 0xBC {
+                continue; // keep esp inside RAM so pushes work at first
+            }
+            prologue.push(op);
+            let v = if rng.next() % 2 == 0 {
+                rng.next() as u32 % (2 << 20)
+            } else {
+                rng.next() as u32
+            };
+            prologue.extend_from_slice(&v.to_le_bytes());
+        }
+        prologue.extend_from_slice(&[0xBC, 0x00, 0x00, 0x10, 0x00]); // mov esp, 0x100000
+        prologue.append(&mut code);
+        let run = run_image(small(), &prologue, 0x1000, 0x1000);
+        assert_clean(&run.stop, &format!("run {i}: {:02x?}", prologue));
+        let kind = format!("{:?}", run.stop)
+            .split([' ', '(', '{'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        *outcomes.entry(kind).or_default() += 1;
+    }
+    eprintln!("outcomes of {runs} random programs: {outcomes:?}");
+}
+
+#[test]
+fn bit_offsets_wrap_inside_the_guest_space() {
+    // bt [eax], ecx with a negative bit offset addresses below linear 0:
+    // it must wrap to the top of the 32-bit space (not RAM here) and fault
+    // there, not reach host memory below the shadow region.
+    let r = run_asm(|a| {
+        a.xor(eax, eax)?;
+        a.mov(ecx, 0xFFFF_FFF8u32)?;
+        a.bt(dword_ptr(eax), ecx)?;
+        Ok(())
+    });
+    match r.stop {
+        Stop::Unhandled { exc, .. } => {
+            assert_eq!(exc.vector, 14);
+            assert!(exc.addr >= 0xFFFF_FFF0, "fault at {:#x}", exc.addr);
+        }
+        s => panic!("expected a fault at the top of the space, got {s:?}"),
+    }
+}
+
+#[test]
+fn accesses_across_the_top_of_the_space_wrap_to_address_zero() {
+    // A dword at 0xFFFFFFFE straddles the wrap: its high half is RAM at 0.
+    // The access beyond RAM faults (0xFFFFFFFE is not RAM), with the
+    // guest address reported, and nothing outside the guest is touched.
+    let r = run_asm(|a| {
+        a.mov(eax, 0xFFFF_FFFEu32)?;
+        a.mov(ebx, dword_ptr(eax))?;
+        Ok(())
+    });
+    match r.stop {
+        Stop::Unhandled { exc, .. } => assert_eq!((exc.vector, exc.addr), (14, 0xFFFF_FFFE)),
+        s => panic!("expected #PF, got {s:?}"),
+    }
+}
+
+#[test]
+fn string_copies_stop_at_the_end_of_ram() {
+    let r = run_asm(|a| {
+        a.mov(esi, 0u32)?;
+        a.mov(edi, (16 << 20) - 64)?;
+        a.mov(ecx, 0x4000_0000u32)?;
+        a.rep().movsd()?;
+        Ok(())
+    });
+    match r.stop {
+        Stop::Unhandled { exc, .. } => {
+            assert_eq!(exc.vector, 14);
+            assert_eq!(exc.addr, 16 << 20);
+            // The copy completed 16 dwords before faulting and says so.
+            assert_eq!(r.reg(edi), 16 << 20);
+            assert_eq!(r.reg(esi), 64);
+            assert_eq!(r.reg(ecx), 0x4000_0000 - 16);
+        }
+        s => panic!("expected #PF, got {s:?}"),
+    }
+}
+
+#[test]
+#[ignore = "measurement, not a check"]
+fn machine_setup_cost() {
+    let t = std::time::Instant::now();
+    for _ in 0..200 {
+        let r = run_image(small(), &[0xF4], 0x1000, 0x1000);
+        assert!(matches!(r.stop, Stop::Halted { .. }));
+    }
+    eprintln!("{:?} per machine", t.elapsed() / 200);
+}
