@@ -287,3 +287,48 @@ pub fn run_blocks(opts: Options, blocks: &[(u32, Vec<u8>)]) -> Run {
     }
     run_image(opts, &image, start, start)
 }
+
+/// Builds a multiboot v1 ELF32 kernel around `code`, which is assembled
+/// for (and loaded at) `load` and entered at its first byte. The multiboot
+/// header is placed in front of the code, inside the loaded segment.
+pub fn multiboot_elf(load: u32, build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    const HDR: u32 = 12;
+    let mut a = CodeAssembler::new(32).unwrap();
+    build(&mut a).unwrap();
+    let code = a.assemble((load + HDR) as u64).unwrap();
+    let mut seg = Vec::new();
+    let flags: u32 = 0x0000_0003;
+    for w in [0x1BAD_B002u32, flags, 0u32.wrapping_sub(0x1BAD_B002).wrapping_sub(flags)] {
+        seg.extend_from_slice(&w.to_le_bytes());
+    }
+    seg.extend_from_slice(&code);
+    elf32(load, load + HDR, &seg)
+}
+
+/// A minimal ELF32 executable with one PT_LOAD segment.
+pub fn elf32(load: u32, entry: u32, seg: &[u8]) -> Vec<u8> {
+    let mut e = vec![0u8; 0x54];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 1; // ELFCLASS32
+    e[5] = 1; // little-endian
+    e[6] = 1; // version
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
+    e[20..24].copy_from_slice(&1u32.to_le_bytes());
+    e[24..28].copy_from_slice(&entry.to_le_bytes());
+    e[28..32].copy_from_slice(&0x34u32.to_le_bytes()); // phoff
+    e[40..42].copy_from_slice(&0x34u16.to_le_bytes()); // ehsize
+    e[42..44].copy_from_slice(&0x20u16.to_le_bytes()); // phentsize
+    e[44..46].copy_from_slice(&1u16.to_le_bytes()); // phnum
+    let ph = 0x34;
+    let w = |e: &mut Vec<u8>, at: usize, v: u32| e[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    w(&mut e, ph, 1); // PT_LOAD
+    w(&mut e, ph + 4, 0x54); // offset
+    w(&mut e, ph + 8, load); // vaddr
+    w(&mut e, ph + 12, load); // paddr
+    w(&mut e, ph + 16, seg.len() as u32);
+    w(&mut e, ph + 20, seg.len() as u32 + 0x1000); // memsz: some bss
+    w(&mut e, ph + 24, 7);
+    e.extend_from_slice(seg);
+    e
+}
