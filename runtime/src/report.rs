@@ -30,6 +30,7 @@ impl Report {
             ("tus_executed".to_string(), kept(cpu.tus_executed)),
             ("chains_patched".to_string(), Some(t.counters.chains)),
             ("jump_cache_hits".to_string(), kept(cpu.jc_hits)),
+            ("returns_to_call_site".to_string(), kept(cpu.ret_hits)),
             (
                 "jump_cache_misses".to_string(),
                 Some(

@@ -160,6 +160,15 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: see above; the run loop made `cpu` valid for this run and
     // does not touch it while generated code executes.
     let cpu = unsafe { &mut *cpu };
+    // SAFETY: info is valid for SA_SIGINFO handlers.
+    let fault = unsafe { (*info).si_addr() } as u64;
+    let guard = cpu.call_stack_guard;
+    if sig == libc::SIGSEGV && fault.wrapping_sub(guard) < translator::callstack::GUARD_SIZE as u64 {
+        // The return stack overflowed (calls without returns): it is only a
+        // hint, so start it over at the sentinel slot and retry the push.
+        gregs[libc::REG_RSP as usize] = cpu.call_stack_top as i64;
+        return;
+    }
     // SAFETY: fault_map was set by Translator::attach and is only changed
     // by the run loop on this thread, never while generated code runs.
     let map = unsafe { &*cpu.fault_map };
@@ -183,8 +192,6 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             }
         }
     }
-    // SAFETY: info is valid for SA_SIGINFO handlers.
-    let fault = unsafe { (*info).si_addr() } as u64;
     let (vec, err, addr) = classify(
         sig,
         fault,

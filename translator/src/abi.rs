@@ -171,6 +171,15 @@ pub struct CpuState {
     pub tus_executed: u64,
     /// Jump-cache hits, counted with stats.
     pub jc_hits: u64,
+    /// Returns that went straight back to their call site, counted with stats.
+    pub ret_hits: u64,
+    /// The host stack generated code runs on (the return stack, see
+    /// `callstack`): the address of its sentinel slot, the rsp at entry.
+    pub call_stack_top: u64,
+    /// Lowest address of the guard page below the return stack.
+    pub call_stack_guard: u64,
+    /// Generated code's rsp while a helper runs on the host stack.
+    pub gen_rsp: u64,
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
     pub cr0: u32,
@@ -209,6 +218,10 @@ impl CpuState {
             budget: u64::MAX,
             tus_executed: 0,
             jc_hits: 0,
+            ret_hits: 0,
+            call_stack_top: 0,
+            call_stack_guard: 0,
+            gen_rsp: 0,
             sregs: [0; 6],
             cr0: 0,
             cr2: 0,
@@ -273,6 +286,9 @@ pub mod off {
         BUDGET = budget;
         TUS_EXECUTED = tus_executed;
         JC_HITS = jc_hits;
+        RET_HITS = ret_hits;
+        CALL_STACK_TOP = call_stack_top;
+        GEN_RSP = gen_rsp;
         HELPERS = helpers;
         JUMP_CACHE = jump_cache;
     }

@@ -10,7 +10,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, VecAssembler};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
 
-use crate::abi::{ExitReason, off};
+use crate::abi::{ExitReason, JC_KEYS, JC_TARGETS, off};
 
 /// Assembles glue code into an [`Emitter`], with the pinned registers named:
 /// `cpu` (r14, the CPU state), `jc` (r15, the jump cache), `work` (r11),
@@ -43,6 +43,10 @@ pub struct Stubs {
     pub helper: usize,
     /// An indirect branch to guest `r11d` that missed the jump cache.
     pub miss: usize,
+    /// Jumps to guest `r11d` through the jump cache (shared probe).
+    pub probe: usize,
+    /// Where a `ret` on an empty return stack lands.
+    pub sentinel: usize,
 }
 
 pub struct Emitter {
@@ -122,6 +126,16 @@ impl Emitter {
         self.offset() - 4
     }
 
+    /// `call rel32` to `target` with an aligned, patchable rel32; returns
+    /// the offset of the rel32.
+    pub fn patchable_call(&mut self, target: DynamicLabel) -> usize {
+        self.align_rel32(5);
+        let at = self.offset();
+        asm!(self; call =>target);
+        debug_assert_eq!(self.offset(), at + 5, "dynasm must emit call rel32");
+        self.offset() - 4
+    }
+
     /// Emits `short` (a short-branch opcode whose rel8 follows) so that,
     /// when taken, it skips a patchable `jmp target` placed right after it.
     /// Returns the offset of that jmp's rel32.
@@ -184,4 +198,36 @@ pub fn load(size: u32, dst: Register, base: Register, disp: i64) -> Instruction 
         Code::Mov_r32_rm32
     };
     Instruction::with2(code, dst, gmem(base, disp)).expect("load operands")
+}
+
+/// Jumps to guest `r11d` through the jump cache, keeping the guest flags:
+/// the key compare is `key - target` done with not/lea and tested with
+/// jrcxz (rcx parked in r10); the index is the low 16 bits of the target.
+pub fn jump_cache_probe(e: &mut Emitter, stats: bool) {
+    let miss = e.stubs.miss;
+    asm!(e
+        ; mov r10, rcx
+        ; movzx r9d, r11w
+        ; mov ecx, DWORD [jc + r9 * 4 + JC_KEYS]
+        ; not ecx
+        ; lea ecx, [rcx + r11 + 1]
+        ; jrcxz >hit
+        ; mov rcx, r10
+        ; jmp extern miss
+        ; hit:
+        ; mov rcx, r10
+    );
+    if stats {
+        count(e, off::JC_HITS);
+    }
+    asm!(e; jmp QWORD [jc + r9 * 8 + JC_TARGETS]);
+}
+
+/// Increments a 64-bit counter in the CPU state without touching flags.
+pub fn count(e: &mut Emitter, field: i32) {
+    asm!(e
+        ; mov r10, QWORD [cpu + field]
+        ; lea r10, [r10 + 1]
+        ; mov QWORD [cpu + field], r10
+    );
 }

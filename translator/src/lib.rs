@@ -12,6 +12,7 @@
 
 pub mod abi;
 pub mod arena;
+pub mod callstack;
 mod emit;
 mod lower;
 pub mod meta;
@@ -23,6 +24,7 @@ use iced_x86::Instruction;
 
 use abi::{CpuState, JUMP_CACHE_ENTRIES, JumpCache, ModeKey};
 use arena::{ArenaError, CodeArena};
+use callstack::CallStack;
 use emit::{Emitter, Stubs, asm};
 pub use lower::Instrument;
 use meta::FaultMap;
@@ -82,6 +84,7 @@ pub struct Translator {
     insns: Vec<Box<[Instruction]>>,
     fault_map: Box<FaultMap>,
     jump_cache: Box<JumpCache>,
+    call_stack: CallStack,
     instrument: Instrument,
     /// Bumped by every flush: a chain patch requested before a flush is void.
     generation: u64,
@@ -94,7 +97,8 @@ pub const DEFAULT_ARENA_SIZE: usize = 64 << 20;
 impl Translator {
     pub fn new(arena_size: usize, instrument: Instrument) -> Result<Self, ArenaError> {
         let mut arena = CodeArena::new(arena_size)?;
-        let stubs = emit_stubs(&mut arena);
+        let stubs = emit_stubs(&mut arena, instrument);
+        let call_stack = CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
         let stubs_len = arena.used();
         let fault_map = Box::new(FaultMap::new(arena.base() as u64));
         let jump_cache = new_jump_cache(stubs.miss);
@@ -106,6 +110,7 @@ impl Translator {
             insns: Vec::new(),
             fault_map,
             jump_cache,
+            call_stack,
             instrument,
             generation: 0,
             stats: TranslationStats::default(),
@@ -119,6 +124,8 @@ impl Translator {
         cpu.jump_cache = &mut *self.jump_cache;
         cpu.fault_map = &*self.fault_map;
         cpu.fault_exit = self.stubs.exit as u64;
+        cpu.call_stack_top = self.call_stack.top() as u64;
+        cpu.call_stack_guard = self.call_stack.guard() as u64;
     }
 
     pub fn generation(&self) -> u64 {
@@ -252,14 +259,13 @@ fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {
 }
 
 /// Emits the shared stubs at the start of the arena.
-fn emit_stubs(arena: &mut CodeArena) -> Stubs {
+fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
     use abi::{ExitReason, flags, off};
     let base = arena.next_addr();
     let mut e = Emitter::new(base, Stubs::default());
     let exit = e.label();
     let exit_saved = e.label();
     let helper = e.label();
-    let miss = e.label();
 
     macro_rules! save_regs {
         () => {
@@ -296,7 +302,8 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
         };
     }
 
-    // enter(cpu: rdi, target: rsi)
+    // enter(cpu: rdi, target: rsi): generated code runs on the return
+    // stack (see `callstack`), starting at its sentinel slot.
     let enter_off = e.offset();
     asm!(e
         ; push rbx
@@ -309,6 +316,7 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
         ; mov r14, rdi
         ; mov r15, QWORD [r14 + off::JUMP_CACHE]
         ; mov r11, rsi
+        ; mov rsp, QWORD [r14 + off::CALL_STACK_TOP]
     );
     load_state!();
     asm!(e; jmp r11);
@@ -334,7 +342,9 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
         ; ret
     );
 
-    // helper: r11 = helper index, r10 = instruction; called with `call`.
+    // helper: r11 = helper index, r10 = instruction, r13 = where to go on.
+    // The helper runs on the run loop's host stack (16-byte aligned below
+    // HOST_RSP), not on the return stack.
     e.bind(helper);
     save_regs!();
     asm!(e
@@ -342,21 +352,40 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
         ; pop rax
         ; mov DWORD [cpu + off::ARITH_FLAGS], eax
         ; cld
+        ; mov QWORD [cpu + off::GEN_RSP], rsp
+        ; mov rsp, QWORD [cpu + off::HOST_RSP]
+        ; lea rsp, [rsp - 8]
         ; mov rdi, r14
         ; mov rsi, r10
         ; call QWORD [cpu + r11 * 8 + off::HELPERS]
+        ; mov rsp, QWORD [cpu + off::GEN_RSP]
         ; test eax, eax
         ; jnz =>exit_saved
     );
     load_state!();
-    asm!(e; ret);
+    asm!(e; jmp r13);
 
     // miss: an indirect branch to guest r11d not in the jump cache.
-    e.bind(miss);
+    let miss_off = e.offset();
     asm!(e
         ; mov DWORD [cpu + off::EIP], r11d
         ; mov DWORD [cpu + off::EXIT_REASON], ExitReason::IndirectMiss as i32
         ; jmp =>exit
+    );
+    e.stubs.miss = base + miss_off;
+
+    // probe: the shared jump-cache probe for returns that missed their
+    // landing pad.
+    let probe_off = e.offset();
+    emit::jump_cache_probe(&mut e, instrument.stats);
+    e.stubs.probe = base + probe_off;
+
+    // sentinel: a return on an empty return stack popped the sentinel slot;
+    // put it back and probe.
+    let sentinel_off = e.offset();
+    asm!(e
+        ; lea rsp, [rsp - 8]
+        ; jmp extern (base + probe_off)
     );
 
     let addr = |e: &Emitter, l| base + e.ops.labels().resolve_dynamic(l).expect("stub label").0;
@@ -364,7 +393,9 @@ fn emit_stubs(arena: &mut CodeArena) -> Stubs {
         enter: base + enter_off,
         exit: addr(&e, exit),
         helper: addr(&e, helper),
-        miss: addr(&e, miss),
+        miss: base + miss_off,
+        probe: base + probe_off,
+        sentinel: base + sentinel_off,
     };
     let code = e.ops.finalize().expect("stubs assemble");
     arena.put(&code).expect("the arena holds the stubs");

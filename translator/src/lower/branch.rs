@@ -4,7 +4,7 @@
 use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
 use super::{Flow, TuBuilder, ident, stack::adjust_esp};
-use crate::abi::{JC_KEYS, JC_TARGETS, exc_kind, off, vector};
+use crate::abi::{exc_kind, off, vector};
 use crate::emit::{EncodeError, asm, load, store};
 
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
@@ -32,11 +32,16 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             match insn.op0_kind() {
                 OpKind::NearBranch16 | OpKind::NearBranch32 => {
                     push_return(b, size, next);
-                    b.chain_to(insn.near_branch32());
+                    b.call_chained(insn.near_branch32());
+                    landing_pad(b, next);
                 }
                 _ => {
                     load_target(b, insn)?;
                     push_return(b, size, next);
+                    let target = b.e.label();
+                    asm!(b.e; call =>target);
+                    landing_pad(b, next);
+                    b.e.bind(target);
                     probe(b);
                 }
             }
@@ -61,7 +66,8 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 b.e.put(load(4, Register::R11D, Register::R12D, 0));
             }
             adjust_esp(b, size as i32 + pop);
-            probe(b);
+            // The host return predictor takes us to the caller's landing pad.
+            asm!(b.e; ret);
         }
         M::Retf | M::Iret | M::Iretd => {
             b.call_emulate(insn);
@@ -154,31 +160,27 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
     adjust_esp(b, -(size as i32));
 }
 
-/// Jumps to guest `r11d` through the jump cache, keeping the guest flags:
-/// the key compare is `key - target` done with not/lea and tested with
-/// jrcxz (rcx parked in r10), the index is the low 16 bits of the target.
-fn probe(b: &mut TuBuilder) {
-    let miss = b.e.stubs.miss;
+/// Where a translated `ret` arrives in the caller's TU: go on to `ret_eip`
+/// if the guest really returned there (r11d), else through the jump cache.
+fn landing_pad(b: &mut TuBuilder, ret_eip: u32) {
+    let probe = b.e.stubs.probe;
     asm!(b.e
         ; mov r10, rcx
-        ; movzx r9d, r11w
-        ; mov ecx, DWORD [jc + r9 * 4 + JC_KEYS]
-        ; not ecx
-        ; lea ecx, [rcx + r11 + 1]
-        ; jrcxz >hit
+        ; lea ecx, [r11 + (ret_eip.wrapping_neg() as i32)]
+        ; jrcxz >ok
         ; mov rcx, r10
-        ; jmp extern miss
-        ; hit:
+        ; jmp extern probe
+        ; ok:
         ; mov rcx, r10
     );
     if b.instrument.stats {
-        asm!(b.e
-            ; mov r10, QWORD [cpu + off::JC_HITS]
-            ; lea r10, [r10 + 1]
-            ; mov QWORD [cpu + off::JC_HITS], r10
-        );
+        crate::emit::count(&mut b.e, off::RET_HITS);
     }
-    asm!(b.e; jmp QWORD [jc + r9 * 8 + JC_TARGETS]);
+    b.chain_to(ret_eip);
+}
+
+fn probe(b: &mut TuBuilder) {
+    crate::emit::jump_cache_probe(&mut b.e, b.instrument.stats);
 }
 
 /// loop/loope/loopne/jecxz with ecx run as the host's own instruction

@@ -212,6 +212,14 @@ impl<'a> TuBuilder<'a> {
         });
     }
 
+    /// A patchable host `call` to guest `target` (a translated call: the
+    /// host pushes the landing pad that follows it).
+    pub fn call_chained(&mut self, target: u32) {
+        let label = self.e.label();
+        let slot = self.e.patchable_call(label);
+        self.cold.push(Cold::Chain { label, target, slot });
+    }
+
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
     /// `short` (opcode bytes; its rel8 is added) is taken.
     pub fn chain_unless(&mut self, short: &[u8], target: u32) {
@@ -255,7 +263,9 @@ impl<'a> TuBuilder<'a> {
             ; mov DWORD [cpu + off::EIP], insn.ip32() as i32
             ; mov r10, QWORD ptr
             ; mov r11d, crate::abi::Helper::Emulate as i32
-            ; call extern helper
+            ; lea r13, [>back]
+            ; jmp extern helper
+            ; back:
         );
     }
 
