@@ -104,6 +104,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Cpuid => "cpuid",
         M::Rdtsc => "rdtsc",
         M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => "bcd",
+        _ if insn.is_string_instruction() => "string",
         _ => "system",
     };
     sys.counters.helper(kind);
@@ -111,6 +112,10 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::In => port_in(cpu, sys, insn),
         M::Out => port_out(cpu, sys, insn),
         M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => string_io(cpu, sys, insn),
+        _ if insn.is_string_instruction() => {
+            super::string::execute(cpu, sys, insn)?;
+            Ok(Next::Continue)
+        }
         M::Cpuid => {
             let (a, b, c, d) = cpuid::cpuid(cpu.regs[0]);
             cpu.regs[0] = a;

@@ -6,6 +6,7 @@ mod bcd;
 mod cpuid;
 pub mod emulate;
 mod operand;
+mod string;
 
 use translator::abi::CpuState;
 

@@ -1,0 +1,116 @@
+//! String instructions with 16-bit addressing (si/di/cx), which have no
+//! 64-bit host form: movs stos lods cmps scas, with rep/repe/repne and DF.
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use translator::abi::{flags, CpuState};
+
+use super::operand::set_reg;
+use super::{Exception, System};
+
+const ECX: usize = 1;
+const ESI: usize = 6;
+const EDI: usize = 7;
+
+pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(), Exception> {
+    use Mnemonic as M;
+    let size: u32 = match insn.mnemonic() {
+        M::Movsb | M::Stosb | M::Lodsb | M::Cmpsb | M::Scasb => 1,
+        M::Movsw | M::Stosw | M::Lodsw | M::Cmpsw | M::Scasw => 2,
+        _ => 4,
+    };
+    let a16 = (0..insn.op_count())
+        .any(|i| matches!(insn.op_kind(i), OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI));
+    let mask: u32 = if a16 { 0xFFFF } else { 0xFFFF_FFFF };
+    let step = if cpu.arith_flags & flags::DF != 0 { size.wrapping_neg() } else { size };
+    let rep = insn.has_rep_prefix() || insn.has_repe_prefix() || insn.has_repne_prefix();
+    let value_mask = super::super::devices::mask(size as u8);
+    let acc = match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        _ => Register::EAX,
+    };
+    loop {
+        if rep && cpu.regs[ECX] & mask == 0 {
+            break;
+        }
+        let si = cpu.regs[ESI] & mask;
+        let di = cpu.regs[EDI] & mask;
+        let compare = match insn.mnemonic() {
+            M::Movsb | M::Movsw | M::Movsd => {
+                let v = sys.mem.read_sized(si, size)?;
+                sys.mem.write_sized(di, size, v)?;
+                advance(cpu, ESI, step, mask);
+                advance(cpu, EDI, step, mask);
+                false
+            }
+            M::Stosb | M::Stosw | M::Stosd => {
+                sys.mem.write_sized(di, size, cpu.regs[0] & value_mask)?;
+                advance(cpu, EDI, step, mask);
+                false
+            }
+            M::Lodsb | M::Lodsw | M::Lodsd => {
+                let v = sys.mem.read_sized(si, size)?;
+                set_reg(cpu, acc, v);
+                advance(cpu, ESI, step, mask);
+                false
+            }
+            M::Cmpsb | M::Cmpsw | M::Cmpsd => {
+                let a = sys.mem.read_sized(si, size)?;
+                let b = sys.mem.read_sized(di, size)?;
+                set_sub_flags(cpu, a, b, size);
+                advance(cpu, ESI, step, mask);
+                advance(cpu, EDI, step, mask);
+                true
+            }
+            _ => {
+                let b = sys.mem.read_sized(di, size)?;
+                set_sub_flags(cpu, cpu.regs[0] & value_mask, b, size);
+                advance(cpu, EDI, step, mask);
+                true
+            }
+        };
+        if !rep {
+            break;
+        }
+        advance(cpu, ECX, u32::MAX, mask);
+        let zf = cpu.arith_flags & flags::ZF != 0;
+        if compare && ((insn.has_repe_prefix() && !zf) || (insn.has_repne_prefix() && zf)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
+    let v = cpu.regs[reg];
+    cpu.regs[reg] = (v & !mask) | (v.wrapping_add(delta) & mask);
+}
+
+/// The flags of `a - b` at `size` bytes, as cmp sets them.
+pub fn set_sub_flags(cpu: &mut CpuState, a: u32, b: u32, size: u32) {
+    let bits = size * 8;
+    let m = if bits == 32 { u32::MAX } else { (1 << bits) - 1 };
+    let (a, b) = (a & m, b & m);
+    let r = a.wrapping_sub(b) & m;
+    let msb = 1 << (bits - 1);
+    let mut f = cpu.arith_flags & !flags::STATUS;
+    if a < b {
+        f |= flags::CF;
+    }
+    if r == 0 {
+        f |= flags::ZF;
+    }
+    if r & msb != 0 {
+        f |= flags::SF;
+    }
+    if (a ^ b) & (a ^ r) & msb != 0 {
+        f |= flags::OF;
+    }
+    if (a ^ b ^ r) & 0x10 != 0 {
+        f |= flags::AF;
+    }
+    if (r as u8).count_ones() % 2 == 0 {
+        f |= flags::PF;
+    }
+    cpu.arith_flags = f;
+}
