@@ -181,6 +181,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         Fixup::Borrowed(r) => {
             gregs[greg_index(r)] = gregs[libc::REG_R10 as usize];
         }
+        Fixup::EspDelta(d) => {
+            let r12 = gregs[libc::REG_R12 as usize] as u32;
+            gregs[libc::REG_R12 as usize] = r12.wrapping_add(d as u32) as i64;
+        }
         Fixup::StringBias { si, di } => {
             if si {
                 let v = gregs[libc::REG_RSI as usize] as u64;

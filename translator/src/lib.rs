@@ -148,12 +148,17 @@ impl Translator {
         let t0 = stats::cycles();
         let formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
         let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
+        // A call's landing pad can compare with `cmp` if the flags are dead
+        // where it returns to: look at the code there.
+        let ret_flags_dead = insns.last().is_some_and(|i| i.mnemonic() == iced_x86::Mnemonic::Call)
+            && tu::form(src, formed.next_eip, key.mode).is_ok_and(|f| lower::flags_dead_at_head(&f.insns));
         for attempt in 0..2 {
             let base = self.arena.next_addr();
             let arena_off = (base - self.arena.base()) as u32;
             let e = Emitter::new(base, self.stubs);
-            let builder =
+            let mut builder =
                 lower::TuBuilder::new(e, arena_off, key.eip, key.mode, self.instrument, &insns);
+            builder.ret_flags_dead = ret_flags_dead;
             let lowered = builder
                 .build(formed.next_eip)
                 .map_err(|e| TranslateError::Internal(e.0))?;

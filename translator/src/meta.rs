@@ -23,6 +23,9 @@ pub enum Fixup {
     /// A string instruction runs with rsi and/or rdi biased by the GS base
     /// (host pointers); subtract it back.
     StringBias { si: bool, di: bool },
+    /// A run of stack instructions moves r12 once at its end: here the
+    /// guest esp is r12 plus this.
+    EspDelta(i32),
 }
 
 /// One guest instruction's code: from `host_off` up to the next site.

@@ -38,6 +38,7 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 _ => {
                     load_target(b, insn)?;
                     push_return(b, size, next);
+                    b.flush_esp();
                     let target = b.e.label();
                     asm!(b.e; call =>target);
                     landing_pad(b, next);
@@ -58,14 +59,15 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 0
             };
             if size == 2 {
-                let m = crate::emit::gmem(Register::R12D, 0);
+                let m = crate::emit::gmem(Register::R12D, b.sp(0));
                 b.e.put(
                     Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, m).expect("movzx"),
                 );
             } else {
-                b.e.put(load(4, Register::R11D, Register::R12D, 0));
+                b.e.put(load(4, Register::R11D, Register::R12D, b.sp(0)));
             }
             adjust_esp(b, size as i32 + pop);
+            b.flush_esp();
             // The host return predictor takes us to the caller's landing pad.
             asm!(b.e; ret);
         }
@@ -156,7 +158,7 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
     } else {
         Register::R10D
     };
-    b.e.put(store(size, Register::R12D, -(size as i64), src));
+    b.e.put(store(size, Register::R12D, b.sp(-(size as i64)), src));
     adjust_esp(b, -(size as i32));
 }
 
@@ -164,7 +166,13 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
 /// if the guest really returned there (r11d), else through the jump cache.
 fn landing_pad(b: &mut TuBuilder, ret_eip: u32) {
     let probe = b.e.stubs.probe;
-    asm!(b.e
+    if b.ret_flags_dead {
+        asm!(b.e
+            ; cmp r11d, ret_eip as i32
+            ; jne extern probe
+        );
+    } else {
+        asm!(b.e
         ; mov r10, rcx
         ; lea ecx, [r11 + (ret_eip.wrapping_neg() as i32)]
         ; jrcxz >ok
@@ -172,7 +180,8 @@ fn landing_pad(b: &mut TuBuilder, ret_eip: u32) {
         ; jmp extern probe
         ; ok:
         ; mov rcx, r10
-    );
+        );
+    }
     if b.instrument.stats {
         crate::emit::count(&mut b.e, off::RET_HITS);
     }

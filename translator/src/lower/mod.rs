@@ -63,6 +63,11 @@ pub struct TuBuilder<'a> {
     sites: Vec<Site>,
     cold: Vec<Cold>,
     insns: &'a [Instruction],
+    /// Whether the guest flags are dead where a call in this TU returns
+    /// to (see [`flags_dead_at_head`]), so its landing pad may use `cmp`.
+    pub ret_flags_dead: bool,
+    /// Guest esp is r12 + this: runs of push/pop/call/ret move r12 once.
+    esp_pending: i32,
 }
 
 #[derive(Debug)]
@@ -90,18 +95,27 @@ impl<'a> TuBuilder<'a> {
             sites: Vec::new(),
             cold: Vec::new(),
             insns,
+            ret_flags_dead: false,
+            esp_pending: 0,
         }
     }
 
-    /// Lowers the whole TU. `ends_early` says the last instruction does not
-    /// end the TU by itself (it was cut at the size limit or before an
-    /// undecodable instruction), so a chain to `next_eip` follows it.
+    /// Lowers the whole TU. If the last instruction falls through (the TU
+    /// was cut at the size limit, after a sensitive instruction or before
+    /// an undecodable one), a chain to `next_eip` follows it.
     pub fn build(mut self, next_eip: u32) -> Result<LoweredTu, EncodeError> {
         self.head();
         let mut flow = Flow::Next;
         for idx in 0..self.insns.len() {
             let insn = &self.insns[idx];
-            self.site(insn.ip32(), Fixup::None);
+            if !stack::defers_esp(insn) {
+                self.flush_esp();
+            }
+            let fixup = match self.esp_pending {
+                0 => Fixup::None,
+                d => Fixup::EspDelta(d),
+            };
+            self.site(insn.ip32(), fixup);
             flow = lower_insn(&mut self, insn, idx)?;
             if flow == Flow::Ends {
                 break;
@@ -110,6 +124,7 @@ impl<'a> TuBuilder<'a> {
         if flow == Flow::Next {
             self.chain_to(next_eip);
         }
+        debug_assert_eq!(self.esp_pending, 0, "esp left pending at a TU exit");
         self.emit_cold();
         let code = self
             .e
@@ -135,6 +150,25 @@ impl<'a> TuBuilder<'a> {
             guest_eip,
             fixup,
         });
+    }
+
+    /// The displacement from r12 of guest `[esp + disp]`.
+    pub fn sp(&self, disp: i64) -> i64 {
+        self.esp_pending as i64 + disp
+    }
+
+    /// Moves guest esp by `delta`, lazily: the `lea` comes with the next
+    /// instruction that needs r12 exact (see `stack::defers_esp`).
+    pub fn adjust_esp(&mut self, delta: i32) {
+        self.esp_pending = self.esp_pending.wrapping_add(delta);
+    }
+
+    /// Makes r12 the guest esp again.
+    pub fn flush_esp(&mut self) {
+        let d = std::mem::take(&mut self.esp_pending);
+        if d != 0 {
+            asm!(self.e; lea r12d, [r12 + d]);
+        }
     }
 
     /// Marks the current point as belonging to the last site again, with a
@@ -203,6 +237,7 @@ impl<'a> TuBuilder<'a> {
     /// A patchable jump to guest `target`, initially to an exit that asks
     /// the run loop to translate and chain it.
     pub fn chain_to(&mut self, target: u32) {
+        self.flush_esp();
         let label = self.e.label();
         let slot = self.e.patchable_jmp(label);
         self.cold.push(Cold::Chain {
@@ -215,6 +250,7 @@ impl<'a> TuBuilder<'a> {
     /// A patchable host `call` to guest `target` (a translated call: the
     /// host pushes the landing pad that follows it).
     pub fn call_chained(&mut self, target: u32) {
+        self.flush_esp();
         let label = self.e.label();
         let slot = self.e.patchable_call(label);
         self.cold.push(Cold::Chain { label, target, slot });
@@ -223,6 +259,7 @@ impl<'a> TuBuilder<'a> {
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
     /// `short` (opcode bytes; its rel8 is added) is taken.
     pub fn chain_unless(&mut self, short: &[u8], target: u32) {
+        self.flush_esp();
         let label = self.e.label();
         let slot = self.e.skip_over_patchable_jmp(short, label);
         self.cold.push(Cold::Chain {
@@ -257,6 +294,7 @@ impl<'a> TuBuilder<'a> {
     /// Calls helper `Emulate` for instruction `insn` with the guest state
     /// spilled; the helper either returns (the TU goes on) or exits.
     pub fn call_emulate(&mut self, insn: &Instruction) {
+        self.flush_esp();
         let ptr = insn as *const Instruction as i64;
         let helper = self.e.stubs.helper;
         asm!(self.e
@@ -272,6 +310,7 @@ impl<'a> TuBuilder<'a> {
     /// Raises guest exception `vector` at `eip` (the faulting instruction
     /// for faults, the next one for traps and software interrupts).
     pub fn raise(&mut self, vector: u32, kind: u32, eip: u32) {
+        self.flush_esp();
         self.e.set_state32(off::EXC_VECTOR, vector);
         self.e.set_state32(off::EXC_ERROR, 0);
         self.e.set_state32(off::EXC_KIND, kind);
@@ -282,7 +321,7 @@ impl<'a> TuBuilder<'a> {
 /// Whether every status flag is written before any is read at the start of
 /// the TU, so the head may use a flag-clobbering compare. Instructions the
 /// runtime emulates count as readers.
-fn flags_dead_at_head(insns: &[Instruction]) -> bool {
+pub fn flags_dead_at_head(insns: &[Instruction]) -> bool {
     const STATUS: u32 = RflagsBits::OF
         | RflagsBits::SF
         | RflagsBits::ZF

@@ -11,9 +11,28 @@ use crate::emit::{EncodeError, asm, load, store};
 
 const ESP: Register = Register::R12D;
 
-/// `lea r12d, [r12 + delta]`.
+/// Moves guest esp by `delta` (lazily, see `TuBuilder::adjust_esp`).
 pub fn adjust_esp(b: &mut TuBuilder, delta: i32) {
-    asm!(b.e; lea r12d, [r12 + delta]);
+    b.adjust_esp(delta);
+}
+
+/// Whether the instruction addresses the stack only through
+/// `TuBuilder::sp`, so r12 may lag behind guest esp while it runs.
+pub fn defers_esp(insn: &Instruction) -> bool {
+    let esp = |r: Register| r.full_register32() == Register::ESP;
+    match insn.mnemonic() {
+        Mnemonic::Push => match insn.op0_kind() {
+            OpKind::Register => !esp(insn.op0_register()),
+            OpKind::Memory => false,
+            _ => true,
+        },
+        Mnemonic::Pop => {
+            insn.op0_kind() == OpKind::Register && !esp(insn.op0_register()) && !insn.op0_register().is_segment_register()
+        }
+        Mnemonic::Ret => true,
+        Mnemonic::Call => matches!(insn.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32),
+        _ => false,
+    }
 }
 
 /// Operand size of a stack instruction (2 or 4), from its esp increment.
@@ -54,7 +73,7 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             // A 32-bit push of a segment register writes only the low word.
             let sreg = off::SREGS + 4 * insn.op0_register().number() as i32;
             asm!(b.e; movzx r11d, WORD [cpu + sreg]);
-            b.e.put(store(2, ESP, -(size as i64), Register::R11W));
+            b.e.put(store(2, ESP, b.sp(-(size as i64)), Register::R11W));
             adjust_esp(b, -(size as i32));
             return Ok(());
         }
@@ -85,7 +104,7 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             r11
         }
     };
-    b.e.put(store(size, ESP, -(size as i64), src));
+    b.e.put(store(size, ESP, b.sp(-(size as i64)), src));
     adjust_esp(b, -(size as i32));
     Ok(())
 }
@@ -114,6 +133,7 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
                 // pop esp / pop sp: esp is incremented, then overwritten.
                 b.e.put(load(size, reg_of_size(size, Register::R11D), ESP, 0));
                 adjust_esp(b, size as i32);
+                b.flush_esp();
                 let code = if size == 2 {
                     Code::Mov_r16_rm16
                 } else {
@@ -123,7 +143,7 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
                     Instruction::with2(code, dst, reg_of_size(size, Register::R11D)).expect("mov"),
                 );
             } else {
-                b.e.put(load(size, dst, ESP, 0));
+                b.e.put(load(size, dst, ESP, b.sp(0)));
                 adjust_esp(b, size as i32);
             }
         }
@@ -287,6 +307,7 @@ fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     }
     b.e.put(store(size, ESP, -(size as i64), sized(size, Register::EBP)));
     adjust_esp(b, -(size as i32));
+    b.flush_esp();
     if size == 2 {
         asm!(b.e; mov bp, r12w);
     } else {
