@@ -629,6 +629,111 @@ fn nested_enter_beyond_ram_faults_with_registers_unchanged() {
     assert_eq!(r.reg(ebp), 0x1111);
 }
 
+// ---- exceptions right after stack instructions in the same block ----
+
+#[test]
+fn pf_after_pushes_in_the_same_block_reports_the_pushed_esp() {
+    let (r, at, _) = run_around(
+        |a| {
+            a.push(1u32)?;
+            a.push(2u32)
+        },
+        |a| a.mov(eax, dword_ptr(NOT_RAM)),
+    );
+    r.assert_exception(vec::PF, at);
+    assert_eq!(r.reg(esp), S - 8);
+    assert_eq!(r.mem_u32(S - 8), 2);
+}
+
+#[test]
+fn de_after_a_push_reports_the_pushed_esp() {
+    let (r, at, _) = run_around(
+        |a| {
+            a.xor(ecx, ecx)?;
+            a.push(1u32)
+        },
+        |a| a.div(ecx),
+    );
+    r.assert_exception(vec::DE, at);
+    assert_eq!(r.reg(esp), S - 4);
+}
+
+#[test]
+fn ud2_after_a_push_reports_the_pushed_esp() {
+    let (r, at, _) = run_around(|a| a.push(1u32), |a| a.ud2());
+    r.assert_exception(vec::UD, at);
+    assert_eq!(r.reg(esp), S - 4);
+}
+
+#[test]
+fn int3_after_pops_reports_the_popped_esp() {
+    let (r, _, after) = run_around(
+        |a| {
+            a.push(1u32)?;
+            a.push(2u32)?;
+            a.pop(eax)?;
+            a.pop(ebx)?;
+            a.push(3u32)
+        },
+        |a| a.int3(),
+    );
+    r.assert_exception(vec::BP, after);
+    assert_eq!(r.reg(esp), S - 4);
+    assert_eq!(r.reg(eax), 2);
+    assert_eq!(r.reg(ebx), 1);
+}
+
+#[test]
+fn int_0x80_after_a_push_reports_the_pushed_esp() {
+    let (r, _, after) = run_around(|a| a.push(1u32), |a| a.int(0x80));
+    r.assert_exception(0x80, after);
+    assert_eq!(r.reg(esp), S - 4);
+}
+
+#[test]
+fn into_after_a_push_reports_the_pushed_esp() {
+    let (r, _, after) = run_around(
+        |a| {
+            a.mov(eax, 0x7FFF_FFFFu32)?;
+            a.add(eax, 1)?;
+            a.push(1u32)
+        },
+        |a| a.into(),
+    );
+    r.assert_exception(vec::OF, after);
+    assert_eq!(r.reg(esp), S - 4);
+}
+
+#[test]
+fn a_faulting_push_after_a_successful_one_reports_the_esp_between_them() {
+    // esp = 4: the first push writes at 0, the second wraps to 0xFFFFFFFC.
+    let (r, at, _) = run_around(
+        |a| {
+            a.mov(esp, 4u32)?;
+            a.push(0x11u32)
+        },
+        |a| a.push(0x22u32),
+    );
+    let exc = r.assert_exception(vec::PF, at);
+    assert_eq!(exc.addr, 0xFFFF_FFFC);
+    assert_eq!(r.reg(esp), 0);
+    assert_eq!(r.mem_u32(0), 0x11);
+}
+
+#[test]
+fn a_faulting_pop_after_a_successful_one_reports_the_esp_between_them() {
+    let (r, at, _) = run_around(
+        |a| {
+            a.mov(esp, RAM_END - 4)?;
+            a.pop(eax) // reads RAM_END-4: fine
+        },
+        |a| a.pop(ebx), // reads RAM_END: faults
+    );
+    let exc = r.assert_exception(vec::PF, at);
+    assert_eq!(exc.addr, RAM_END);
+    assert_eq!(r.reg(esp), RAM_END);
+}
+
 // ---- faults in string instructions ----
 
 #[test]

@@ -433,6 +433,39 @@ fn lgdt_then_sgdt_round_trips() {
 }
 
 #[test]
+fn pushes_before_an_emulated_instruction_are_visible_to_it() {
+    let r = run_asm(|a| {
+        load_gdt(a)?;
+        a.push(0u32)?;
+        a.push(0u32)?;
+        a.sgdt(ptr(esp + 2))?;
+        a.pop(eax)?;
+        a.pop(ebx)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), (5 * 8 - 1) << 16);
+    assert_eq!(r.reg(ebx), GDT);
+    assert_eq!(r.reg(esp), S);
+}
+
+#[test]
+fn pushes_before_a_helper_call_are_kept_after_it() {
+    let r = run_asm(|a| {
+        a.push(0x11u32)?;
+        a.push(0x22u32)?;
+        a.cpuid()?;
+        a.pop(esi)?;
+        a.pop(edi)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x22);
+    assert_eq!(r.reg(edi), 0x11);
+    assert_eq!(r.reg(esp), S);
+}
+
+#[test]
 fn lidt_then_sidt_round_trips() {
     let r = run_asm(|a| {
         a.mov(word_ptr(DATA + 0x300), 0x7FFu32)?;
