@@ -90,7 +90,7 @@ impl RunOutcome {
             Stop::DebugExit(s) => *s,
             Stop::Unhandled { .. } => status::GUEST_CRASH,
             Stop::Unsupported { .. } => status::UNSUPPORTED,
-            Stop::Budget => status::OK,
+            Stop::Budget | Stop::Stopped => status::OK,
             Stop::Internal(_) => status::INTERNAL,
         }
     }
@@ -127,8 +127,25 @@ impl RunOutcome {
                 Some(format!("unsupported at EIP={eip:#010x}: {what}"))
             }
             Stop::Budget => Some("run budget exhausted".into()),
+            Stop::Stopped => Some("stopped".into()),
             Stop::Internal(m) => Some(format!("internal error: {m}")),
         }
+    }
+}
+
+/// Exit-request bits of the poll page.
+const REQUEST_STOP: u32 = 1 << 0;
+
+/// Stops a running machine from another thread: generated code notices at
+/// its next TU head, the run loop returns `Stop::Stopped`.
+#[derive(Clone)]
+pub struct ExitHandle {
+    poll: std::sync::Arc<translator::poll::PollPage>,
+}
+
+impl ExitHandle {
+    pub fn stop(&self) {
+        self.poll.request(REQUEST_STOP);
     }
 }
 
@@ -332,7 +349,9 @@ impl Machine {
                 }
                 Some(ExitReason::Request) => {
                     self.sys.counters.exit("request");
-                    self.cpu.exit_request = 0;
+                    if self.translator.poll().take() & REQUEST_STOP != 0 {
+                        break Stop::Stopped;
+                    }
                 }
                 Some(ExitReason::Exception) => {
                     self.sys.counters.exit("exception");
@@ -369,8 +388,44 @@ impl Machine {
         unsafe { self.translator.run(cpu, host) };
     }
 
+    /// A handle another thread can use to stop this machine's run.
+    pub fn exit_handle(&self) -> ExitHandle {
+        ExitHandle { poll: self.translator.poll().clone() }
+    }
+
     /// Statistics for reports.
     pub fn report(&self) -> crate::report::Report {
         crate::report::Report::collect(&self.translator, &self.cpu, &self.sys, self.instrument)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Machines on several threads at once: each owns its mappings, GS base
+    /// and signal stack, and dropping one never touches another's memory.
+    #[test]
+    fn machines_run_and_drop_concurrently() {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..50 {
+                        let config = MachineConfig {
+                            ram_size: 2 << 20,
+                            debugcon: DebugConSink::None,
+                            arena_size: 1 << 20,
+                            ..Default::default()
+                        };
+                        let mut m = Machine::new(config).unwrap();
+                        m.load_flat(&[0xF4], 0x1000, None).unwrap();
+                        assert_eq!(m.run().stop, Stop::Halted { eip: 0x1001 });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }

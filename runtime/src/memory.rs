@@ -18,9 +18,11 @@ use translator::abi::vector;
 pub const PAGE_SIZE: usize = 4096;
 /// Span of guest linear addresses: the 32-bit space.
 pub const SPACE: usize = 1 << 32;
-/// Beyond the space: page 0's alias plus a guard larger than any single
-/// guest access (the largest is fxsave's 512 bytes).
-const GUARD: usize = 64 << 10;
+/// Guards around the space, larger than anything a guest access can
+/// reach past either end: string instructions run on host pointers, and a
+/// `rep movsd` with ecx = 2^32 - 1 spans 16 GiB. Above the space, the
+/// first page of the guard is page 0's alias.
+pub const GUARD: usize = 16 << 30;
 /// Most RAM a guest can have: leaves the top of the space for ROM and MMIO.
 pub const MAX_RAM: usize = 3 << 30;
 
@@ -102,7 +104,7 @@ impl GuestMemory {
         if flat == libc::MAP_FAILED {
             return Err(os("mmap (flat view)"));
         }
-        let reserve = SPACE + GUARD;
+        let reserve = GUARD + SPACE + GUARD;
         // SAFETY: an inaccessible reservation at a kernel-chosen address.
         let shadow = unsafe {
             libc::mmap(
@@ -120,11 +122,9 @@ impl GuestMemory {
             unsafe { libc::munmap(flat, size) };
             return Err(e);
         }
-        let mem = GuestMemory {
-            size,
-            flat: flat.cast(),
-            shadow: shadow.cast(),
-        };
+        // SAFETY: the guest space starts GUARD bytes into the reservation.
+        let shadow = unsafe { shadow.cast::<u8>().add(GUARD) };
+        let mem = GuestMemory { size, flat: flat.cast(), shadow };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
         Ok(mem)
@@ -138,7 +138,7 @@ impl GuestMemory {
         ram_off: usize,
         len: usize,
     ) -> Result<(), MemoryError> {
-        debug_assert!(at + len <= SPACE + GUARD && ram_off + len <= self.size);
+        debug_assert!(at + len <= SPACE + PAGE_SIZE && ram_off + len <= self.size);
         // SAFETY: the target lies inside our own reservation, so MAP_FIXED
         // replaces only pages this value owns.
         let p = unsafe {
@@ -275,7 +275,7 @@ impl Drop for GuestMemory {
         // generated code runs once the machine owning them is dropped.
         unsafe {
             libc::munmap(self.flat.cast(), self.size);
-            libc::munmap(self.shadow.cast(), SPACE + GUARD);
+            libc::munmap(self.shadow.sub(GUARD).cast(), GUARD + SPACE + GUARD);
         }
     }
 }

@@ -131,10 +131,13 @@ fn classify(sig: libc::c_int, fault: u64, gs_base: u64, err: u64) -> (u32, u32, 
         libc::SIGILL => (vector::UD, 0, 0),
         libc::SIGTRAP => (vector::DB, 0, 0),
         _ => {
-            let off = fault.wrapping_sub(gs_base);
-            if off < (1u64 << 32) + (64 << 10) && fault != 0 {
-                // A guest access to no memory: #PF with the linear address.
-                // The host error code's bit 1 says whether it was a write.
+            let off = fault.wrapping_sub(gs_base) as i64;
+            let guard = crate::memory::GUARD as i64;
+            if (-guard..(1i64 << 32) + guard).contains(&off) && fault != 0 {
+                // A guest access to no memory (possibly a string instruction
+                // run past either end of the space, which wraps for the
+                // guest): #PF with the linear address. The host error
+                // code's bit 1 says whether it was a write.
                 let write = (err >> 1) & 1;
                 (vector::PF, (write << 1) as u32, off as u32)
             } else {
@@ -169,6 +172,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         gregs[libc::REG_RSP as usize] = cpu.call_stack_top as i64;
         return;
     }
+    let poll_request = sig == libc::SIGSEGV && fault.wrapping_sub(cpu.poll_page) < 4096;
     // SAFETY: fault_map was set by Translator::attach and is only changed
     // by the run loop on this thread, never while generated code runs.
     let map = unsafe { &*cpu.fault_map };
@@ -195,6 +199,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                 gregs[libc::REG_RDI as usize] = v.wrapping_sub(cpu.gs_base) as u32 as i64;
             }
         }
+    }
+    if poll_request {
+        // A TU head polled the exit-request page while it was armed.
+        cpu.eip = site.guest_eip;
+        cpu.exit_reason = ExitReason::Request as u32;
+        gregs[libc::REG_RIP as usize] = cpu.fault_exit as i64;
+        return;
     }
     let (vec, err, addr) = classify(
         sig,

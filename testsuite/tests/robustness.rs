@@ -138,3 +138,21 @@ fn machine_setup_cost() {
     }
     eprintln!("{:?} per machine", t.elapsed() / 200);
 }
+
+#[test]
+fn another_thread_can_stop_a_guest_spinning_forever() {
+    use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+    let mut m = Machine::new(MachineConfig { ram_size: 2 << 20, debugcon: DebugConSink::None, ..Default::default() })
+        .unwrap();
+    // jmp $ : one TU chained to itself, never leaving generated code.
+    m.load_flat(&[0xEB, 0xFE], 0x1000, None).unwrap();
+    let handle = m.exit_handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        handle.stop();
+    });
+    let outcome = m.run();
+    stopper.join().unwrap();
+    assert_eq!(outcome.stop, Stop::Stopped);
+    assert_eq!(m.cpu().eip, 0x1000);
+}

@@ -58,7 +58,8 @@ pub enum ExitReason {
     Branch = 1,
     /// An indirect branch or return missed the jump cache; `eip` is the target.
     IndirectMiss = 2,
-    /// `exit_request` was set; `eip` is the start of the TU that saw it.
+    /// An exit was requested through the poll page; `eip` is the start of
+    /// the TU whose head saw it.
     Request = 3,
     /// A guest exception; `eip` is the faulting instruction (or the next
     /// one for traps), `exc_vector`/`exc_error`/`fault_addr` say which.
@@ -150,9 +151,7 @@ pub struct CpuState {
     /// Guest EFLAGS except the `flags::HOST_LIVE` bits (IF, IOPL, TF, ...).
     pub sys_flags: u32,
     pub exit_reason: u32,
-    /// Nonzero asks generated code to return to the run loop at the next TU head.
-    pub exit_request: u8,
-    pub _pad0: [u8; 3],
+    pub _pad0: [u8; 4],
     pub exc_vector: u32,
     pub exc_error: u32,
     pub exc_kind: u32,
@@ -180,6 +179,8 @@ pub struct CpuState {
     pub call_stack_guard: u64,
     /// Generated code's rsp while a helper runs on the host stack.
     pub gen_rsp: u64,
+    /// The exit-request page every TU head reads (see `poll`).
+    pub poll_page: u64,
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
     pub cr0: u32,
@@ -205,8 +206,7 @@ impl CpuState {
             arith_flags: 0,
             sys_flags: flags::FIXED1,
             exit_reason: 0,
-            exit_request: 0,
-            _pad0: [0; 3],
+            _pad0: [0; 4],
             exc_vector: 0,
             exc_error: 0,
             exc_kind: 0,
@@ -222,6 +222,7 @@ impl CpuState {
             call_stack_top: 0,
             call_stack_guard: 0,
             gen_rsp: 0,
+            poll_page: 0,
             sregs: [0; 6],
             cr0: 0,
             cr2: 0,
@@ -273,7 +274,6 @@ pub mod off {
         ARITH_FLAGS = arith_flags;
         SYS_FLAGS = sys_flags;
         EXIT_REASON = exit_reason;
-        EXIT_REQUEST = exit_request;
         EXC_VECTOR = exc_vector;
         EXC_ERROR = exc_error;
         EXC_KIND = exc_kind;

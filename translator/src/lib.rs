@@ -16,6 +16,7 @@ pub mod callstack;
 mod emit;
 mod lower;
 pub mod meta;
+pub mod poll;
 pub mod stats;
 pub mod tu;
 
@@ -85,6 +86,7 @@ pub struct Translator {
     fault_map: Box<FaultMap>,
     jump_cache: Box<JumpCache>,
     call_stack: CallStack,
+    poll: std::sync::Arc<poll::PollPage>,
     instrument: Instrument,
     /// Bumped by every flush: a chain patch requested before a flush is void.
     generation: u64,
@@ -98,7 +100,8 @@ impl Translator {
     pub fn new(arena_size: usize, instrument: Instrument) -> Result<Self, ArenaError> {
         let mut arena = CodeArena::new(arena_size)?;
         let stubs = emit_stubs(&mut arena, instrument);
-        let call_stack = CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
+        let call_stack =
+            CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
         let stubs_len = arena.used();
         let fault_map = Box::new(FaultMap::new(arena.base() as u64));
         let jump_cache = new_jump_cache(stubs.miss);
@@ -111,6 +114,9 @@ impl Translator {
             fault_map,
             jump_cache,
             call_stack,
+            poll: std::sync::Arc::new(
+                poll::PollPage::new().map_err(|e| ArenaError::Os("poll page", e))?,
+            ),
             instrument,
             generation: 0,
             stats: TranslationStats::default(),
@@ -126,6 +132,13 @@ impl Translator {
         cpu.fault_exit = self.stubs.exit as u64;
         cpu.call_stack_top = self.call_stack.top() as u64;
         cpu.call_stack_guard = self.call_stack.guard() as u64;
+        cpu.poll_page = self.poll.addr() as u64;
+    }
+
+    /// The exit-request page generated code polls (shareable with other
+    /// threads that need to stop the vCPU).
+    pub fn poll(&self) -> &std::sync::Arc<poll::PollPage> {
+        &self.poll
     }
 
     pub fn generation(&self) -> u64 {
@@ -148,17 +161,19 @@ impl Translator {
         let t0 = stats::cycles();
         let formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
         let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
-        // A call's landing pad can compare with `cmp` if the flags are dead
-        // where it returns to: look at the code there.
-        let ret_flags_dead = insns.last().is_some_and(|i| i.mnemonic() == iced_x86::Mnemonic::Call)
-            && tu::form(src, formed.next_eip, key.mode).is_ok_and(|f| lower::flags_dead_at_head(&f.insns));
         for attempt in 0..2 {
             let base = self.arena.next_addr();
             let arena_off = (base - self.arena.base()) as u32;
             let e = Emitter::new(base, self.stubs);
-            let mut builder =
-                lower::TuBuilder::new(e, arena_off, key.eip, key.mode, self.instrument, &insns);
-            builder.ret_flags_dead = ret_flags_dead;
+            let builder = lower::TuBuilder::new(
+                e,
+                arena_off,
+                key.eip,
+                key.mode,
+                self.instrument,
+                self.poll.addr(),
+                &insns,
+            );
             let lowered = builder
                 .build(formed.next_eip)
                 .map_err(|e| TranslateError::Internal(e.0))?;

@@ -69,6 +69,8 @@ pub enum Stop {
     Unsupported { eip: u32, what: String },
     /// The run budget ran out.
     Budget,
+    /// Stopped by the host (`ExitHandle::stop`).
+    Stopped,
     /// A bug in bt86, reported instead of crashing.
     Internal(String),
 }

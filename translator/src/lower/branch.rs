@@ -166,13 +166,7 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
 /// if the guest really returned there (r11d), else through the jump cache.
 fn landing_pad(b: &mut TuBuilder, ret_eip: u32) {
     let probe = b.e.stubs.probe;
-    if b.ret_flags_dead {
-        asm!(b.e
-            ; cmp r11d, ret_eip as i32
-            ; jne extern probe
-        );
-    } else {
-        asm!(b.e
+    asm!(b.e
         ; mov r10, rcx
         ; lea ecx, [r11 + (ret_eip.wrapping_neg() as i32)]
         ; jrcxz >ok
@@ -180,8 +174,7 @@ fn landing_pad(b: &mut TuBuilder, ret_eip: u32) {
         ; jmp extern probe
         ; ok:
         ; mov rcx, r10
-        );
-    }
+    );
     if b.instrument.stats {
         crate::emit::count(&mut b.e, off::RET_HITS);
     }

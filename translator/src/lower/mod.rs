@@ -14,7 +14,7 @@ mod string;
 mod system;
 
 use dynasmrt::DynamicLabel;
-use iced_x86::{Instruction, Mnemonic, RflagsBits};
+use iced_x86::{Instruction, Mnemonic};
 
 use crate::abi::{ExitReason, ModeKey, off};
 use crate::emit::{Emitter, EncodeError, asm};
@@ -46,7 +46,7 @@ enum Cold {
         target: u32,
         slot: usize,
     },
-    /// The exit_request / budget checks at the head.
+    /// The budget check at the head.
     HeadExit {
         label: DynamicLabel,
         reason: ExitReason,
@@ -63,9 +63,8 @@ pub struct TuBuilder<'a> {
     sites: Vec<Site>,
     cold: Vec<Cold>,
     insns: &'a [Instruction],
-    /// Whether the guest flags are dead where a call in this TU returns
-    /// to (see [`flags_dead_at_head`]), so its landing pad may use `cmp`.
-    pub ret_flags_dead: bool,
+    /// The exit-request page TU heads poll.
+    poll_page: usize,
     /// Guest esp is r12 + this: runs of push/pop/call/ret move r12 once.
     esp_pending: i32,
 }
@@ -84,6 +83,7 @@ impl<'a> TuBuilder<'a> {
         tu_eip: u32,
         mode: ModeKey,
         instrument: Instrument,
+        poll_page: usize,
         insns: &'a [Instruction],
     ) -> Self {
         TuBuilder {
@@ -95,7 +95,7 @@ impl<'a> TuBuilder<'a> {
             sites: Vec::new(),
             cold: Vec::new(),
             insns,
-            ret_flags_dead: false,
+            poll_page,
             esp_pending: 0,
         }
     }
@@ -104,6 +104,8 @@ impl<'a> TuBuilder<'a> {
     /// was cut at the size limit, after a sensitive instruction or before
     /// an undecodable one), a chain to `next_eip` follows it.
     pub fn build(mut self, next_eip: u32) -> Result<LoweredTu, EncodeError> {
+        // A fault at the head (the poll) means "exit before this TU".
+        self.site(self.tu_eip, Fixup::None);
         self.head();
         let mut flow = Flow::Next;
         for idx in 0..self.insns.len() {
@@ -178,11 +180,15 @@ impl<'a> TuBuilder<'a> {
         self.site(eip, fixup);
     }
 
-    /// The TU head: counters, budget, and the exit_request check.
-    ///
-    /// Guest flags live in the host flags, so where they may be live the
-    /// check must not touch them: it borrows rcx and tests with jrcxz.
+    /// The TU head: counters, the budget and the exit-request poll (see
+    /// `poll`). The budget check must keep the guest flags: it borrows rcx
+    /// and tests with jrcxz.
     fn head(&mut self) {
+        let page = self.poll_page as i64;
+        asm!(self.e
+            ; mov r11, QWORD page
+            ; mov r11d, DWORD [r11]
+        );
         if self.instrument.stats {
             asm!(self.e
                 ; mov work, QWORD [cpu + off::TUS_EXECUTED]
@@ -211,27 +217,6 @@ impl<'a> TuBuilder<'a> {
                 reason: ExitReason::Budget,
             });
         }
-        let out = self.e.label();
-        if flags_dead_at_head(self.insns) {
-            asm!(self.e
-                ; cmp BYTE [cpu + off::EXIT_REQUEST], 0
-                ; jne =>out
-            );
-        } else {
-            asm!(self.e
-                ; mov work, rcx
-                ; movzx ecx, BYTE [cpu + off::EXIT_REQUEST]
-                ; jrcxz >go
-                ; mov rcx, work
-                ; jmp =>out
-                ; go:
-                ; mov rcx, work
-            );
-        }
-        self.cold.push(Cold::HeadExit {
-            label: out,
-            reason: ExitReason::Request,
-        });
     }
 
     /// A patchable jump to guest `target`, initially to an exit that asks
@@ -253,7 +238,11 @@ impl<'a> TuBuilder<'a> {
         self.flush_esp();
         let label = self.e.label();
         let slot = self.e.patchable_call(label);
-        self.cold.push(Cold::Chain { label, target, slot });
+        self.cold.push(Cold::Chain {
+            label,
+            target,
+            slot,
+        });
     }
 
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
@@ -316,34 +305,6 @@ impl<'a> TuBuilder<'a> {
         self.e.set_state32(off::EXC_KIND, kind);
         self.e.exit_with(eip, ExitReason::Exception);
     }
-}
-
-/// Whether every status flag is written before any is read at the start of
-/// the TU, so the head may use a flag-clobbering compare. Instructions the
-/// runtime emulates count as readers.
-pub fn flags_dead_at_head(insns: &[Instruction]) -> bool {
-    const STATUS: u32 = RflagsBits::OF
-        | RflagsBits::SF
-        | RflagsBits::ZF
-        | RflagsBits::AF
-        | RflagsBits::CF
-        | RflagsBits::PF;
-    for insn in insns {
-        if ident::family(insn) != ident::Family::Ident {
-            return false;
-        }
-        if insn.rflags_read() & STATUS != 0 {
-            return false;
-        }
-        let written = insn.rflags_written()
-            | insn.rflags_cleared()
-            | insn.rflags_set()
-            | insn.rflags_undefined();
-        if written & STATUS == STATUS {
-            return true;
-        }
-    }
-    false
 }
 
 /// Lowers one guest instruction.

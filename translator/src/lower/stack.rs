@@ -27,7 +27,9 @@ pub fn defers_esp(insn: &Instruction) -> bool {
             _ => true,
         },
         Mnemonic::Pop => {
-            insn.op0_kind() == OpKind::Register && !esp(insn.op0_register()) && !insn.op0_register().is_segment_register()
+            insn.op0_kind() == OpKind::Register
+                && !esp(insn.op0_register())
+                && !insn.op0_register().is_segment_register()
         }
         Mnemonic::Ret => true,
         Mnemonic::Call => matches!(insn.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32),
