@@ -37,7 +37,8 @@ fn random_byte_sequences_never_crash_the_host() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let seed = std::env::var("BT86_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(seed);
     let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..runs {
         let len = 1 + (rng.next() % 96) as usize;

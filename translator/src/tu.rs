@@ -39,27 +39,25 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
         16
     };
     let mut insns = Vec::with_capacity(MAX_TU_INSNS);
+    // One fetch covers the whole TU: 12 instructions of at most 15 bytes.
+    // Fewer bytes than asked for means the rest cannot be fetched.
+    let mut buf = [0u8; MAX_INSN_LEN * MAX_TU_INSNS];
+    let avail = src.read_code(eip, &mut buf);
+    let mut decoder = Decoder::with_ip(bitness, &buf[..avail], eip as u64, DecoderOptions::NONE);
     let mut ip = eip;
-    let mut buf = [0u8; MAX_INSN_LEN];
     while insns.len() < MAX_TU_INSNS {
-        let n = src.read_code(ip, &mut buf);
-        if n == 0 {
+        let at = ip.wrapping_sub(eip) as usize;
+        if at >= avail {
             if insns.is_empty() {
                 return Err(FetchFault { addr: ip });
             }
             break;
         }
-        let mut decoder = Decoder::with_ip(bitness, &buf[..n], ip as u64, DecoderOptions::NONE);
         let insn = decoder.decode();
-        if insn.is_invalid()
-            && decoder.last_error() == DecoderError::NoMoreBytes
-            && n < MAX_INSN_LEN
-        {
+        if insn.is_invalid() && decoder.last_error() == DecoderError::NoMoreBytes {
             // The instruction runs into memory that cannot be fetched.
             if insns.is_empty() {
-                return Err(FetchFault {
-                    addr: ip.wrapping_add(n as u32),
-                });
+                return Err(FetchFault { addr: eip.wrapping_add(avail as u32) });
             }
             break;
         }

@@ -320,19 +320,15 @@ fn lower_lea(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
 /// Emits a host instruction built from a guest one, borrowing a legacy
 /// register when it needs a REX prefix (r11/r12) but names AH-BH.
 pub fn emit_host(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
-    let regs: Vec<Register> = (0..insn.op_count())
-        .filter(|&i| insn.op_kind(i) == OpKind::Register)
-        .map(|i| insn.op_register(i))
-        .chain([insn.memory_base(), insn.memory_index()])
-        .collect();
-    let rex_reg = regs
-        .iter()
-        .copied()
-        .find(|r| r.full_register() == Register::R12 || r.full_register() == Register::R11);
+    let regs = || {
+        (0..insn.op_count())
+            .filter(|&i| insn.op_kind(i) == OpKind::Register)
+            .map(|i| insn.op_register(i))
+            .chain([insn.memory_base(), insn.memory_index()])
+    };
+    let rex_reg = regs().find(|r| matches!(r.full_register(), Register::R12 | Register::R11));
     match rex_reg {
-        Some(rex) if regs.iter().any(|&r| is_high8(r)) => {
-            emit_borrowed(b, insn, rex.full_register())
-        }
+        Some(rex) if regs().any(is_high8) => emit_borrowed(b, insn, rex.full_register()),
         _ => b.e.insn(insn),
     }
 }
