@@ -746,3 +746,240 @@ fn stack_operations_leave_the_status_flags_alone() {
     assert_eq!(r.status(), fl::STATUS);
     assert_eq!(r.reg(esp), S);
 }
+
+// ---- instructions right after pushes and pops in the same block (guest
+// esp must be exact for every instruction that looks at it) ----
+
+#[test]
+fn esp_based_load_after_pushes_sees_the_pushed_values() {
+    let r = run_asm(|a| {
+        a.push(0x11u32)?;
+        a.push(0x22u32)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.mov(ebx, dword_ptr(esp))?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0x11);
+    assert_eq!(r.reg(ebx), 0x22);
+}
+
+#[test]
+fn mov_from_esp_after_pushes_and_pops() {
+    let r = run_asm(|a| {
+        a.push(1u32)?;
+        a.push(2u32)?;
+        a.push(3u32)?;
+        a.pop(ecx)?;
+        a.mov(eax, esp)?;
+        a.lea(ebx, ptr(esp + 4))?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), S - 8);
+    assert_eq!(r.reg(ebx), S - 4);
+    assert_eq!(r.reg(ecx), 3);
+}
+
+#[test]
+fn push_esp_after_a_push_pushes_the_current_esp() {
+    let r = run_asm(|a| {
+        a.push(1u32)?;
+        a.push(esp)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(S - 8), S - 4);
+    assert_eq!(r.reg(esp), S - 8);
+}
+
+#[test]
+fn pop_esp_after_pushes_takes_the_popped_value() {
+    let r = run_asm(|a| {
+        a.push(0x0003_0000u32)?;
+        a.push(0x0004_0000u32)?;
+        a.pop(esp)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), 0x0004_0000);
+}
+
+#[test]
+fn pushad_after_a_push_stores_the_current_esp() {
+    let r = run_asm(|a| {
+        a.push(1u32)?;
+        a.pushad()?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), S - 36);
+    assert_eq!(r.mem_u32(S - 36 + 12), S - 4);
+}
+
+#[test]
+fn popad_after_pushes_loads_them() {
+    let r = run_asm(|a| {
+        for v in [1u32, 2, 3, 4, 0xDEAD, 6, 7, 8] {
+            a.push(v)?;
+        }
+        a.popad()?;
+        a.push(9u32)?;
+        a.pop(eax)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.regs(), [9, 2, 3, 4, S, 6, 7, 8]);
+}
+
+#[test]
+fn enter_after_a_push_sets_ebp_to_the_current_esp() {
+    let r = run_asm(|a| {
+        a.push(1u32)?;
+        a.enter(8u32, 0u32)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebp), S - 8);
+    assert_eq!(r.reg(esp), S - 16);
+}
+
+#[test]
+fn nested_enter_after_a_push_sets_ebp_to_the_current_esp() {
+    let r = run_asm(|a| {
+        a.push(1u32)?;
+        a.enter(0u32, 1u32)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebp), S - 8);
+    assert_eq!(r.mem_u32(S - 12), S - 8);
+    assert_eq!(r.reg(esp), S - 12);
+}
+
+#[test]
+fn leave_after_pushes_sets_esp_from_ebp() {
+    let r = run_asm(|a| {
+        a.mov(dword_ptr(DATA), 0x1234u32)?;
+        a.mov(ebp, DATA)?;
+        a.push(1u32)?;
+        a.push(2u32)?;
+        a.leave()?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), DATA + 4);
+    assert_eq!(r.reg(ebp), 0x1234);
+}
+
+#[test]
+fn push_after_leave_uses_the_esp_leave_set() {
+    let r = run_asm(|a| {
+        a.mov(dword_ptr(DATA), 0x1234u32)?;
+        a.mov(ebp, DATA)?;
+        a.push(1u32)?;
+        a.leave()?;
+        a.push(0x77u32)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), DATA);
+    assert_eq!(r.mem_u32(DATA), 0x77);
+}
+
+#[test]
+fn pushfd_and_popfd_after_pushes() {
+    let r = run_asm(|a| {
+        a.push(fl::CF | fl::FIXED1)?;
+        a.push(fl::ZF | fl::FIXED1)?;
+        a.popfd()?; // ZF
+        a.pushfd()?;
+        a.pop(eax)?;
+        a.popfd()?; // CF
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax) & fl::STATUS, fl::ZF);
+    assert_eq!(r.status(), fl::CF);
+    assert_eq!(r.reg(esp), S);
+}
+
+#[test]
+fn push_r16_after_push_r32() {
+    let r = run_asm(|a| {
+        a.mov(eax, 0x1234_5678u32)?;
+        a.push(eax)?;
+        a.push(ax)?;
+        a.push(eax)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), S - 10);
+    assert_eq!(r.mem_u32(S - 4), 0x1234_5678);
+    assert_eq!(r.mem_u16(S - 6), 0x5678);
+    assert_eq!(r.mem_u32(S - 10), 0x1234_5678);
+}
+
+#[test]
+fn ah_with_esp_based_memory_right_after_a_push() {
+    let r = run_asm(|a| {
+        a.mov(eax, 0u32)?;
+        a.push(0x1122_3344u32)?;
+        a.mov(ah, byte_ptr(esp + 2))?;
+        a.add(byte_ptr(esp + 3), ah)?;
+        a.pop(ecx)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0x2200);
+    assert_eq!(r.reg(ecx), 0x3322_3344);
+    assert_eq!(r.reg(esp), S);
+}
+
+#[test]
+fn push_imm_then_pop_ds_in_the_same_block() {
+    // pop ds is emulated by the runtime: it must see the pushed value.
+    let r = run_asm(|a| {
+        // A GDT with flat data at 0x18 (the selector DS starts with).
+        for (i, (lo, hi)) in [(0u32, 0u32), (0xFFFF, 0x00CF_9A00), (0xFFFF, 0x00CF_9A00), (0xFFFF, 0x00CF_9200)]
+            .iter()
+            .enumerate()
+        {
+            a.mov(dword_ptr(DATA + 8 * i as u32), *lo)?;
+            a.mov(dword_ptr(DATA + 8 * i as u32 + 4), *hi)?;
+        }
+        a.mov(word_ptr(DATA + 0x100), 31u32)?;
+        a.mov(dword_ptr(DATA + 0x102), DATA)?;
+        a.lgdt(ptr(DATA + 0x100))?;
+        a.xor(eax, eax)?;
+        a.mov(ax, ds)?;
+        a.push(eax)?;
+        a.push(0u32)?;
+        a.pop(ds)?; // the null selector
+        a.pop(ds)?; // back to the original
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esp), S);
+    assert_eq!(r.sreg(ds), r.reg(eax) & 0xFFFF);
+}
+
+#[test]
+fn many_pushes_then_many_pops_in_one_block() {
+    let r = run_asm(|a| {
+        for i in 0..20u32 {
+            a.push(i)?;
+        }
+        a.mov(eax, dword_ptr(esp + 4 * 19))?;
+        for _ in 0..19 {
+            a.pop(ebx)?;
+        }
+        a.pop(ecx)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0);
+    assert_eq!(r.reg(ebx), 1);
+    assert_eq!(r.reg(ecx), 0);
+    assert_eq!(r.reg(esp), S);
+}
