@@ -1456,3 +1456,109 @@ fn aad_combines_decimal_digits() {
     r.assert_halted();
     assert_eq!(r.reg(eax), 0x3F);
 }
+
+// ---- encodings that mean something else in 64-bit mode or on newer CPUs ----
+
+#[test]
+fn rep_bsf_is_bsf_on_a_cpu_without_bmi1() {
+    // F3 0F BC is tzcnt with BMI1; compilers emit it as `rep bsf` because
+    // older CPUs ignore the prefix. For a source of 1, bsf leaves ZF clear
+    // (the source is not zero) where tzcnt would set it (the result is 0).
+    let r = run_asm(|a| {
+        a.mov(ecx, 0x100u32)?;
+        a.db(&[0xF3, 0x0F, 0xBC, 0xC1])?; // rep bsf eax, ecx
+        a.mov(ecx, 1u32)?;
+        a.db(&[0xF3, 0x0F, 0xBC, 0xD9])?; // rep bsf ebx, ecx
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 8);
+    assert_eq!(r.reg(ebx), 0);
+    assert_eq!(r.status() & fl::ZF, 0);
+}
+
+#[test]
+fn rep_bsr_is_bsr_on_a_cpu_without_lzcnt() {
+    // F3 0F BD is lzcnt with LZCNT (23 for 0x100); bsr gives 8.
+    let r = run_asm(|a| {
+        a.mov(ecx, 0x100u32)?;
+        a.db(&[0xF3, 0x0F, 0xBD, 0xC1])?; // rep bsr eax, ecx
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 8);
+}
+
+#[test]
+fn mov_eax_moffs_forms_use_a_32_bit_address() {
+    let r = run_asm(|a| {
+        a.mov(dword_ptr(DATA), 0x1122_3344u32)?;
+        let d = DATA.to_le_bytes();
+        a.db(&[0xA1, d[0], d[1], d[2], d[3]])?; // mov eax, [DATA]
+        a.db(&[0xA0, d[0], d[1], d[2], d[3]])?; // mov al, [DATA]... (again 0x44)
+        a.mov(ebx, eax)?;
+        a.mov(eax, 0x5566_7788u32)?;
+        let d4 = (DATA + 4).to_le_bytes();
+        a.db(&[0xA3, d4[0], d4[1], d4[2], d4[3]])?; // mov [DATA+4], eax
+        a.mov(eax, 0x99u32)?;
+        let d8 = (DATA + 8).to_le_bytes();
+        a.db(&[0xA2, d8[0], d8[1], d8[2], d8[3]])?; // mov [DATA+8], al
+        a.db(&[0x66, 0xA1, d4[0], d4[1], d4[2], d4[3]])?; // mov ax, [DATA+4]
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 0x1122_3344);
+    assert_eq!(r.mem_u32(DATA + 4), 0x5566_7788);
+    assert_eq!(r.mem_u8(DATA + 8), 0x99);
+    assert_eq!(r.reg(eax), 0x7788);
+}
+
+#[test]
+fn segment_overrides_on_ordinary_memory_operands_address_flat_memory() {
+    let r = run_asm(|a| {
+        a.mov(dword_ptr(DATA), 0xCAFE_0001u32)?;
+        a.mov(ebx, DATA)?;
+        a.mov(eax, dword_ptr(ebx).fs())?;
+        a.mov(ecx, dword_ptr(ebx).gs())?;
+        a.mov(edx, dword_ptr(ebx).ss())?;
+        a.mov(esi, dword_ptr(ebx).cs())?;
+        a.mov(dword_ptr(ebx + 4).es(), eax)?;
+        Ok(())
+    });
+    r.assert_halted();
+    for reg in [eax, ecx, edx, esi] {
+        assert_eq!(r.reg(reg), 0xCAFE_0001);
+    }
+    assert_eq!(r.mem_u32(DATA + 4), 0xCAFE_0001);
+}
+
+#[test]
+fn xlat_with_fs_override() {
+    let r = run_asm(|a| {
+        a.mov(byte_ptr(DATA + 2), 0x5Eu32)?;
+        a.mov(ebx, DATA)?;
+        a.mov(eax, 2u32)?;
+        a.db(&[0x64, 0xD7])?; // xlat fs:[ebx+al]
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0x5E);
+}
+
+#[test]
+fn arpl_raises_the_rpl_of_the_destination() {
+    let r = run_asm(|a| {
+        a.mov(eax, 0xFFFF_0010u32)?;
+        a.mov(ebx, 0x0003u32)?;
+        a.arpl(ax, bx)?;
+        a.setz(cl)?;
+        a.mov(edx, 0x0013u32)?;
+        a.arpl(dx, bx)?; // already 3: unchanged, ZF=0
+        a.setz(ch)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0xFFFF_0013);
+    assert_eq!(r.reg(edx), 0x0013);
+    assert_eq!(r.reg(ecx) & 0xFFFF, 0x0001);
+}

@@ -750,3 +750,249 @@ fn recursive_sum_with_callee_popped_arguments() {
     assert_eq!(r.reg(eax), 3000 * 3001 / 2);
     assert_eq!(r.reg(esp), S);
 }
+
+// ---- flags at the start of a block: instructions that may leave them alone ----
+
+/// Sets CF SF OF (ZF clear), jumps to a new block that starts with
+/// `first`, and returns the status flags seen right after it.
+fn flags_after_block_start(first: fn(&mut CodeAssembler) -> Result<(), IcedError>) -> u32 {
+    let r = run_asm(|a| {
+        let mut next = a.create_label();
+        a.mov(eax, 0x1234u32)?;
+        a.xor(ecx, ecx)?;
+        a.push(fl::CF | fl::SF | fl::OF | fl::FIXED1)?;
+        a.popfd()?;
+        a.jmp(next)?;
+        a.set_label(&mut next)?;
+        first(a)?;
+        a.pushfd()?;
+        a.pop(ebx)?;
+        Ok(())
+    });
+    r.assert_halted();
+    r.reg(ebx) & fl::STATUS
+}
+
+#[test]
+fn shl_by_cl_zero_at_the_start_of_a_block_keeps_the_flags() {
+    assert_eq!(flags_after_block_start(|a| a.shl(eax, cl)), fl::CF | fl::SF | fl::OF);
+}
+
+#[test]
+fn sar_by_cl_32_at_the_start_of_a_block_keeps_the_flags() {
+    // The count is masked to 5 bits: 32 is 0.
+    assert_eq!(
+        flags_after_block_start(|a| {
+            a.mov(ecx, 32u32)?;
+            a.sar(eax, cl)
+        }),
+        fl::CF | fl::SF | fl::OF
+    );
+}
+
+#[test]
+fn shl_by_immediate_zero_at_the_start_of_a_block_keeps_the_flags() {
+    assert_eq!(flags_after_block_start(|a| a.db(&[0xC1, 0xE0, 0x00])), fl::CF | fl::SF | fl::OF);
+}
+
+#[test]
+fn shld_by_cl_zero_at_the_start_of_a_block_keeps_the_flags() {
+    assert_eq!(flags_after_block_start(|a| a.shld(eax, edx, cl)), fl::CF | fl::SF | fl::OF);
+}
+
+#[test]
+fn flags_set_by_a_callee_survive_a_return_to_a_shift_by_zero() {
+    let r = run_asm(|a| {
+        let mut f = a.create_label();
+        let mut done = a.create_label();
+        a.mov(eax, 0x1234u32)?;
+        a.xor(ecx, ecx)?;
+        a.call(f)?;
+        a.shl(eax, cl)?; // count 0: the callee's flags stay
+        a.pushfd()?;
+        a.pop(ebx)?;
+        a.jmp(done)?;
+        a.set_label(&mut f)?;
+        a.push(fl::CF | fl::SF | fl::OF | fl::FIXED1)?;
+        a.popfd()?;
+        a.ret()?;
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx) & fl::STATUS, fl::CF | fl::SF | fl::OF);
+}
+
+// ---- prefixes and encodings ----
+
+#[test]
+fn jcc_with_a_branch_hint_prefix() {
+    let r = run_asm(|a| {
+        a.xor(eax, eax)?; // ZF=1
+        a.db(&[0x3E, 0x74, 0x05])?; // ds jz +5 (taken hint)
+        a.mov(ebx, 1u32)?; // skipped
+        a.db(&[0x2E, 0x75, 0x05])?; // cs jnz +5 (not-taken hint): not taken
+        a.mov(ecx, 2u32)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 0);
+    assert_eq!(r.reg(ecx), 2);
+}
+
+#[test]
+fn rep_ret_returns() {
+    let r = run_asm(|a| {
+        let mut f = a.create_label();
+        let mut done = a.create_label();
+        a.call(f)?;
+        a.mov(ebx, 2u32)?;
+        a.jmp(done)?;
+        a.set_label(&mut f)?;
+        a.mov(eax, 1u32)?;
+        a.db(&[0xF3, 0xC3])?; // rep ret
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 1);
+    assert_eq!(r.reg(ebx), 2);
+    assert_eq!(r.reg(esp), S);
+}
+
+#[test]
+fn jump_into_the_middle_of_an_instruction() {
+    // B9 41 42 90 90 is `mov ecx, 0x90904241`; from its second byte it is
+    // `inc ecx; inc edx; nop; nop`.
+    let (r, _) = run_asm_fix(Options::default(), |a, addrs| {
+        let mut insn = a.create_label();
+        a.mov(ecx, 10u32)?;
+        a.mov(eax, addrs[0] + 1)?;
+        a.jmp(eax)?;
+        a.set_label(&mut insn)?;
+        a.db(&[0xB9, 0x41, 0x42, 0x90, 0x90])?;
+        a.mov(esi, ecx)?;
+        Ok(vec![insn])
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 11);
+    assert_eq!(r.reg(edx), 1);
+}
+
+#[test]
+fn the_same_bytes_run_from_two_entry_points() {
+    // As above, but the whole instruction runs first and then the inner one.
+    let (r, _) = run_asm_fix(Options::default(), |a, addrs| {
+        let mut insn = a.create_label();
+        let mut done = a.create_label();
+        a.xor(edi, edi)?;
+        a.set_label(&mut insn)?;
+        a.db(&[0xB9, 0x41, 0x42, 0x90, 0x90])?;
+        a.inc(edi)?;
+        a.cmp(edi, 2)?;
+        a.je(done)?;
+        a.mov(ebx, ecx)?;
+        a.mov(eax, addrs[0] + 1)?;
+        a.jmp(eax)?;
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(vec![insn])
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 0x9090_4241);
+    assert_eq!(r.reg(ecx), 0x9090_4242);
+}
+
+// ---- 16-bit operand size branches (IP truncated to 16 bits): in low memory ----
+
+const LOW: u32 = 0x3000;
+
+/// Runs `low` assembled at LOW, entered by a jump from LOAD; `low` ends
+/// with hlt itself.
+fn run_low(low: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
+    let main = assemble_at(LOAD, |a| {
+        a.mov(esp, STACK)?;
+        a.mov(eax, LOW)?;
+        a.jmp(eax)
+    });
+    let code = assemble_at(LOW, low);
+    let r = run_image_blocks(&[(LOW, code), (LOAD, main)], LOAD);
+    r
+}
+
+fn run_image_blocks(blocks: &[(u32, Vec<u8>)], entry: u32) -> Run {
+    let end = blocks.iter().map(|b| b.0 as usize + b.1.len()).max().unwrap();
+    let start = blocks.iter().map(|b| b.0).min().unwrap();
+    let mut image = vec![0u8; end - start as usize];
+    for (addr, bytes) in blocks {
+        let off = (*addr - start) as usize;
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    run_image(Options::default(), &image, start, entry)
+}
+
+#[test]
+fn call_rel16_and_retw_push_and_pop_a_word() {
+    // At LOW: 66 E8 rel16 (call), then hlt; the callee records esp and
+    // the pushed word, then 66 C3 (retw).
+    let r = run_low(|a| {
+        a.db(&[0x66, 0xE8, 0x02, 0x00])?; // call +2 (to LOW+6)
+        a.hlt()?; // LOW+4
+        a.nop()?; // LOW+5
+        a.mov(ebx, esp)?; // LOW+6
+        a.movzx(ecx, word_ptr(esp))?;
+        a.db(&[0x66, 0xC3]) // retw
+    });
+    assert_eq!(r.stop, Stop::Halted { eip: LOW + 5 });
+    assert_eq!(r.reg(ebx), STACK - 2);
+    assert_eq!(r.reg(ecx), LOW + 4);
+    assert_eq!(r.reg(esp), STACK);
+}
+
+#[test]
+fn retw_imm16_releases_the_arguments() {
+    let r = run_low(|a| {
+        a.db(&[0x66, 0x6A, 0x07])?; // push word 7
+        a.db(&[0x66, 0xE8, 0x02, 0x00])?; // call +2 (to LOW+9)
+        a.hlt()?; // LOW+7
+        a.nop()?; // LOW+8
+        a.movzx(eax, word_ptr(esp + 2))?; // LOW+9
+        a.db(&[0x66, 0xC2, 0x02, 0x00]) // retw 2
+    });
+    assert_eq!(r.stop, Stop::Halted { eip: LOW + 8 });
+    assert_eq!(r.reg(eax), 7);
+    assert_eq!(r.reg(esp), STACK);
+}
+
+#[test]
+fn jmp_rel16_truncates_the_target_to_16_bits() {
+    // At 0x3000 in a 32-bit segment, `jmp rel16` lands on the 16-bit
+    // target; the upper half of EIP is cleared (here already 0).
+    let r = run_low(|a| {
+        a.db(&[0x66, 0xE9, 0x05, 0x00])?; // jmp +5 (LOW+4+5 = LOW+9)
+        a.mov(ebx, 1u32)?; // LOW+4..LOW+9, skipped
+        a.mov(eax, 2u32)?; // LOW+9
+        a.hlt()
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 0);
+    assert_eq!(r.reg(eax), 2);
+}
+
+#[test]
+fn call_through_a_16_bit_register_pushes_a_word() {
+    let r = run_low(|a| {
+        a.mov(eax, 0xFFFF_0000u32 | (LOW + 9))?; // LOW: ax = the target
+        a.db(&[0x66, 0xFF, 0xD0])?; // LOW+5: call ax
+        a.hlt()?; // LOW+8
+        a.mov(ebx, esp)?; // LOW+9
+        a.movzx(ecx, word_ptr(esp))?;
+        a.mov(esp, STACK)?;
+        a.hlt()
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), STACK - 2);
+    assert_eq!(r.reg(ecx), LOW + 8);
+}

@@ -899,3 +899,59 @@ fn exceptions_are_counted() {
     r.assert_exception(vec::UD, at);
     assert_eq!(r.counter("guest_exceptions"), 1);
 }
+
+// ---- more #UD / #DB forms, and fetches at the end of RAM ----
+
+#[test]
+fn ud1_raises_ud() {
+    let (r, at, _) = run_around(|_| Ok(()), |a| a.db(&[0x0F, 0xB9, 0xC0]));
+    r.assert_exception(vec::UD, at);
+}
+
+#[test]
+fn icebp_raises_db_with_the_eip_after_it() {
+    let (r, _, after) = run_around(|_| Ok(()), |a| a.db(&[0xF1]));
+    r.assert_exception(vec::DB, after);
+}
+
+#[test]
+fn an_instruction_straddling_the_end_of_ram_faults_on_the_fetch() {
+    // B8 at RAM_END-2 and one immediate byte: the rest is not RAM.
+    let r = run_asm(|a| {
+        a.mov(byte_ptr(RAM_END - 2), 0xB8u32)?;
+        a.mov(byte_ptr(RAM_END - 1), 0x11u32)?;
+        a.mov(eax, RAM_END - 2)?;
+        a.jmp(eax)?;
+        Ok(())
+    });
+    let exc = r.assert_exception(vec::PF, RAM_END - 2);
+    assert_eq!(exc.addr, RAM_END);
+}
+
+#[test]
+fn an_instruction_ending_at_the_end_of_ram_runs() {
+    let r = run_asm(|a| {
+        a.mov(byte_ptr(RAM_END - 2), 0x40u32)?; // inc eax
+        a.mov(byte_ptr(RAM_END - 1), 0xF4u32)?; // hlt
+        a.mov(ebx, RAM_END - 2)?;
+        a.xor(eax, eax)?;
+        a.jmp(ebx)?;
+        Ok(())
+    });
+    assert_eq!(r.stop, Stop::Halted { eip: RAM_END });
+    assert_eq!(r.reg(eax), 1);
+}
+
+#[test]
+fn running_off_the_end_of_ram_faults_at_ram_end() {
+    let r = run_asm(|a| {
+        a.mov(byte_ptr(RAM_END - 1), 0x40u32)?; // inc eax, then nothing
+        a.mov(ebx, RAM_END - 1)?;
+        a.xor(eax, eax)?;
+        a.jmp(ebx)?;
+        Ok(())
+    });
+    let exc = r.assert_exception(vec::PF, RAM_END);
+    assert_eq!(exc.addr, RAM_END);
+    assert_eq!(r.reg(eax), 1);
+}
