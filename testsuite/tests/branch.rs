@@ -918,8 +918,7 @@ fn run_low(low: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run
         a.jmp(eax)
     });
     let code = assemble_at(LOW, low);
-    let r = run_image_blocks(&[(LOW, code), (LOAD, main)], LOAD);
-    r
+    run_image_blocks(&[(LOW, code), (LOAD, main)], LOAD)
 }
 
 fn run_image_blocks(blocks: &[(u32, Vec<u8>)], entry: u32) -> Run {

@@ -313,7 +313,7 @@ fn bound_with_esp_based_bounds() {
 
 #[test]
 fn load_beyond_ram_raises_pf_with_the_address() {
-    let (r, at, _) = run_around(|a| distinct(a), |a| a.mov(eax, dword_ptr(NOT_RAM)));
+    let (r, at, _) = run_around(distinct, |a| a.mov(eax, dword_ptr(NOT_RAM)));
     let exc = r.assert_exception(vec::PF, at);
     assert_eq!(exc.addr, NOT_RAM);
     assert_eq!(exc.error & 2, 0, "a read");
@@ -323,7 +323,7 @@ fn load_beyond_ram_raises_pf_with_the_address() {
 
 #[test]
 fn store_beyond_ram_raises_pf_with_the_address() {
-    let (r, at, _) = run_around(|a| distinct(a), |a| a.mov(dword_ptr(NOT_RAM + 0x10), ebx));
+    let (r, at, _) = run_around(distinct, |a| a.mov(dword_ptr(NOT_RAM + 0x10), ebx));
     let exc = r.assert_exception(vec::PF, at);
     assert_eq!(exc.addr, NOT_RAM + 0x10);
     assert_eq!(exc.error & 2, 2, "a write");
@@ -434,7 +434,7 @@ fn cmov_not_taken_with_a_source_beyond_ram_still_faults() {
 
 #[test]
 fn cmpxchg8b_beyond_ram_faults_with_registers_intact() {
-    let (r, at, _) = run_around(|a| distinct(a), |a| a.cmpxchg8b(qword_ptr(NOT_RAM)));
+    let (r, at, _) = run_around(distinct, |a| a.cmpxchg8b(qword_ptr(NOT_RAM)));
     r.assert_exception(vec::PF, at);
     assert_eq!(r.regs(), distinct_regs(S));
 }
