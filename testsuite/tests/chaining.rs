@@ -413,3 +413,30 @@ fn execution_counters_are_not_kept_without_stats() {
     let tus = report.counters.iter().find(|(k, _)| k == "tus_executed").unwrap();
     assert_eq!(tus.1, None);
 }
+
+#[test]
+fn very_deep_recursion_completes() {
+    // A million nested calls (4 MiB of guest stack), then a million returns.
+    let r = run_asm(|a| {
+        let mut f = a.create_label();
+        let mut base = a.create_label();
+        let mut done = a.create_label();
+        a.mov(esp, 16u32 << 20)?;
+        a.mov(ecx, 1_000_000u32)?;
+        a.call(f)?;
+        a.jmp(done)?;
+        a.set_label(&mut f)?;
+        a.dec(ecx)?;
+        a.jz(base)?;
+        a.call(f)?;
+        a.inc(eax)?;
+        a.set_label(&mut base)?;
+        a.ret()?;
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 999_999);
+    assert_eq!(r.reg(esp), 16 << 20);
+}

@@ -983,3 +983,16 @@ fn many_pushes_then_many_pops_in_one_block() {
     assert_eq!(r.reg(ecx), 0);
     assert_eq!(r.reg(esp), S);
 }
+
+#[test]
+fn enter_nesting_level_is_taken_modulo_32() {
+    let r = run_asm(|a| {
+        a.mov(ebp, 0x1111u32)?;
+        a.enter(8u32, 33u32)?; // level 1
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(S - 8), S - 4);
+    assert_eq!(r.reg(ebp), S - 4);
+    assert_eq!(r.reg(esp), S - 16);
+}
