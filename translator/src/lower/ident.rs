@@ -43,6 +43,9 @@ fn feature_allowed(f: CpuidFeature) -> bool {
 
 pub fn family(insn: &Instruction) -> Family {
     use Mnemonic as M;
+    if is_rep_bit_scan(insn) {
+        return Family::Ident;
+    }
     if insn.is_invalid() || !insn.cpuid_features().iter().all(|&f| feature_allowed(f)) {
         return Family::Invalid;
     }
@@ -227,6 +230,13 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
     insn.set_segment_prefix(Register::GS);
 }
 
+/// `rep bsf`/`rep bsr` (F3 0F BC/BD): tzcnt/lzcnt on CPUs with BMI1/LZCNT,
+/// but plain bsf/bsr on a P6, which ignores the prefix. Compilers emit
+/// `rep bsf` on purpose for that reason.
+fn is_rep_bit_scan(insn: &Instruction) -> bool {
+    matches!(insn.code(), Code::Tzcnt_r16_rm16 | Code::Tzcnt_r32_rm32 | Code::Lzcnt_r16_rm16 | Code::Lzcnt_r32_rm32)
+}
+
 /// The host form of a guest instruction whose code differs in 64-bit mode.
 fn host_code(code: Code) -> Code {
     match code {
@@ -234,6 +244,11 @@ fn host_code(code: Code) -> Code {
         Code::Dec_r32 => Code::Dec_rm32,
         Code::Inc_r16 => Code::Inc_rm16,
         Code::Dec_r16 => Code::Dec_rm16,
+        // The host has BMI1/LZCNT: it must not see the prefix (see is_rep_bit_scan).
+        Code::Tzcnt_r16_rm16 => Code::Bsf_r16_rm16,
+        Code::Tzcnt_r32_rm32 => Code::Bsf_r32_rm32,
+        Code::Lzcnt_r16_rm16 => Code::Bsr_r16_rm16,
+        Code::Lzcnt_r32_rm32 => Code::Bsr_r32_rm32,
         // 0x82 is an alias of 0x80 that 64-bit mode dropped.
         Code::Add_rm8_imm8_82 => Code::Add_rm8_imm8,
         Code::Or_rm8_imm8_82 => Code::Or_rm8_imm8,
@@ -276,6 +291,9 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
         return Ok(());
     }
     let mut insn = *guest;
+    if is_rep_bit_scan(&insn) {
+        insn.set_has_repe_prefix(false);
+    }
     insn.set_code(host_code(insn.code()));
     for i in 0..insn.op_count() {
         if insn.op_kind(i) == OpKind::Register {
