@@ -390,7 +390,9 @@ impl Machine {
 
     /// A handle another thread can use to stop this machine's run.
     pub fn exit_handle(&self) -> ExitHandle {
-        ExitHandle { poll: self.translator.poll().clone() }
+        ExitHandle {
+            poll: self.translator.poll().clone(),
+        }
     }
 
     /// Statistics for reports.

@@ -124,7 +124,11 @@ impl GuestMemory {
         }
         // SAFETY: the guest space starts GUARD bytes into the reservation.
         let shadow = unsafe { shadow.cast::<u8>().add(GUARD) };
-        let mem = GuestMemory { size, flat: flat.cast(), shadow };
+        let mem = GuestMemory {
+            size,
+            flat: flat.cast(),
+            shadow,
+        };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
         Ok(mem)

@@ -166,7 +166,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: info is valid for SA_SIGINFO handlers.
     let fault = unsafe { (*info).si_addr() } as u64;
     let guard = cpu.call_stack_guard;
-    if sig == libc::SIGSEGV && fault.wrapping_sub(guard) < translator::callstack::GUARD_SIZE as u64 {
+    if sig == libc::SIGSEGV && fault.wrapping_sub(guard) < translator::callstack::GUARD_SIZE as u64
+    {
         // The return stack overflowed (calls without returns): it is only a
         // hint, so start it over at the sentinel slot and retry the push.
         gregs[libc::REG_RSP as usize] = cpu.call_stack_top as i64;

@@ -57,7 +57,9 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
         if insn.is_invalid() && decoder.last_error() == DecoderError::NoMoreBytes {
             // The instruction runs into memory that cannot be fetched.
             if insns.is_empty() {
-                return Err(FetchFault { addr: eip.wrapping_add(avail as u32) });
+                return Err(FetchFault {
+                    addr: eip.wrapping_add(avail as u32),
+                });
             }
             break;
         }

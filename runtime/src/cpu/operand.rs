@@ -37,7 +37,9 @@ fn is_high8(r: Register) -> bool {
 /// The linear address of the memory operand (segment bases are 0 in the
 /// flat model this runtime supports so far).
 pub fn effective_address(cpu: &CpuState, insn: &Instruction) -> u32 {
-    let op = (0..insn.op_count()).find(|&i| insn.op_kind(i) == OpKind::Memory).unwrap_or(0);
+    let op = (0..insn.op_count())
+        .find(|&i| insn.op_kind(i) == OpKind::Memory)
+        .unwrap_or(0);
     let va = insn.virtual_address(op, 0, |reg, _, _| {
         if reg.is_segment_register() {
             Some(0)

@@ -2,7 +2,7 @@
 //! 64-bit host form: movs stos lods cmps scas, with rep/repe/repne and DF.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
-use translator::abi::{flags, CpuState};
+use translator::abi::{CpuState, flags};
 
 use super::operand::set_reg;
 use super::{Exception, System};
@@ -18,10 +18,18 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
         M::Movsw | M::Stosw | M::Lodsw | M::Cmpsw | M::Scasw => 2,
         _ => 4,
     };
-    let a16 = (0..insn.op_count())
-        .any(|i| matches!(insn.op_kind(i), OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI));
+    let a16 = (0..insn.op_count()).any(|i| {
+        matches!(
+            insn.op_kind(i),
+            OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
+        )
+    });
     let mask: u32 = if a16 { 0xFFFF } else { 0xFFFF_FFFF };
-    let step = if cpu.arith_flags & flags::DF != 0 { size.wrapping_neg() } else { size };
+    let step = if cpu.arith_flags & flags::DF != 0 {
+        size.wrapping_neg()
+    } else {
+        size
+    };
     let rep = insn.has_rep_prefix() || insn.has_repe_prefix() || insn.has_repne_prefix();
     let value_mask = super::super::devices::mask(size as u8);
     let acc = match size {
@@ -89,7 +97,11 @@ fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
 /// The flags of `a - b` at `size` bytes, as cmp sets them.
 pub fn set_sub_flags(cpu: &mut CpuState, a: u32, b: u32, size: u32) {
     let bits = size * 8;
-    let m = if bits == 32 { u32::MAX } else { (1 << bits) - 1 };
+    let m = if bits == 32 {
+        u32::MAX
+    } else {
+        (1 << bits) - 1
+    };
     let (a, b) = (a & m, b & m);
     let r = a.wrapping_sub(b) & m;
     let msb = 1 << (bits - 1);

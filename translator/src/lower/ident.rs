@@ -234,7 +234,10 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
 /// but plain bsf/bsr on a P6, which ignores the prefix. Compilers emit
 /// `rep bsf` on purpose for that reason.
 fn is_rep_bit_scan(insn: &Instruction) -> bool {
-    matches!(insn.code(), Code::Tzcnt_r16_rm16 | Code::Tzcnt_r32_rm32 | Code::Lzcnt_r16_rm16 | Code::Lzcnt_r32_rm32)
+    matches!(
+        insn.code(),
+        Code::Tzcnt_r16_rm16 | Code::Tzcnt_r32_rm32 | Code::Lzcnt_r16_rm16 | Code::Lzcnt_r32_rm32
+    )
 }
 
 /// The host form of a guest instruction whose code differs in 64-bit mode.

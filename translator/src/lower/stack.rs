@@ -42,14 +42,6 @@ fn op_size(insn: &Instruction) -> u32 {
     insn.stack_pointer_increment().unsigned_abs()
 }
 
-fn reg_of_size(size: u32, r32: Register) -> Register {
-    match (size, r32) {
-        (2, Register::R11D) => Register::R11W,
-        (2, Register::R10D) => Register::R10W,
-        (_, r) => r,
-    }
-}
-
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     use Mnemonic as M;
     match insn.mnemonic() {
@@ -69,7 +61,7 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
 /// Puts the value to push in a register (r11 unless it already is one).
 fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
     let size = op_size(insn);
-    let r11 = reg_of_size(size, Register::R11D);
+    let r11 = sized(size, Register::R11D);
     let src = match insn.op0_kind() {
         OpKind::Register if insn.op0_register().is_segment_register() => {
             // A 32-bit push of a segment register writes only the low word.
@@ -133,17 +125,10 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
             let dst = ident::host_reg(insn.op0_register());
             if dst.full_register() == Register::R12 {
                 // pop esp / pop sp: esp is incremented, then overwritten.
-                b.e.put(load(size, reg_of_size(size, Register::R11D), ESP, 0));
+                b.e.put(load(size, sized(size, Register::R11D), ESP, 0));
                 adjust_esp(b, size as i32);
                 b.flush_esp();
-                let code = if size == 2 {
-                    Code::Mov_r16_rm16
-                } else {
-                    Code::Mov_r32_rm32
-                };
-                b.e.put(
-                    Instruction::with2(code, dst, reg_of_size(size, Register::R11D)).expect("mov"),
-                );
+                b.e.put(mov_reg(size, dst, Register::R11D));
             } else {
                 b.e.put(load(size, dst, ESP, b.sp(0)));
                 adjust_esp(b, size as i32);
@@ -151,7 +136,7 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         }
         _ => {
             // pop [mem]: an esp-based address uses the incremented esp.
-            let r11 = reg_of_size(size, Register::R11D);
+            let r11 = sized(size, Register::R11D);
             b.e.put(load(size, r11, ESP, 0));
             let code = if size == 2 {
                 Code::Mov_rm16_r16
@@ -185,6 +170,17 @@ const GPRS32: [Register; 8] = [
     Register::EDI,
 ];
 
+/// `mov dst, src` at operand size `size` (both given as 32-bit registers).
+fn mov_reg(size: u32, dst: Register, src: Register) -> Instruction {
+    let code = if size == 2 {
+        Code::Mov_r16_rm16
+    } else {
+        Code::Mov_r32_rm32
+    };
+    Instruction::with2(code, sized(size, dst), sized(size, src)).expect("mov")
+}
+
+/// The `size`-byte form of a 32-bit register.
 fn sized(size: u32, r: Register) -> Register {
     if size == 4 {
         return r;
@@ -228,19 +224,7 @@ fn popa(b: &mut TuBuilder, size: u32) {
         }
         b.e.put(load(size, sized(size, *r), ESP, (7 - i as i64) * s));
     }
-    let code = if size == 2 {
-        Code::Mov_r16_rm16
-    } else {
-        Code::Mov_r32_rm32
-    };
-    b.e.put(
-        Instruction::with2(
-            code,
-            sized(size, Register::EAX),
-            sized(size, Register::R11D),
-        )
-        .expect("mov"),
-    );
+    b.e.put(mov_reg(size, Register::EAX, Register::R11D));
     adjust_esp(b, 8 * size as i32);
 }
 
@@ -331,17 +315,5 @@ fn op_size_enter(insn: &Instruction) -> u32 {
 fn leave(b: &mut TuBuilder, size: u32) {
     b.e.put(load(size, sized(size, Register::R11D), Register::EBP, 0));
     asm!(b.e; lea r12d, [rbp + size as i32]);
-    let code = if size == 2 {
-        Code::Mov_r16_rm16
-    } else {
-        Code::Mov_r32_rm32
-    };
-    b.e.put(
-        Instruction::with2(
-            code,
-            sized(size, Register::EBP),
-            sized(size, Register::R11D),
-        )
-        .expect("mov"),
-    );
+    b.e.put(mov_reg(size, Register::EBP, Register::R11D));
 }
