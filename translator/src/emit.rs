@@ -152,6 +152,33 @@ impl Emitter {
         slot
     }
 
+    /// `jcc rel32` (condition `cc`, Intel's 4-bit encoding) to `target`
+    /// with an aligned, patchable rel32; returns the offset of the rel32.
+    pub fn patchable_jcc(&mut self, cc: u8, target: DynamicLabel) -> usize {
+        self.align_rel32(6);
+        let at = self.offset();
+        match cc & 15 {
+            0 => asm!(self; jo =>target),
+            1 => asm!(self; jno =>target),
+            2 => asm!(self; jb =>target),
+            3 => asm!(self; jae =>target),
+            4 => asm!(self; je =>target),
+            5 => asm!(self; jne =>target),
+            6 => asm!(self; jbe =>target),
+            7 => asm!(self; ja =>target),
+            8 => asm!(self; js =>target),
+            9 => asm!(self; jns =>target),
+            10 => asm!(self; jp =>target),
+            11 => asm!(self; jnp =>target),
+            12 => asm!(self; jl =>target),
+            13 => asm!(self; jge =>target),
+            14 => asm!(self; jle =>target),
+            _ => asm!(self; jg =>target),
+        }
+        debug_assert_eq!(self.offset(), at + 6, "dynasm must emit jcc rel32");
+        self.offset() - 4
+    }
+
     /// Stores a 32-bit immediate into a CPU state field.
     pub fn set_state32(&mut self, field: i32, value: u32) {
         asm!(self; mov DWORD [cpu + field], value as i32);

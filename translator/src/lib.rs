@@ -198,7 +198,7 @@ impl Translator {
             self.insns.push(insns);
             self.map.insert(key, base);
             if log::log_enabled!(target: "bt86::jit", log::Level::Trace) {
-                log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x}:\n{}", key.eip, base, disassemble(&lowered.code, base));
+                log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x} (arena +{:#x}):\n{}", key.eip, base, arena_off, disassemble(&lowered.code, base));
             }
             return Ok(base);
         }

@@ -89,7 +89,7 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         M::Ud0 | M::Ud1 | M::Ud2 => b.raise(vector::UD, exc_kind::HARDWARE, insn.ip32()),
         _ => {
             let cc = condition_number(insn.condition_code());
-            b.chain_unless(&[0x70 | (cc ^ 1)], insn.near_branch32());
+            b.chain_if(cc, insn.near_branch32());
             b.chain_to(next);
         }
     }

@@ -245,6 +245,18 @@ impl<'a> TuBuilder<'a> {
         });
     }
 
+    /// Like [`TuBuilder::chain_to`], taken if condition `cc` holds.
+    pub fn chain_if(&mut self, cc: u8, target: u32) {
+        self.flush_esp();
+        let label = self.e.label();
+        let slot = self.e.patchable_jcc(cc, label);
+        self.cold.push(Cold::Chain {
+            label,
+            target,
+            slot,
+        });
+    }
+
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
     /// `short` (opcode bytes; its rel8 is added) is taken.
     pub fn chain_unless(&mut self, short: &[u8], target: u32) {

@@ -16,8 +16,8 @@ pub fn adjust_esp(b: &mut TuBuilder, delta: i32) {
     b.adjust_esp(delta);
 }
 
-/// Whether the instruction addresses the stack only through
-/// `TuBuilder::sp`, so r12 may lag behind guest esp while it runs.
+/// Whether r12 may lag behind guest esp while this instruction runs: it
+/// addresses the stack only through `TuBuilder::sp`, or not at all.
 pub fn defers_esp(insn: &Instruction) -> bool {
     let esp = |r: Register| r.full_register32() == Register::ESP;
     match insn.mnemonic() {
@@ -33,7 +33,17 @@ pub fn defers_esp(insn: &Instruction) -> bool {
         }
         Mnemonic::Ret => true,
         Mnemonic::Call => matches!(insn.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32),
-        _ => false,
+        // Other instructions the host runs as they are, if they neither
+        // name esp nor need r11 (16-bit addressing) or a register borrow:
+        // a fault in them finds the lag in their site's fixup.
+        _ => {
+            ident::family(insn) == ident::Family::Ident
+                && !insn.memory_base().is_gpr16()
+                && !(0..insn.op_count())
+                    .any(|i| insn.op_kind(i) == OpKind::Register && esp(insn.op_register(i)))
+                && insn.memory_base().full_register32() != Register::ESP
+                && insn.memory_index().full_register32() != Register::ESP
+        }
     }
 }
 
