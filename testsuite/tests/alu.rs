@@ -1562,3 +1562,21 @@ fn arpl_raises_the_rpl_of_the_destination() {
     assert_eq!(r.reg(edx), 0x0013);
     assert_eq!(r.reg(ecx) & 0xFFFF, 0x0001);
 }
+
+#[test]
+fn hint_nops_and_endbr32_do_nothing_even_with_memory_beyond_ram() {
+    // endbr32, cldemote/rdsspd encodings, 0F 19 with a [disp32] far beyond
+    // RAM, a 0x66 multi-byte NOP: all NOPs on a P6, none touches memory.
+    let r = run_asm(|a| {
+        a.mov(eax, 0x1234u32)?;
+        a.db(&[0xF3, 0x0F, 0x1E, 0xFB])?;
+        a.db(&[0x0F, 0x1C, 0x40, 0x10])?;
+        a.db(&[0xF3, 0x0F, 0x1E, 0xC8])?;
+        a.db(&[0x0F, 0x19, 0x05, 0x00, 0x00, 0x00, 0xF0])?;
+        a.db(&[0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00])?;
+        a.inc(eax)?;
+        Ok(())
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(eax), 0x1235);
+}

@@ -13,6 +13,8 @@ use crate::meta::Fixup;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Ident,
+    /// Does nothing on a P6: emits no code.
+    Nop,
     Stack,
     Branch,
     String,
@@ -45,6 +47,9 @@ pub fn family(insn: &Instruction) -> Family {
     use Mnemonic as M;
     if is_rep_bit_scan(insn) {
         return Family::Ident;
+    }
+    if is_hint_nop(insn) {
+        return Family::Nop;
     }
     if insn.is_invalid() || !insn.cpuid_features().iter().all(|&f| feature_allowed(f)) {
         return Family::Invalid;
@@ -228,6 +233,16 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
         }
     }
     insn.set_segment_prefix(Register::GS);
+}
+
+/// 0F 19-0F 1F are NOPs with a ModRM operand on a P6 and later, whatever
+/// newer CPUs made of some encodings (endbr32, rdsspd, cldemote...);
+/// compilers emit endbr32 and multi-byte NOPs freely. Their memory operand
+/// is never accessed.
+fn is_hint_nop(insn: &Instruction) -> bool {
+    let op = insn.op_code();
+    let byte = if op.op_code() > 0xFF { op.op_code() >> 8 } else { op.op_code() };
+    !insn.is_invalid() && op.table() == iced_x86::OpCodeTableKind::T0F && (0x19..=0x1F).contains(&byte)
 }
 
 /// `rep bsf`/`rep bsr` (F3 0F BC/BD): tzcnt/lzcnt on CPUs with BMI1/LZCNT,

@@ -324,6 +324,7 @@ fn lower_insn(b: &mut TuBuilder, insn: &Instruction, _idx: usize) -> Result<Flow
     use ident::Family;
     match ident::family(insn) {
         Family::Ident => ident::lower(b, insn).map(|()| Flow::Next),
+        Family::Nop => Ok(Flow::Next),
         Family::Stack => stack::lower(b, insn),
         Family::Branch => branch::lower(b, insn),
         Family::String => string::lower(b, insn),
