@@ -88,7 +88,7 @@ impl RunOutcome {
         match &self.stop {
             Stop::Halted { .. } => status::OK,
             Stop::DebugExit(s) => *s,
-            Stop::Unhandled { .. } => status::GUEST_CRASH,
+            Stop::Unhandled { .. } | Stop::TripleFault { .. } => status::GUEST_CRASH,
             Stop::Unsupported { .. } => status::UNSUPPORTED,
             Stop::Budget | Stop::Stopped => status::OK,
             Stop::Internal(_) => status::INTERNAL,
@@ -126,6 +126,9 @@ impl RunOutcome {
             Stop::Unsupported { eip, what } => {
                 Some(format!("unsupported at EIP={eip:#010x}: {what}"))
             }
+            Stop::TripleFault { eip } => Some(format!(
+                "triple fault at EIP={eip:#010x} (the machine would reset)"
+            )),
             Stop::Budget => Some("run budget exhausted".into()),
             Stop::Stopped => Some("stopped".into()),
             Stop::Internal(m) => Some(format!("internal error: {m}")),
@@ -278,32 +281,41 @@ impl Machine {
     }
 
     /// The host code for guest `eip`, or the guest exception fetching it raises.
-    fn code_for(&mut self, eip: u32) -> Result<usize, Stop> {
+    /// The host code for guest `eip`, or None if fetching it raised an
+    /// exception that was delivered (the CPU is now at its handler).
+    fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
         let key = self.key(eip);
         match self.translator.get(key, &mut RamCode(&self.sys.mem)) {
-            Ok(host) => Ok(host),
-            Err(TranslateError::Fetch(f)) => Err(self.exception(
-                Exception {
+            Ok(host) => Ok(Some(host)),
+            Err(TranslateError::Fetch(f)) => {
+                // An instruction fetch from no memory: #PF (I/D set), and
+                // the run goes on at the handler if there is one.
+                let exc = Exception {
                     vector: vector::PF,
                     error: 0x10,
                     addr: f.addr,
-                },
-                eip,
-                exc_kind::HARDWARE,
-            )),
+                };
+                self.exception(exc, eip, eip, exc_kind::HARDWARE)?;
+                Ok(None)
+            }
             Err(e) => Err(Stop::Internal(e.to_string())),
         }
     }
 
-    /// Delivers a guest exception. There is no IDT delivery yet: every
-    /// exception ends the run with a description.
-    fn exception(&mut self, exc: Exception, eip: u32, kind: u32) -> Stop {
+    /// Delivers a guest exception through the IDT; the run ends if that
+    /// cannot be done (no IDT, a triple fault, something unsupported).
+    fn exception(
+        &mut self,
+        exc: Exception,
+        eip: u32,
+        insn_eip: u32,
+        kind: u32,
+    ) -> Result<(), Stop> {
         self.sys.counters.exceptions += 1;
-        Stop::Unhandled {
-            exc,
-            eip,
-            soft: kind == exc_kind::SOFTWARE_INT,
+        if exc.vector == vector::PF && kind == exc_kind::HARDWARE {
+            self.cpu.cr2 = exc.addr;
         }
+        crate::cpu::interrupts::deliver(&mut self.cpu, &mut self.sys, exc, eip, insn_eip, kind)
     }
 
     /// Runs the guest until it stops.
@@ -318,7 +330,8 @@ impl Machine {
             let host = match next.take() {
                 Some(h) => h,
                 None => match self.code_for(self.cpu.eip) {
-                    Ok(h) => h,
+                    Ok(Some(h)) => h,
+                    Ok(None) => continue,
                     Err(stop) => break stop,
                 },
             };
@@ -330,20 +343,22 @@ impl Machine {
                     let generation = self.translator.generation();
                     let patch_at = self.cpu.exit_arg;
                     match self.code_for(self.cpu.eip) {
-                        Ok(target) => {
+                        Ok(Some(target)) => {
                             self.translator.chain(generation, patch_at, target);
                             next = Some(target);
                         }
+                        Ok(None) => {}
                         Err(stop) => break stop,
                     }
                 }
                 Some(ExitReason::IndirectMiss) => {
                     self.sys.counters.exit("indirect miss");
                     match self.code_for(self.cpu.eip) {
-                        Ok(target) => {
+                        Ok(Some(target)) => {
                             self.translator.jump_cache_insert(self.cpu.eip, target);
                             next = Some(target);
                         }
+                        Ok(None) => {}
                         Err(stop) => break stop,
                     }
                 }
@@ -361,11 +376,10 @@ impl Machine {
                         error: c.exc_error,
                         addr: c.fault_addr,
                     };
-                    let (eip, kind) = (c.eip, c.exc_kind);
-                    if exc.vector == vector::PF {
-                        self.cpu.cr2 = exc.addr;
+                    let (eip, insn_eip, kind) = (c.eip, c.exc_insn, c.exc_kind);
+                    if let Err(stop) = self.exception(exc, eip, insn_eip, kind) {
+                        break stop;
                     }
-                    break self.exception(exc, eip, kind);
                 }
                 Some(ExitReason::Helper) => self.sys.counters.exit("helper"),
                 Some(ExitReason::Budget) => break Stop::Budget,

@@ -215,6 +215,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         gregs[libc::REG_ERR as usize] as u64,
     );
     cpu.eip = site.guest_eip;
+    cpu.exc_insn = site.guest_eip;
     cpu.exc_vector = vec;
     cpu.exc_error = err;
     cpu.exc_kind = exc_kind::HARDWARE;

@@ -155,6 +155,9 @@ pub struct CpuState {
     pub exc_vector: u32,
     pub exc_error: u32,
     pub exc_kind: u32,
+    /// EIP of the instruction that raised the exception (differs from
+    /// `eip` for traps and software interrupts).
+    pub exc_insn: u32,
     pub fault_addr: u32,
     /// With `ExitReason::Branch`: arena offset of the rel32 to patch.
     pub exit_arg: u64,
@@ -210,6 +213,7 @@ impl CpuState {
             exc_vector: 0,
             exc_error: 0,
             exc_kind: 0,
+            exc_insn: 0,
             fault_addr: 0,
             exit_arg: 0,
             host_rsp: 0,
@@ -277,6 +281,7 @@ pub mod off {
         EXC_VECTOR = exc_vector;
         EXC_ERROR = exc_error;
         EXC_KIND = exc_kind;
+        EXC_INSN = exc_insn;
         SREGS = sregs;
         FAULT_ADDR = fault_addr;
         EXIT_ARG = exit_arg;

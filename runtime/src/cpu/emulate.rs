@@ -10,6 +10,7 @@ use translator::abi::{
     CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
+use super::descriptor::read_descriptor;
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
 use super::{Exception, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
@@ -72,6 +73,7 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
         }
         Ok(Err(Fail::Exc(exc))) => {
             cpu.eip = insn.ip32();
+            cpu.exc_insn = insn.ip32();
             cpu.exc_vector = exc.vector;
             cpu.exc_error = exc.error;
             cpu.exc_kind = exc_kind::HARDWARE;
@@ -269,6 +271,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Pop => pop_sreg(cpu, sys, insn),
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, sys, insn),
         M::Jmp | M::Call => far_transfer(cpu, sys, insn),
+        M::Iret | M::Iretd => iret(cpu, sys, insn),
+        M::Retf => far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
         _ => Ok(unsupported(
             insn,
@@ -429,59 +433,6 @@ fn load_sreg(
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Descriptor {
-    base: u32,
-    limit: u32,
-    access: u8,
-    flags: u8,
-}
-
-impl Descriptor {
-    fn present(&self) -> bool {
-        self.access & 0x80 != 0
-    }
-
-    fn flat(&self) -> bool {
-        self.present() && self.base == 0 && self.limit == 0xFFFF_FFFF
-    }
-
-    fn code32(&self) -> bool {
-        self.access & 0x18 == 0x18 && self.flags & 0x4 != 0
-    }
-}
-
-fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor> {
-    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
-    if sel & 4 != 0 {
-        return Err(gp.into());
-    }
-    let off = (sel & !7) as u32;
-    if off + 7 > sys.gdtr.limit as u32 {
-        return Err(gp.into());
-    }
-    let lo = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off))?;
-    let hi = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off + 4))?;
-    let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
-    let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
-    let flags = ((hi >> 20) & 0xF) as u8;
-    let limit = if flags & 0x8 != 0 {
-        (raw_limit << 12) | 0xFFF
-    } else {
-        raw_limit
-    };
-    let d = Descriptor {
-        base,
-        limit,
-        access: (hi >> 8) as u8,
-        flags,
-    };
-    if !d.present() {
-        return Err(Exception::with_error(vector::NP, (sel & !3) as u32).into());
-    }
-    Ok(d)
-}
-
 fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = insn.stack_pointer_increment() as u32;
     let esp = cpu.regs[4];
@@ -549,6 +500,80 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     }
     cpu.sregs[1] = sel as u32;
     Ok(Next::Jump(offset))
+}
+
+fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
+    Fail::Stop(Stop::Unsupported {
+        eip: insn.ip32(),
+        what: format!("`{insn}`: {why}"),
+    })
+}
+
+/// Checks a CS a return goes to: same privilege, flat 32-bit code.
+fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) -> Result<()> {
+    if cs & !3 == 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    if cs as u32 & 3 != cpl(cpu) {
+        return Err(unsupported_stop(
+            insn,
+            "return to another privilege level (comes with the system CPU)",
+        ));
+    }
+    let d = read_descriptor(sys, cs)?;
+    if !(d.flat() && d.code32()) {
+        return Err(unsupported_stop(
+            insn,
+            "return to a segment that is not flat 32-bit code",
+        ));
+    }
+    Ok(())
+}
+
+/// iret to the same privilege level (Intel SDM Vol. 2A IRET).
+fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = if insn.code() == Code::Iretw { 2 } else { 4 };
+    if cpu.sys_flags & flags::NT != 0 {
+        return Err(unsupported_stop(insn, "iret with NT set (a task return)"));
+    }
+    let esp = cpu.regs[4];
+    let new_eip = sys.mem.read_sized(esp, size)?;
+    let new_cs = sys.mem.read_sized(esp.wrapping_add(size), size)? as u16;
+    let new_flags = sys.mem.read_sized(esp.wrapping_add(2 * size), size)?;
+    check_return_cs(cpu, sys, insn, new_cs)?;
+    if size == 4 && new_flags & flags::VM != 0 {
+        return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
+    }
+    let keep = if size == 2 {
+        0xFFFF_0000
+    } else {
+        flags::VM | flags::VIP | flags::VIF
+    };
+    cpu.set_eflags((cpu.eflags() & keep) | (new_flags & !keep));
+    cpu.sregs[1] = new_cs as u32;
+    cpu.regs[4] = esp.wrapping_add(3 * size);
+    Ok(Next::Jump(new_eip))
+}
+
+/// retf to the same privilege level.
+fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = if matches!(insn.code(), Code::Retfw | Code::Retfw_imm16) {
+        2
+    } else {
+        4
+    };
+    let pop = if insn.op_count() > 0 {
+        insn.immediate16() as u32
+    } else {
+        0
+    };
+    let esp = cpu.regs[4];
+    let new_eip = sys.mem.read_sized(esp, size)?;
+    let new_cs = sys.mem.read_sized(esp.wrapping_add(size), size)? as u16;
+    check_return_cs(cpu, sys, insn, new_cs)?;
+    cpu.sregs[1] = new_cs as u32;
+    cpu.regs[4] = esp.wrapping_add(2 * size + pop);
+    Ok(Next::Jump(new_eip))
 }
 
 /// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).

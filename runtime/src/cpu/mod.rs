@@ -4,7 +4,9 @@
 
 mod bcd;
 mod cpuid;
+mod descriptor;
 pub mod emulate;
+pub mod interrupts;
 mod operand;
 mod string;
 
@@ -67,6 +69,8 @@ pub enum Stop {
     },
     /// The guest used something bt86 does not implement yet.
     Unsupported { eip: u32, what: String },
+    /// An exception while delivering a double fault.
+    TripleFault { eip: u32 },
     /// The run budget ran out.
     Budget,
     /// Stopped by the host (`ExitHandle::stop`).

@@ -241,8 +241,14 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
 /// is never accessed.
 fn is_hint_nop(insn: &Instruction) -> bool {
     let op = insn.op_code();
-    let byte = if op.op_code() > 0xFF { op.op_code() >> 8 } else { op.op_code() };
-    !insn.is_invalid() && op.table() == iced_x86::OpCodeTableKind::T0F && (0x19..=0x1F).contains(&byte)
+    let byte = if op.op_code() > 0xFF {
+        op.op_code() >> 8
+    } else {
+        op.op_code()
+    };
+    !insn.is_invalid()
+        && op.table() == iced_x86::OpCodeTableKind::T0F
+        && (0x19..=0x1F).contains(&byte)
 }
 
 /// `rep bsf`/`rep bsr` (F3 0F BC/BD): tzcnt/lzcnt on CPUs with BMI1/LZCNT,

@@ -309,9 +309,12 @@ impl<'a> TuBuilder<'a> {
     }
 
     /// Raises guest exception `vector` at `eip` (the faulting instruction
-    /// for faults, the next one for traps and software interrupts).
+    /// for faults, the next one for traps and software interrupts), raised
+    /// by the current instruction.
     pub fn raise(&mut self, vector: u32, kind: u32, eip: u32) {
         self.flush_esp();
+        let insn = self.sites.last().map_or(self.tu_eip, |s| s.guest_eip);
+        self.e.set_state32(off::EXC_INSN, insn);
         self.e.set_state32(off::EXC_VECTOR, vector);
         self.e.set_state32(off::EXC_ERROR, 0);
         self.e.set_state32(off::EXC_KIND, kind);

@@ -37,8 +37,10 @@ pub fn defers_esp(insn: &Instruction) -> bool {
         // name esp nor need r11 (16-bit addressing) or a register borrow:
         // a fault in them finds the lag in their site's fixup.
         _ => {
-            matches!(ident::family(insn), ident::Family::Ident | ident::Family::Nop)
-                && !insn.memory_base().is_gpr16()
+            matches!(
+                ident::family(insn),
+                ident::Family::Ident | ident::Family::Nop
+            ) && !insn.memory_base().is_gpr16()
                 && !(0..insn.op_count())
                     .any(|i| insn.op_kind(i) == OpKind::Register && esp(insn.op_register(i)))
                 && insn.memory_base().full_register32() != Register::ESP

@@ -1,0 +1,71 @@
+//! Segment descriptors from the GDT (Intel SDM Vol. 3A, 3.4.5).
+
+use translator::abi::vector;
+
+use super::{Exception, System};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Descriptor {
+    pub base: u32,
+    pub limit: u32,
+    /// Access byte: P, DPL, S, type.
+    pub access: u8,
+    /// G, D/B, L, AVL.
+    pub flags: u8,
+}
+
+impl Descriptor {
+    pub fn present(&self) -> bool {
+        self.access & 0x80 != 0
+    }
+
+    pub fn dpl(&self) -> u32 {
+        ((self.access >> 5) & 3) as u32
+    }
+
+    /// Base 0 and a 4 GiB limit: the only segments this runtime handles yet.
+    pub fn flat(&self) -> bool {
+        self.present() && self.base == 0 && self.limit == 0xFFFF_FFFF
+    }
+
+    pub fn code(&self) -> bool {
+        self.access & 0x18 == 0x18
+    }
+
+    pub fn code32(&self) -> bool {
+        self.code() && self.flags & 0x4 != 0
+    }
+}
+
+/// Reads the GDT descriptor `sel` names; #GP(sel) for LDT selectors (no
+/// LDT yet) and selectors beyond the limit, #NP(sel) if not present.
+pub fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> {
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    if sel & 4 != 0 {
+        return Err(gp);
+    }
+    let off = (sel & !7) as u32;
+    if off + 7 > sys.gdtr.limit as u32 {
+        return Err(gp);
+    }
+    let lo = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off))?;
+    let hi = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off + 4))?;
+    let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
+    let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
+    let flags = ((hi >> 20) & 0xF) as u8;
+    let limit = if flags & 0x8 != 0 {
+        (raw_limit << 12) | 0xFFF
+    } else {
+        raw_limit
+    };
+    let d = Descriptor {
+        base,
+        limit,
+        access: (hi >> 8) as u8,
+        flags,
+    };
+    if !d.present() {
+        return Err(Exception::with_error(vector::NP, (sel & !3) as u32));
+    }
+    Ok(d)
+}

@@ -1,0 +1,185 @@
+//! Exception and interrupt delivery through the IDT, and the returns from
+//! it (Intel SDM Vol. 3A, 6.12 and 6.15).
+//!
+//! Implemented: 32-bit interrupt and trap gates to flat ring-0 code at
+//! CPL 0 (no stack switch), error codes, the software-interrupt DPL
+//! check, #DF when delivery itself faults, and the triple fault. Task
+//! gates, 16-bit gates and privilege changes stop the run as unsupported
+//! until the system CPU arrives.
+
+use translator::abi::{CpuState, exc_kind, flags, vector};
+
+use super::descriptor::read_descriptor;
+use super::{Exception, Stop, System, cpl};
+
+/// Why delivery did not complete.
+enum Fail {
+    Exc(Exception),
+    Stop(Stop),
+}
+
+impl From<Exception> for Fail {
+    fn from(e: Exception) -> Self {
+        Fail::Exc(e)
+    }
+}
+
+impl From<crate::memory::MemFault> for Fail {
+    fn from(f: crate::memory::MemFault) -> Self {
+        Fail::Exc(f.into())
+    }
+}
+
+fn unsupported(eip: u32, what: &str) -> Fail {
+    Fail::Stop(Stop::Unsupported {
+        eip,
+        what: what.to_string(),
+    })
+}
+
+fn has_error_code(vector: u32) -> bool {
+    matches!(
+        vector,
+        vector::DF | vector::TS | vector::NP | vector::SS | vector::GP | vector::PF | vector::AC
+    )
+}
+
+fn contributory(vector: u32) -> bool {
+    matches!(
+        vector,
+        vector::DE | vector::TS | vector::NP | vector::SS | vector::GP
+    )
+}
+
+/// Delivers `exc` raised by the instruction at `insn_eip`, returning to
+/// `eip` (the same for faults, the next instruction for traps and
+/// software interrupts). An exception during delivery is a fault of that
+/// instruction. On success the CPU is at the handler; otherwise the run
+/// ends with the returned stop.
+pub fn deliver(
+    cpu: &mut CpuState,
+    sys: &mut System,
+    exc: Exception,
+    eip: u32,
+    insn_eip: u32,
+    kind: u32,
+) -> Result<(), Stop> {
+    if sys.idtr.limit == 0 {
+        return Err(Stop::Unhandled {
+            exc,
+            eip,
+            soft: kind == exc_kind::SOFTWARE_INT,
+        });
+    }
+    let mut exc = exc;
+    let mut kind = kind;
+    let mut eip = eip;
+    // At most three rounds: the event, a second exception (serially or as
+    // #DF), and a fault while delivering #DF, which is a triple fault.
+    for _ in 0..3 {
+        match try_deliver(cpu, sys, exc, eip, kind) {
+            Ok(()) => return Ok(()),
+            Err(Fail::Stop(s)) => return Err(s),
+            Err(Fail::Exc(second)) => {
+                let first = exc.vector;
+                if kind == exc_kind::HARDWARE && first == vector::DF {
+                    return Err(Stop::TripleFault { eip });
+                }
+                let double = kind == exc_kind::HARDWARE
+                    && ((contributory(first) && contributory(second.vector))
+                        || (first == vector::PF
+                            && (second.vector == vector::PF || contributory(second.vector))));
+                exc = if double {
+                    Exception::with_error(vector::DF, 0)
+                } else {
+                    second
+                };
+                kind = exc_kind::HARDWARE;
+                eip = insn_eip;
+            }
+        }
+    }
+    Err(Stop::TripleFault { eip })
+}
+
+fn try_deliver(
+    cpu: &mut CpuState,
+    sys: &mut System,
+    exc: Exception,
+    eip: u32,
+    kind: u32,
+) -> Result<(), Fail> {
+    let v = exc.vector;
+    let hardware = kind == exc_kind::HARDWARE;
+    let ext = hardware as u32;
+    let gate_error = v * 8 + 2 + ext;
+    let off = v * 8;
+    if off + 7 > sys.idtr.limit as u32 {
+        return Err(Exception::with_error(vector::GP, gate_error).into());
+    }
+    let lo = sys.mem.read_u32(sys.idtr.base.wrapping_add(off))?;
+    let hi = sys.mem.read_u32(sys.idtr.base.wrapping_add(off + 4))?;
+    let gate_type = (hi >> 8) & 0x1F;
+    let dpl = (hi >> 13) & 3;
+    let interrupt_gate = match gate_type {
+        0x0E => true,
+        0x0F => false,
+        0x05 => {
+            return Err(unsupported(
+                eip,
+                "delivery through a task gate (task switches come with the system CPU)",
+            ));
+        }
+        0x06 | 0x07 => return Err(unsupported(eip, "delivery through a 16-bit gate")),
+        _ => return Err(Exception::with_error(vector::GP, gate_error).into()),
+    };
+    if !hardware && dpl < cpl(cpu) {
+        return Err(Exception::with_error(vector::GP, v * 8 + 2).into());
+    }
+    if hi & 0x8000 == 0 {
+        return Err(Exception::with_error(vector::NP, gate_error).into());
+    }
+    let sel = (lo >> 16) as u16;
+    let target = (lo & 0xFFFF) | (hi & 0xFFFF_0000);
+    if sel & !3 == 0 {
+        return Err(Exception::with_error(vector::GP, ext).into());
+    }
+    let d = read_descriptor(sys, sel)?;
+    if !d.code() || d.dpl() > cpl(cpu) {
+        return Err(Exception::with_error(vector::GP, (sel & !3) as u32 + ext).into());
+    }
+    if d.dpl() < cpl(cpu) {
+        return Err(unsupported(
+            eip,
+            "an interrupt to an inner privilege level (stack switch through the TSS)",
+        ));
+    }
+    if !(d.flat() && d.code32()) {
+        return Err(unsupported(
+            eip,
+            "an interrupt handler in a segment that is not flat 32-bit code",
+        ));
+    }
+    let mut frame = vec![cpu.eflags(), cpu.sregs[1] & 0xFFFF, eip];
+    if hardware && has_error_code(v) {
+        frame.push(exc.error);
+    }
+    let esp = cpu.regs[4];
+    let new_esp = esp.wrapping_sub(4 * frame.len() as u32);
+    // Check the whole frame before writing any of it.
+    sys.mem.read_u32(new_esp)?;
+    sys.mem.read_u32(esp.wrapping_sub(4))?;
+    for (i, w) in frame.iter().enumerate() {
+        sys.mem
+            .write_u32(esp.wrapping_sub(4 * (i as u32 + 1)), *w)?;
+    }
+    cpu.regs[4] = new_esp;
+    let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
+    if interrupt_gate {
+        ef &= !flags::IF;
+    }
+    cpu.set_eflags(ef);
+    cpu.sregs[1] = (sel & !3) as u32 | cpl(cpu);
+    cpu.eip = target;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Exception and interrupt delivery through the IDT at CPL 0: 32-bit
+//! interrupt and trap gates, error codes, iret/retf, #DF and the triple
+//! fault (Intel SDM Vol. 3A, chapter 6).
+
+use bt86_testsuite::*;
+
+const GDT: u32 = 0x1000;
+const GDTR: u32 = 0x1800;
+const IDTR: u32 = 0x1810;
+const IDT: u32 = 0x2000;
+/// Where each test's body starts, after the far jump that loads CS.
+const BODY: u32 = 0x10_4000;
+/// Handler k lives at HANDLERS + k * 0x100.
+const HANDLERS: u32 = 0x10_8000;
+/// Handlers record what they saw here.
+const SEEN: u32 = 0x3000;
+const CODE_SEL: u32 = 0x08;
+
+fn handler_addr(k: u32) -> u32 {
+    HANDLERS + k * 0x100
+}
+
+/// A gate for vector `v` to handler `k`: `kind` 0x8E (interrupt gate) or
+/// 0x8F (trap gate), or 0x0E for a not-present interrupt gate.
+struct Gate {
+    v: u32,
+    handler: u32,
+    kind: u32,
+}
+
+/// GDT (null, flat code 0x08, flat data 0x10), the IDT with `gates` and
+/// limit `idt_limit`, then a far jump to BODY with CS = 0x08.
+fn setup(gates: &[Gate], idt_limit: u32) -> Vec<u8> {
+    let gates: Vec<(u32, u32, u32)> = gates.iter().map(|g| (g.v, handler_addr(g.handler), g.kind)).collect();
+    assemble_at(LOAD, move |a| {
+        a.mov(esp, STACK)?;
+        for (at, v) in [(GDT + 8, 0x0000_FFFFu32), (GDT + 12, 0x00CF_9A00), (GDT + 16, 0x0000_FFFF), (GDT + 20, 0x00CF_9200)] {
+            a.mov(dword_ptr(at), v)?;
+        }
+        a.mov(word_ptr(GDTR), 0x17u32)?;
+        a.mov(dword_ptr(GDTR + 2), GDT)?;
+        a.lgdt(ptr(GDTR))?;
+        for (v, off, kind) in &gates {
+            a.mov(dword_ptr(IDT + v * 8), (CODE_SEL << 16) | (off & 0xFFFF))?;
+            a.mov(dword_ptr(IDT + v * 8 + 4), (off & 0xFFFF_0000) | (kind << 8))?;
+        }
+        a.mov(word_ptr(IDTR), idt_limit)?;
+        a.mov(dword_ptr(IDTR + 2), IDT)?;
+        a.lidt(ptr(IDTR))?;
+        a.mov(eax, 0x10u32)?;
+        a.mov(ds, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(es, ax)?;
+        // jmp far 0x08:BODY
+        a.db(&[0xEA])?;
+        a.dd(&[BODY])?;
+        a.dw(&[CODE_SEL as u16])
+    })
+}
+
+fn run(gates: &[Gate], idt_limit: u32, body: Vec<u8>, handlers: Vec<(u32, Vec<u8>)>) -> Run {
+    let mut blocks = vec![(LOAD, setup(gates, idt_limit)), (BODY, body)];
+    for (k, code) in handlers {
+        blocks.push((handler_addr(k), code));
+    }
+    run_blocks(Options::default(), &blocks)
+}
+
+/// A handler that records the top `words` of its stack at SEEN, adds
+/// `skip` to the saved EIP (at [esp + 4 * eip_slot]), drops an error code
+/// if `pop_error`, and returns with iret.
+fn recording_handler(k: u32, words: u32, skip: u32, pop_error: bool) -> (u32, Vec<u8>) {
+    let code = assemble_at(handler_addr(k), move |a| {
+        for i in 0..words {
+            a.mov(eax, dword_ptr(esp + 4 * i))?;
+            a.mov(dword_ptr(SEEN + 4 * i), eax)?;
+        }
+        a.mov(eax, cr2)?;
+        a.mov(dword_ptr(SEEN + 0x40), eax)?;
+        if pop_error {
+            a.add(esp, 4)?;
+        }
+        a.add(dword_ptr(esp), skip)?;
+        a.iretd()
+    });
+    (k, code)
+}
+
+#[test]
+fn divide_error_goes_to_its_handler_and_iret_resumes() {
+    let body = assemble_at(BODY, |a| {
+        a.mov(ebx, 0x1234u32)?;
+        a.xor(ecx, ecx)?;
+        a.mov(eax, 7u32)?;
+        a.div(ecx)?; // 2 bytes, at BODY + 12
+        a.mov(esi, 0x5678u32)?;
+        a.hlt()
+    });
+    let r = run(&[Gate { v: 0, handler: 0, kind: 0x8E }], 0x7FF, body, vec![recording_handler(0, 3, 2, false)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x5678, "execution resumed after the div");
+    assert_eq!(r.reg(ebx), 0x1234);
+    assert_eq!(r.mem_u32(SEEN), BODY + 12, "pushed EIP is the faulting div");
+    assert_eq!(r.mem_u32(SEEN + 4), CODE_SEL, "pushed CS");
+    assert_eq!(r.mem_u32(SEEN + 8) & 0x2, 0x2, "pushed EFLAGS");
+    assert_eq!(r.reg(esp), STACK, "iret popped the frame");
+}
+
+#[test]
+fn int_n_through_a_trap_gate_returns_after_the_int_with_if_kept() {
+    let body = assemble_at(BODY, |a| {
+        a.sti()?;
+        a.int(0x80)?; // at BODY + 1, 2 bytes
+        a.pushfd()?;
+        a.pop(edi)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let handler = assemble_at(handler_addr(1), |a| {
+        a.pushfd()?;
+        a.pop(esi)?;
+        a.mov(eax, dword_ptr(esp))?;
+        a.mov(dword_ptr(SEEN), eax)?;
+        a.iretd()
+    });
+    let r = run(&[Gate { v: 0x80, handler: 1, kind: 0x8F }], 0x7FF, body, vec![(1, handler)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), BODY + 3, "a software interrupt pushes the next EIP");
+    assert_ne!(r.reg(esi) & fl::IF, 0, "a trap gate keeps IF");
+    assert_ne!(r.reg(edi) & fl::IF, 0, "iret restored IF");
+}
+
+#[test]
+fn an_interrupt_gate_clears_if_and_iret_restores_it() {
+    let body = assemble_at(BODY, |a| {
+        a.sti()?;
+        a.int(0x40)?;
+        a.pushfd()?;
+        a.pop(edi)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let handler = assemble_at(handler_addr(2), |a| {
+        a.pushfd()?;
+        a.pop(esi)?;
+        a.iretd()
+    });
+    let r = run(&[Gate { v: 0x40, handler: 2, kind: 0x8E }], 0x7FF, body, vec![(2, handler)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi) & fl::IF, 0);
+    assert_ne!(r.reg(edi) & fl::IF, 0);
+}
+
+#[test]
+fn page_fault_beyond_ram_pushes_error_code_and_sets_cr2() {
+    let body = assemble_at(BODY, |a| {
+        a.mov(ebx, 0x4000_0000u32)?;
+        a.mov(dword_ptr(ebx), eax)?; // a write beyond RAM, 2 bytes at BODY + 5
+        a.mov(esi, 1u32)?;
+        a.hlt()
+    });
+    let r = run(&[Gate { v: 14, handler: 3, kind: 0x8E }], 0x7FF, body, vec![recording_handler(3, 4, 2, true)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.mem_u32(SEEN) & 2, 2, "error code says write");
+    assert_eq!(r.mem_u32(SEEN + 4), BODY + 5, "EIP of the faulting store");
+    assert_eq!(r.mem_u32(SEEN + 0x40), 0x4000_0000, "CR2");
+    assert_eq!(r.reg(esp), STACK);
+}
+
+#[test]
+fn a_not_present_gate_raises_np_with_the_gate_in_the_error_code() {
+    let body = assemble_at(BODY, |a| {
+        a.ud2()?; // BODY
+        a.mov(esi, 1u32)?;
+        a.hlt()
+    });
+    let r = run(
+        &[Gate { v: 6, handler: 0, kind: 0x0E }, Gate { v: 11, handler: 4, kind: 0x8E }],
+        0x7FF,
+        body,
+        vec![recording_handler(4, 2, 2, true)],
+    );
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), 6 * 8 + 2 + 1, "IDT bit and EXT set, index 6");
+    assert_eq!(r.mem_u32(SEEN + 4), BODY);
+}
+
+#[test]
+fn a_fault_while_delivering_a_contributory_fault_is_a_double_fault() {
+    // #DE's gate is not present: #NP during #DE delivery -> #DF.
+    let body = assemble_at(BODY, |a| {
+        a.xor(ecx, ecx)?;
+        a.div(ecx)?;
+        a.hlt()
+    });
+    let df = assemble_at(handler_addr(5), |a| {
+        a.mov(eax, dword_ptr(esp))?;
+        a.mov(dword_ptr(SEEN), eax)?;
+        a.mov(esi, 0xDFu32)?;
+        a.hlt()
+    });
+    let r = run(&[Gate { v: 0, handler: 0, kind: 0x0E }, Gate { v: 8, handler: 5, kind: 0x8E }], 0x7FF, body, vec![(5, df)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0xDF);
+    assert_eq!(r.mem_u32(SEEN), 0, "#DF pushes error code 0");
+}
+
+#[test]
+fn a_fault_while_delivering_a_double_fault_is_a_triple_fault() {
+    // Nothing can be pushed: the stack is beyond RAM.
+    let body = assemble_at(BODY, |a| {
+        a.mov(esp, 0x4000_0000u32)?;
+        a.xor(ecx, ecx)?;
+        a.div(ecx)?;
+        a.hlt()
+    });
+    let r = run(&[Gate { v: 0, handler: 0, kind: 0x8E }, Gate { v: 8, handler: 0, kind: 0x8E }, Gate { v: 14, handler: 0, kind: 0x8E }], 0x7FF, body, vec![]);
+    assert!(matches!(r.stop, Stop::TripleFault { .. }), "{:?}", r.stop);
+}
+
+#[test]
+fn without_an_idt_an_exception_ends_the_run() {
+    let body = assemble_at(BODY, |a| a.ud2());
+    let r = run(&[], 0, body, vec![]);
+    r.assert_exception(6, BODY);
+}
+
+#[test]
+fn a_vector_beyond_the_idt_limit_is_a_general_protection_fault() {
+    let body = assemble_at(BODY, |a| {
+        a.int(0x20)?; // beyond a 16-entry IDT
+        a.hlt()
+    });
+    let r = run(&[Gate { v: 13, handler: 6, kind: 0x8E }], 16 * 8 - 1, body, vec![recording_handler(6, 2, 2, true)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), 0x20 * 8 + 2, "error code: IDT bit, index 0x20, EXT clear for int n");
+    assert_eq!(r.mem_u32(SEEN + 4), BODY, "#GP points at the int");
+}
+
+#[test]
+fn retf_reloads_cs_and_returns() {
+    let body = assemble_at(BODY, |a| {
+        a.push(CODE_SEL)?;
+        a.push(BODY + 0x20)?;
+        a.retf()?;
+        a.hlt()?;
+        Ok(())
+    });
+    let tail = assemble_at(BODY + 0x20, |a| {
+        a.mov(esi, 0x77u32)?;
+        a.hlt()
+    });
+    let mut blocks = vec![(LOAD, setup(&[], 0)), (BODY, body), (BODY + 0x20, tail)];
+    blocks.sort_by_key(|b| b.0);
+    let r = run_blocks(Options::default(), &blocks);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x77);
+    assert_eq!(r.reg(esp), STACK);
+}
