@@ -157,6 +157,8 @@ pub struct Machine {
     sys: Box<System>,
     translator: Translator,
     instrument: Instrument,
+    /// The mode the jump cache holds translations for.
+    last_mode: ModeKey,
 }
 
 /// The translator reads guest code through this (linear = physical while
@@ -207,6 +209,7 @@ impl Machine {
             sys,
             translator,
             instrument,
+            last_mode: ModeKey::FLAT32_CPL0,
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -268,8 +271,11 @@ impl Machine {
         &self.translator
     }
 
+    /// The mode generated code is translated for: 32-bit flat protected
+    /// mode (the only one so far) at the current privilege level.
     fn mode(&self) -> ModeKey {
-        ModeKey::FLAT32_CPL0
+        let cpl = crate::cpu::cpl(&self.cpu);
+        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT))
     }
 
     fn key(&self, eip: u32) -> TuKey {
@@ -326,6 +332,13 @@ impl Machine {
         let stop = loop {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
+            }
+            let mode = self.mode();
+            if mode != self.last_mode {
+                // Jump-cache entries are keyed by EIP alone.
+                self.translator.jump_cache_clear();
+                self.last_mode = mode;
+                next = None;
             }
             let host = match next.take() {
                 Some(h) => h,

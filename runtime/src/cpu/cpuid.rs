@@ -6,6 +6,7 @@ mod edx1 {
     pub const TSC: u32 = 1 << 4;
     pub const MSR: u32 = 1 << 5;
     pub const CX8: u32 = 1 << 8;
+    pub const SEP: u32 = 1 << 11;
     pub const CMOV: u32 = 1 << 15;
 }
 
@@ -26,7 +27,7 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
             SIGNATURE,
             0,
             0,
-            edx1::TSC | edx1::MSR | edx1::CX8 | edx1::CMOV,
+            edx1::TSC | edx1::MSR | edx1::CX8 | edx1::SEP | edx1::CMOV,
         ),
     }
 }

@@ -35,6 +35,41 @@ impl Descriptor {
     pub fn code32(&self) -> bool {
         self.code() && self.flags & 0x4 != 0
     }
+
+    /// A writable data segment (what SS must be).
+    pub fn writable_data(&self) -> bool {
+        self.access & 0x1A == 0x12
+    }
+
+    /// A code segment whose DPL need not equal CPL.
+    pub fn conforming(&self) -> bool {
+        self.code() && self.access & 0x04 != 0
+    }
+
+    /// The system-descriptor type (S = 0), e.g. 9/11 for a 32-bit TSS.
+    pub fn system_type(&self) -> Option<u8> {
+        (self.access & 0x10 == 0).then_some(self.access & 0x0F)
+    }
+}
+
+/// Sets or clears the busy bit of the TSS descriptor `sel`.
+pub fn set_tss_busy(sys: &System, sel: u16, busy: bool) -> Result<(), Exception> {
+    let at = sys.gdtr.base.wrapping_add((sel & !7) as u32 + 5);
+    let access = sys.mem.read_u8(at)?;
+    let access = if busy { access | 0x02 } else { access & !0x02 };
+    sys.mem.write_u8(at, access)?;
+    Ok(())
+}
+
+/// The ring-`n` stack (SS, ESP) of the current 32-bit TSS.
+pub fn tss_stack(sys: &System, ring: u32) -> Result<(u16, u32), Exception> {
+    let off = 4 + 8 * ring;
+    if sys.tr & !3 == 0 || off + 5 > sys.tss_limit {
+        return Err(Exception::with_error(vector::TS, (sys.tr & !3) as u32));
+    }
+    let esp = sys.mem.read_u32(sys.tss_base.wrapping_add(off))?;
+    let ss = sys.mem.read_u16(sys.tss_base.wrapping_add(off + 4))?;
+    Ok((ss, esp))
 }
 
 /// Reads the GDT descriptor `sel` names; #GP(sel) for LDT selectors (no

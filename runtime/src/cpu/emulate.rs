@@ -10,7 +10,7 @@ use translator::abi::{
     CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
-use super::descriptor::read_descriptor;
+use super::descriptor::{read_descriptor, set_tss_busy};
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
 use super::{Exception, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
@@ -272,6 +272,38 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, sys, insn),
         M::Jmp | M::Call => far_transfer(cpu, sys, insn),
         M::Iret | M::Iretd => iret(cpu, sys, insn),
+        M::Sysenter => sysenter(cpu, sys),
+        M::Sysexit => sysexit(cpu, sys),
+        M::Ltr => load_task_register(cpu, sys, insn),
+        M::Str => {
+            let size = if insn.op0_kind() == OpKind::Register {
+                insn.op0_register().size() as u32
+            } else {
+                2
+            };
+            write_op(cpu, sys, insn, 0, size, sys.tr as u32)?;
+            Ok(Next::Continue)
+        }
+        M::Sldt => {
+            // No LDT is ever loaded yet.
+            let size = if insn.op0_kind() == OpKind::Register {
+                insn.op0_register().size() as u32
+            } else {
+                2
+            };
+            write_op(cpu, sys, insn, 0, size, 0)?;
+            Ok(Next::Continue)
+        }
+        M::Lldt => {
+            require_ring0(cpu)?;
+            if read_op(cpu, sys, insn, 0, 2)? & !3 != 0 {
+                return Err(unsupported_stop(
+                    insn,
+                    "a local descriptor table (comes with the system CPU)",
+                ));
+            }
+            Ok(Next::Continue)
+        }
         M::Retf => far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
         _ => Ok(unsupported(
@@ -509,60 +541,120 @@ fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
     })
 }
 
-/// Checks a CS a return goes to: same privilege, flat 32-bit code.
-fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) -> Result<()> {
-    if cs & !3 == 0 {
-        return Err(Exception::with_error(vector::GP, 0).into());
-    }
-    if cs as u32 & 3 != cpl(cpu) {
-        return Err(unsupported_stop(
-            insn,
-            "return to another privilege level (comes with the system CPU)",
-        ));
+/// Checks the CS a far return or iret goes to (its RPL is the new CPL,
+/// never inner to the current one) and returns that privilege level.
+fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) -> Result<u32> {
+    let gp = Exception::with_error(vector::GP, (cs & !3) as u32);
+    let rpl = (cs & 3) as u32;
+    if cs & !3 == 0 || rpl < cpl(cpu) {
+        return Err(gp.into());
     }
     let d = read_descriptor(sys, cs)?;
+    if !d.code() || (!d.conforming() && d.dpl() != rpl) || (d.conforming() && d.dpl() > rpl) {
+        return Err(gp.into());
+    }
     if !(d.flat() && d.code32()) {
         return Err(unsupported_stop(
             insn,
             "return to a segment that is not flat 32-bit code",
         ));
     }
+    Ok(rpl)
+}
+
+/// Checks the SS popped by a return to ring `rpl`.
+fn check_return_ss(sys: &System, insn: &Instruction, ss: u16, rpl: u32) -> Result<()> {
+    let gp = Exception::with_error(vector::GP, (ss & !3) as u32);
+    if ss & !3 == 0 || (ss & 3) as u32 != rpl {
+        return Err(gp.into());
+    }
+    let d = read_descriptor(sys, ss)?;
+    if !d.writable_data() || d.dpl() != rpl {
+        return Err(gp.into());
+    }
+    if !d.flat() {
+        return Err(unsupported_stop(
+            insn,
+            "return to a stack segment that is not flat",
+        ));
+    }
     Ok(())
 }
 
-/// iret to the same privilege level (Intel SDM Vol. 2A IRET).
+/// After a return to an outer ring, data segment registers the new ring
+/// may not use become null (Intel SDM Vol. 2A, RET/IRET).
+fn null_inaccessible_segments(cpu: &mut CpuState, sys: &System) {
+    let new_cpl = cpl(cpu);
+    for i in [
+        super::SREG_ES,
+        super::SREG_DS,
+        super::SREG_FS,
+        super::SREG_GS,
+    ] {
+        let sel = cpu.sregs[i] as u16;
+        if sel & !3 == 0 {
+            continue;
+        }
+        let keep = read_descriptor(sys, sel).is_ok_and(|d| d.conforming() || d.dpl() >= new_cpl);
+        if !keep {
+            cpu.sregs[i] = 0;
+        }
+    }
+}
+
+/// iret within protected mode, to the same or an outer privilege level
+/// (Intel SDM Vol. 2A IRET).
 fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = if insn.code() == Code::Iretw { 2 } else { 4 };
     if cpu.sys_flags & flags::NT != 0 {
         return Err(unsupported_stop(insn, "iret with NT set (a task return)"));
     }
     let esp = cpu.regs[4];
-    let new_eip = sys.mem.read_sized(esp, size)?;
-    let new_cs = sys.mem.read_sized(esp.wrapping_add(size), size)? as u16;
-    let new_flags = sys.mem.read_sized(esp.wrapping_add(2 * size), size)?;
-    check_return_cs(cpu, sys, insn, new_cs)?;
-    if size == 4 && new_flags & flags::VM != 0 {
+    let pop = |i: u32| sys.mem.read_sized(esp.wrapping_add(i * size), size);
+    let (new_eip, new_cs, new_flags) = (pop(0)?, pop(1)? as u16, pop(2)?);
+    if size == 4 && new_flags & flags::VM != 0 && cpl(cpu) == 0 {
         return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
     }
-    let keep = if size == 2 {
-        0xFFFF_0000
+    let new_cpl = check_return_cs(cpu, sys, insn, new_cs)?;
+    let outer = new_cpl > cpl(cpu);
+    let (new_esp, new_ss) = if outer {
+        let (e, s) = (pop(3)?, pop(4)? as u16);
+        check_return_ss(sys, insn, s, new_cpl)?;
+        (e, Some(s))
     } else {
-        flags::VM | flags::VIP | flags::VIF
+        (esp.wrapping_add(3 * size), None)
     };
-    cpu.set_eflags((cpu.eflags() & keep) | (new_flags & !keep));
-    cpu.sregs[1] = new_cs as u32;
-    cpu.regs[4] = esp.wrapping_add(3 * size);
+    // What the old privilege level may change (POPF's rules).
+    let old = cpu.eflags();
+    let iopl = (old & flags::IOPL) >> 12;
+    let mut writable = flags::WRITABLE & !(flags::VM | flags::VIP | flags::VIF);
+    if cpl(cpu) > 0 {
+        writable &= !flags::IOPL;
+    }
+    if cpl(cpu) > iopl {
+        writable &= !flags::IF;
+    }
+    if size == 2 {
+        writable &= 0xFFFF;
+    }
+    cpu.set_eflags((old & !writable) | (new_flags & writable));
+    cpu.sregs[super::SREG_CS] = new_cs as u32;
+    cpu.regs[4] = new_esp;
+    if let Some(ss) = new_ss {
+        cpu.sregs[super::SREG_SS] = ss as u32;
+        null_inaccessible_segments(cpu, sys);
+    }
     Ok(Next::Jump(new_eip))
 }
 
-/// retf to the same privilege level.
+/// retf, to the same or an outer privilege level.
 fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = if matches!(insn.code(), Code::Retfw | Code::Retfw_imm16) {
         2
     } else {
         4
     };
-    let pop = if insn.op_count() > 0 {
+    let params = if insn.op_count() > 0 {
         insn.immediate16() as u32
     } else {
         0
@@ -570,10 +662,68 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
     let esp = cpu.regs[4];
     let new_eip = sys.mem.read_sized(esp, size)?;
     let new_cs = sys.mem.read_sized(esp.wrapping_add(size), size)? as u16;
-    check_return_cs(cpu, sys, insn, new_cs)?;
-    cpu.sregs[1] = new_cs as u32;
-    cpu.regs[4] = esp.wrapping_add(2 * size + pop);
+    let new_cpl = check_return_cs(cpu, sys, insn, new_cs)?;
+    let mut new_esp = esp.wrapping_add(2 * size + params);
+    if new_cpl > cpl(cpu) {
+        let outer_esp = sys.mem.read_sized(new_esp, size)?;
+        let ss = sys.mem.read_sized(new_esp.wrapping_add(size), size)? as u16;
+        check_return_ss(sys, insn, ss, new_cpl)?;
+        cpu.sregs[super::SREG_SS] = ss as u32;
+        new_esp = outer_esp.wrapping_add(params);
+        cpu.sregs[super::SREG_CS] = new_cs as u32;
+        null_inaccessible_segments(cpu, sys);
+    } else {
+        cpu.sregs[super::SREG_CS] = new_cs as u32;
+    }
+    cpu.regs[4] = new_esp;
     Ok(Next::Jump(new_eip))
+}
+
+/// sysenter (Intel SDM Vol. 2B): to ring 0 at SYSENTER_CS:SYSENTER_EIP,
+/// flat segments implied.
+fn sysenter(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
+    if sys.sysenter_cs & 0xFFFC == 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    let ef = cpu.eflags() & !(flags::VM | flags::IF | flags::RF);
+    cpu.set_eflags(ef);
+    let cs = sys.sysenter_cs & 0xFFFC;
+    cpu.sregs[super::SREG_CS] = cs;
+    cpu.sregs[super::SREG_SS] = cs + 8;
+    cpu.regs[4] = sys.sysenter_esp;
+    Ok(Next::Jump(sys.sysenter_eip))
+}
+
+/// sysexit: back to ring 3 at EDX with ESP = ECX.
+fn sysexit(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
+    if sys.sysenter_cs & 0xFFFC == 0 || cpl(cpu) != 0 {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    let cs = sys.sysenter_cs & 0xFFFC;
+    cpu.sregs[super::SREG_CS] = (cs + 16) | 3;
+    cpu.sregs[super::SREG_SS] = (cs + 24) | 3;
+    cpu.regs[4] = cpu.regs[1];
+    Ok(Next::Jump(cpu.regs[2]))
+}
+
+/// ltr: load the task register from an available 32-bit TSS descriptor
+/// and mark it busy.
+fn load_task_register(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    require_ring0(cpu)?;
+    let sel = read_op(cpu, sys, insn, 0, 2)? as u16;
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    if sel & !3 == 0 || sel & 4 != 0 {
+        return Err(gp.into());
+    }
+    let d = read_descriptor(sys, sel)?;
+    if d.system_type() != Some(9) {
+        return Err(gp.into());
+    }
+    set_tss_busy(sys, sel, true)?;
+    sys.tr = sel;
+    sys.tss_base = d.base;
+    sys.tss_limit = d.limit;
+    Ok(Next::Continue)
 }
 
 /// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).

@@ -1,16 +1,15 @@
 //! Exception and interrupt delivery through the IDT, and the returns from
 //! it (Intel SDM Vol. 3A, 6.12 and 6.15).
 //!
-//! Implemented: 32-bit interrupt and trap gates to flat ring-0 code at
-//! CPL 0 (no stack switch), error codes, the software-interrupt DPL
-//! check, #DF when delivery itself faults, and the triple fault. Task
-//! gates, 16-bit gates and privilege changes stop the run as unsupported
-//! until the system CPU arrives.
+//! Implemented: 32-bit interrupt and trap gates to flat code, at the same
+//! privilege level or to an inner one on the TSS stack, error codes, the
+//! software-interrupt DPL check, #DF when delivery itself faults, and the
+//! triple fault. Task gates and 16-bit gates stop the run as unsupported.
 
 use translator::abi::{CpuState, exc_kind, flags, vector};
 
-use super::descriptor::read_descriptor;
-use super::{Exception, Stop, System, cpl};
+use super::descriptor::{read_descriptor, tss_stack};
+use super::{Exception, SREG_CS, SREG_SS, Stop, System, cpl};
 
 /// Why delivery did not complete.
 enum Fail {
@@ -145,14 +144,9 @@ fn try_deliver(
         return Err(Exception::with_error(vector::GP, ext).into());
     }
     let d = read_descriptor(sys, sel)?;
-    if !d.code() || d.dpl() > cpl(cpu) {
+    let cpl = cpl(cpu);
+    if !d.code() || d.dpl() > cpl {
         return Err(Exception::with_error(vector::GP, (sel & !3) as u32 + ext).into());
-    }
-    if d.dpl() < cpl(cpu) {
-        return Err(unsupported(
-            eip,
-            "an interrupt to an inner privilege level (stack switch through the TSS)",
-        ));
     }
     if !(d.flat() && d.code32()) {
         return Err(unsupported(
@@ -160,11 +154,37 @@ fn try_deliver(
             "an interrupt handler in a segment that is not flat 32-bit code",
         ));
     }
-    let mut frame = vec![cpu.eflags(), cpu.sregs[1] & 0xFFFF, eip];
+    let new_cpl = if d.conforming() { cpl } else { d.dpl() };
+    // To an inner ring, the handler runs on that ring's stack from the TSS
+    // and the old SS:ESP go on it first.
+    let (ss, esp, switch) = if new_cpl < cpl {
+        let (ss, esp) = tss_stack(sys, new_cpl)?;
+        let ts = Exception::with_error(vector::TS, (ss & !3) as u32 + ext);
+        if ss & !3 == 0 || (ss & 3) as u32 != new_cpl {
+            return Err(ts.into());
+        }
+        let sd = read_descriptor(sys, ss).map_err(|_| ts)?;
+        if !sd.writable_data() || sd.dpl() != new_cpl {
+            return Err(ts.into());
+        }
+        if !sd.flat() {
+            return Err(unsupported(
+                eip,
+                "an interrupt stack segment that is not flat",
+            ));
+        }
+        (ss as u32, esp, true)
+    } else {
+        (cpu.sregs[SREG_SS], cpu.regs[4], false)
+    };
+    let mut frame = Vec::with_capacity(6);
+    if switch {
+        frame.extend([cpu.sregs[SREG_SS] & 0xFFFF, cpu.regs[4]]);
+    }
+    frame.extend([cpu.eflags(), cpu.sregs[SREG_CS] & 0xFFFF, eip]);
     if hardware && has_error_code(v) {
         frame.push(exc.error);
     }
-    let esp = cpu.regs[4];
     let new_esp = esp.wrapping_sub(4 * frame.len() as u32);
     // Check the whole frame before writing any of it.
     sys.mem.read_u32(new_esp)?;
@@ -173,13 +193,14 @@ fn try_deliver(
         sys.mem
             .write_u32(esp.wrapping_sub(4 * (i as u32 + 1)), *w)?;
     }
+    cpu.sregs[SREG_SS] = ss;
     cpu.regs[4] = new_esp;
+    cpu.sregs[SREG_CS] = (sel & !3) as u32 | new_cpl;
     let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
     if interrupt_gate {
         ef &= !flags::IF;
     }
     cpu.set_eflags(ef);
-    cpu.sregs[1] = (sel & !3) as u32 | cpl(cpu);
     cpu.eip = target;
     Ok(())
 }

@@ -117,6 +117,10 @@ pub struct System {
     pub counters: ExecCounters,
     pub gdtr: TableReg,
     pub idtr: TableReg,
+    /// The task register: selector and the cached TSS base and limit.
+    pub tr: u16,
+    pub tss_base: u32,
+    pub tss_limit: u32,
     pub dr: [u32; 8],
     /// The guest TSC is the host TSC minus this.
     pub tsc_offset: u64,
@@ -134,6 +138,9 @@ impl System {
             counters: ExecCounters::default(),
             gdtr: TableReg::default(),
             idtr: TableReg::default(),
+            tr: 0,
+            tss_base: 0,
+            tss_limit: 0,
             dr: [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400],
             tsc_offset: host_tsc(),
             sysenter_cs: 0,
@@ -152,8 +159,14 @@ pub fn host_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The current privilege level (only ring 0 exists until the system CPU
-/// arrives; CS's RPL stands for it).
+/// The current privilege level: CS's RPL (which always equals it here).
 pub fn cpl(cpu: &CpuState) -> u32 {
     cpu.sregs[1] & 3
 }
+
+pub const SREG_ES: usize = 0;
+pub const SREG_CS: usize = 1;
+pub const SREG_SS: usize = 2;
+pub const SREG_DS: usize = 3;
+pub const SREG_FS: usize = 4;
+pub const SREG_GS: usize = 5;

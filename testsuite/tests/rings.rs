@@ -1,0 +1,269 @@
+//! Privilege transitions in flat protected mode: iret to ring 3, int n
+//! back to ring 0 on the TSS stack, sysenter/sysexit, faults from ring 3
+//! with their frames, and the checks that keep ring 3 out of ring 0.
+
+use bt86_testsuite::*;
+
+const GDT: u32 = 0x1000;
+const GDTR: u32 = 0x1800;
+const IDTR: u32 = 0x1810;
+const IDT: u32 = 0x2000;
+const TSS: u32 = 0x4000;
+const SEEN: u32 = 0x3000;
+const BODY: u32 = 0x10_4000;
+const USER: u32 = 0x10_C000;
+const HANDLERS: u32 = 0x10_8000;
+const RING0_STACK: u32 = 0x7_0000;
+const USER_STACK: u32 = 0x6_0000;
+
+const KCODE: u32 = 0x08;
+const KDATA: u32 = 0x10;
+const UCODE: u32 = 0x18 | 3;
+const UDATA: u32 = 0x20 | 3;
+const TSS_SEL: u32 = 0x28;
+
+fn handler_addr(k: u32) -> u32 {
+    HANDLERS + k * 0x100
+}
+
+/// GDT, TSS (ring-0 stack), IDT with `gates` (vector, handler, type/DPL
+/// byte), the SYSENTER MSRs, then `body` at BODY with CS = KCODE.
+fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
+    let gates = gates.to_vec();
+    assemble_at(LOAD, move |a| {
+        a.mov(esp, STACK)?;
+        let gdt: [(u32, u32); 5] = [
+            (0x0000_FFFF, 0x00CF_9A00),
+            (0x0000_FFFF, 0x00CF_9200),
+            (0x0000_FFFF, 0x00CF_FA00),
+            (0x0000_FFFF, 0x00CF_F200),
+            ((TSS << 16) | 0x67, 0x0000_8900),
+        ];
+        for (i, (lo, hi)) in gdt.iter().enumerate() {
+            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
+            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
+        }
+        a.mov(word_ptr(GDTR), 0x2Fu32)?;
+        a.mov(dword_ptr(GDTR + 2), GDT)?;
+        a.lgdt(ptr(GDTR))?;
+        a.mov(dword_ptr(TSS + 4), RING0_STACK)?;
+        a.mov(dword_ptr(TSS + 8), KDATA)?;
+        a.mov(eax, TSS_SEL)?;
+        a.ltr(ax)?;
+        for (v, k, kind) in &gates {
+            let off = handler_addr(*k);
+            a.mov(dword_ptr(IDT + v * 8), (KCODE << 16) | (off & 0xFFFF))?;
+            a.mov(dword_ptr(IDT + v * 8 + 4), (off & 0xFFFF_0000) | (kind << 8))?;
+        }
+        a.mov(word_ptr(IDTR), 0x7FFu32)?;
+        a.mov(dword_ptr(IDTR + 2), IDT)?;
+        a.lidt(ptr(IDTR))?;
+        for (msr, v) in [(0x174u32, KCODE), (0x175, RING0_STACK - 0x1000), (0x176, handler_addr(7))] {
+            a.mov(ecx, msr)?;
+            a.mov(eax, v)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()?;
+        }
+        a.mov(eax, KDATA)?;
+        a.mov(ds, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(es, ax)?;
+        a.db(&[0xEA])?;
+        a.dd(&[BODY])?;
+        a.dw(&[KCODE as u16])
+    })
+}
+
+/// Ring-0 body: iret to USER in ring 3 with `eflags`, DS left at `data_sel`.
+fn to_user(eflags: u32, data_sel: u32) -> Vec<u8> {
+    assemble_at(BODY, move |a| {
+        a.mov(eax, data_sel)?;
+        a.mov(ds, ax)?;
+        a.push(UDATA)?;
+        a.push(USER_STACK)?;
+        a.push(eflags)?;
+        a.push(UCODE)?;
+        a.push(USER)?;
+        a.iretd()
+    })
+}
+
+/// A ring-0 handler that copies `words` of its frame to SEEN, stores its
+/// own esp at SEEN + 0x40 and CS at SEEN + 0x44, then halts.
+fn recorder(k: u32, words: u32) -> (u32, Vec<u8>) {
+    (
+        handler_addr(k),
+        assemble_at(handler_addr(k), move |a| {
+            for i in 0..words {
+                a.mov(eax, dword_ptr(esp + 4 * i))?;
+                a.mov(dword_ptr(SEEN + 4 * i), eax)?;
+            }
+            a.mov(dword_ptr(SEEN + 0x40), esp)?;
+            a.mov(eax, cs)?;
+            a.mov(dword_ptr(SEEN + 0x44), eax)?;
+            a.hlt()
+        }),
+    )
+}
+
+fn run(gates: &[(u32, u32, u32)], body: Vec<u8>, user: Vec<u8>, handlers: Vec<(u32, Vec<u8>)>) -> Run {
+    let mut blocks = vec![(LOAD, system(gates)), (BODY, body), (USER, user)];
+    blocks.extend(handlers);
+    run_blocks(Options { stats: true, ..Options::default() }, &blocks)
+}
+
+#[test]
+fn int_from_ring_3_switches_to_the_tss_stack_and_pushes_the_user_stack() {
+    let user = assemble_at(USER, |a| {
+        a.mov(esi, 0x1111u32)?;
+        a.int(0x80) // at USER + 5
+    });
+    let r = run(&[(0x80, 0, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(0, 5)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), USER + 7, "EIP after the int");
+    assert_eq!(r.mem_u32(SEEN + 4), UCODE);
+    assert_ne!(r.mem_u32(SEEN + 8) & fl::IF, 0);
+    assert_eq!(r.mem_u32(SEEN + 12), USER_STACK, "user ESP");
+    assert_eq!(r.mem_u32(SEEN + 16), UDATA, "user SS");
+    assert_eq!(r.mem_u32(SEEN + 0x40), RING0_STACK - 20, "on the ring-0 stack from the TSS");
+    assert_eq!(r.mem_u32(SEEN + 0x44), KCODE);
+    assert_eq!(r.sreg(ss), KDATA);
+    assert_eq!(r.reg(esi), 0x1111);
+    assert!(r.machine.report().rows.iter().any(|(c, _)| *c == "user32"), "ring-3 code counts as user32");
+}
+
+#[test]
+fn iret_from_the_handler_returns_to_ring_3() {
+    let user = assemble_at(USER, |a| {
+        a.int(0x80)?;
+        a.mov(eax, cs)?;
+        a.mov(edi, eax)?;
+        a.mov(eax, ss)?;
+        a.mov(ebp, eax)?;
+        a.int(0x81)
+    });
+    let service = assemble_at(handler_addr(1), |a| {
+        a.mov(esi, 0x2222u32)?;
+        a.iretd()
+    });
+    let r = run(&[(0x80, 1, 0xEE), (0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![(handler_addr(1), service), recorder(2, 5)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x2222);
+    assert_eq!(r.reg(edi), UCODE, "back in ring 3");
+    assert_eq!(r.reg(ebp), UDATA);
+    assert_eq!(r.mem_u32(SEEN + 12), USER_STACK, "user ESP restored by iret");
+}
+
+#[test]
+fn sysenter_and_sysexit_round_trip() {
+    let user = assemble_at(USER, |a| {
+        a.mov(ecx, esp)?;
+        a.mov(edx, USER + 0x20)?;
+        a.sysenter()
+    });
+    let after = assemble_at(USER + 0x20, |a| {
+        a.mov(eax, cs)?;
+        a.mov(edi, eax)?;
+        a.int(0x81)
+    });
+    let kernel = assemble_at(handler_addr(7), |a| {
+        a.mov(eax, cs)?;
+        a.mov(dword_ptr(SEEN + 0x20), eax)?;
+        a.mov(dword_ptr(SEEN + 0x24), esp)?;
+        a.pushfd()?;
+        a.pop(eax)?;
+        a.mov(dword_ptr(SEEN + 0x28), eax)?;
+        a.sysexit()
+    });
+    let mut blocks = vec![(LOAD, system(&[(0x81, 2, 0xEE)])), (BODY, to_user(0x202, KDATA)), (USER, user), (USER + 0x20, after)];
+    blocks.push((handler_addr(7), kernel));
+    blocks.push(recorder(2, 5));
+    let r = run_blocks(Options::default(), &blocks);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 0x20), KCODE);
+    assert_eq!(r.mem_u32(SEEN + 0x24), RING0_STACK - 0x1000);
+    assert_eq!(r.mem_u32(SEEN + 0x28) & fl::IF, 0, "sysenter clears IF");
+    assert_eq!(r.reg(edi), UCODE, "sysexit returns to ring 3");
+    assert_eq!(r.mem_u32(SEEN + 12), USER_STACK, "ESP from ECX");
+}
+
+#[test]
+fn cli_in_ring_3_with_iopl_0_is_a_general_protection_fault() {
+    let user = assemble_at(USER, |a| {
+        a.nop()?;
+        a.cli() // at USER + 1
+    });
+    let r = run(&[(13, 3, 0x8E)], to_user(0x202, KDATA), user, vec![recorder(3, 6)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), 0, "error code");
+    assert_eq!(r.mem_u32(SEEN + 4), USER + 1, "EIP of the cli");
+    assert_eq!(r.mem_u32(SEEN + 8), UCODE);
+    assert_eq!(r.mem_u32(SEEN + 16), USER_STACK);
+    assert_eq!(r.mem_u32(SEEN + 20), UDATA);
+}
+
+#[test]
+fn cli_and_sti_in_ring_3_with_iopl_3_work() {
+    let user = assemble_at(USER, |a| {
+        a.cli()?;
+        a.pushfd()?;
+        a.pop(esi)?;
+        a.sti()?;
+        a.pushfd()?;
+        a.pop(edi)?;
+        a.int(0x81)
+    });
+    let r = run(&[(0x81, 2, 0xEE)], to_user(0x3202, KDATA), user, vec![recorder(2, 5)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi) & fl::IF, 0);
+    assert_ne!(r.reg(edi) & fl::IF, 0);
+}
+
+#[test]
+fn popf_in_ring_3_cannot_change_iopl_or_if() {
+    let user = assemble_at(USER, |a| {
+        a.push(0x3002u32)?; // IOPL 3, IF 0
+        a.popfd()?;
+        a.pushfd()?;
+        a.pop(esi)?;
+        a.int(0x81)
+    });
+    let r = run(&[(0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(2, 5)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi) & fl::IOPL, 0, "IOPL unchanged");
+    assert_ne!(r.reg(esi) & fl::IF, 0, "IF unchanged (CPL > IOPL)");
+}
+
+#[test]
+fn hlt_and_privileged_instructions_fault_in_ring_3() {
+    for (code, name) in [(vec![0xF4u8], "hlt"), (vec![0x0F, 0x20, 0xC0], "mov eax, cr0"), (vec![0xE6, 0x80], "out 0x80, al")] {
+        let r = run(&[(13, 3, 0x8E)], to_user(0x202, KDATA), code, vec![recorder(3, 2)]);
+        r.assert_halted();
+        assert_eq!(r.mem_u32(SEEN + 4), USER, "{name} faults at its own EIP");
+        assert_eq!(r.mem_u32(SEEN + 0x44), KCODE, "{name}: #GP handled in ring 0");
+    }
+}
+
+#[test]
+fn int_through_a_ring_0_gate_from_ring_3_is_a_general_protection_fault() {
+    let user = assemble_at(USER, |a| a.int(0x80));
+    let r = run(&[(0x80, 0, 0x8E), (13, 3, 0x8E)], to_user(0x202, KDATA), user, vec![recorder(3, 2)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN), 0x80 * 8 + 2, "error code names the gate");
+    assert_eq!(r.mem_u32(SEEN + 4), USER, "EIP of the int");
+}
+
+#[test]
+fn iret_to_ring_3_nulls_data_segments_only_ring_0_may_use() {
+    let user = assemble_at(USER, |a| {
+        a.mov(eax, ds)?;
+        a.mov(esi, eax)?;
+        a.mov(eax, es)?;
+        a.mov(edi, eax)?;
+        a.int(0x81)
+    });
+    let r = run(&[(0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(2, 5)]);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0, "DS held a DPL-0 selector");
+    assert_eq!(r.reg(edi), 0, "ES too");
+}
