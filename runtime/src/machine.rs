@@ -157,7 +157,7 @@ pub struct Machine {
     sys: Box<System>,
     translator: Translator,
     instrument: Instrument,
-    /// The mode the jump cache holds translations for.
+    /// The mode whose jump cache generated code uses.
     last_mode: ModeKey,
 }
 
@@ -335,8 +335,8 @@ impl Machine {
             }
             let mode = self.mode();
             if mode != self.last_mode {
-                // Jump-cache entries are keyed by EIP alone.
-                self.translator.jump_cache_clear();
+                // Jump-cache entries are keyed by EIP alone: each mode has its own.
+                self.translator.select_jump_cache(&mut self.cpu, mode);
                 self.last_mode = mode;
                 next = None;
             }

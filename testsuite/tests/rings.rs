@@ -267,3 +267,65 @@ fn iret_to_ring_3_nulls_data_segments_only_ring_0_may_use() {
     assert_eq!(r.reg(esi), 0, "DS held a DPL-0 selector");
     assert_eq!(r.reg(edi), 0, "ES too");
 }
+
+/// Measurement, not a check: ns per `int 0x80` from ring 3 and back, and
+/// per #DE round trip in ring 0 (run with --ignored --nocapture).
+#[test]
+#[ignore = "measurement"]
+fn measure_int_and_fault_round_trips() {
+    const N: u32 = 200_000;
+    let user = assemble_at(USER, |a| {
+        let mut top = a.create_label();
+        a.rdtsc()?;
+        a.mov(ebp, eax)?;
+        a.mov(ebx, N)?;
+        a.set_label(&mut top)?;
+        a.int(0x80)?;
+        a.dec(ebx)?;
+        a.jnz(top)?;
+        a.rdtsc()?;
+        a.sub(eax, ebp)?;
+        a.mov(dword_ptr(SEEN + 0x60), eax)?;
+        // #DE round trips: the handler skips the 2-byte div.
+        a.int(0x82)
+    });
+    let service = assemble_at(handler_addr(1), |a| a.iretd());
+    let de_loop = assemble_at(handler_addr(4), |a| {
+        let mut top = a.create_label();
+        a.rdtsc()?;
+        a.mov(ebp, eax)?;
+        a.mov(ebx, N)?;
+        a.xor(ecx, ecx)?;
+        a.set_label(&mut top)?;
+        a.div(ecx)?;
+        a.dec(ebx)?;
+        a.jnz(top)?;
+        a.rdtsc()?;
+        a.sub(eax, ebp)?;
+        a.mov(dword_ptr(SEEN + 0x64), eax)?;
+        a.hlt()
+    });
+    let de = assemble_at(handler_addr(5), |a| {
+        a.add(dword_ptr(esp), 2)?;
+        a.iretd()
+    });
+    let r = run(
+        &[(0x80, 1, 0xEE), (0x82, 4, 0xEE), (0, 5, 0x8E)],
+        to_user(0x202, KDATA),
+        user,
+        vec![(handler_addr(1), service), (handler_addr(4), de_loop), (handler_addr(5), de)],
+    );
+    r.assert_halted();
+    let tsc_ghz = {
+        let t0 = std::time::Instant::now();
+        // SAFETY: rdtsc has no preconditions.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
+    };
+    let int_ns = r.mem_u32(SEEN + 0x60) as f64 / tsc_ghz / N as f64;
+    let de_ns = r.mem_u32(SEEN + 0x64) as f64 / tsc_ghz / N as f64;
+    eprintln!("int 0x80 ring 3 -> 0 -> 3: {int_ns:.0} ns; #DE round trip: {de_ns:.0} ns");
+}

@@ -84,7 +84,10 @@ pub struct Translator {
     /// calls pass their address).
     insns: Vec<Box<[Instruction]>>,
     fault_map: Box<FaultMap>,
-    jump_cache: Box<JumpCache>,
+    /// One jump cache per mode (its entries are keyed by EIP alone), and
+    /// the one generated code uses now.
+    jump_caches: Vec<(ModeKey, Box<JumpCache>)>,
+    current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
     instrument: Instrument,
@@ -104,7 +107,7 @@ impl Translator {
             CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
         let stubs_len = arena.used();
         let fault_map = Box::new(FaultMap::new(arena.base() as u64));
-        let jump_cache = new_jump_cache(stubs.miss);
+        let jump_caches = vec![(ModeKey::FLAT32_CPL0, new_jump_cache(stubs.miss))];
         Ok(Translator {
             arena,
             stubs,
@@ -112,7 +115,8 @@ impl Translator {
             map: HashMap::new(),
             insns: Vec::new(),
             fault_map,
-            jump_cache,
+            jump_caches,
+            current_jc: 0,
             call_stack,
             poll: std::sync::Arc::new(
                 poll::PollPage::new().map_err(|e| ArenaError::Os("poll page", e))?,
@@ -127,7 +131,7 @@ impl Translator {
     /// Points a CPU state at this translator's jump cache, fault map and
     /// exit stub. Call before running guest code with it.
     pub fn attach(&mut self, cpu: &mut CpuState) {
-        cpu.jump_cache = &mut *self.jump_cache;
+        cpu.jump_cache = &mut *self.jump_caches[self.current_jc].1;
         cpu.fault_map = &*self.fault_map;
         cpu.fault_exit = self.stubs.exit as u64;
         cpu.call_stack_top = self.call_stack.top() as u64;
@@ -221,13 +225,33 @@ impl Translator {
     /// when the mode changes.
     pub fn jump_cache_insert(&mut self, eip: u32, host: usize) {
         let i = eip as usize & (JUMP_CACHE_ENTRIES - 1);
-        self.jump_cache.keys[i] = eip;
-        self.jump_cache.targets[i] = host as u64;
+        let jc = &mut self.jump_caches[self.current_jc].1;
+        jc.keys[i] = eip;
+        jc.targets[i] = host as u64;
         self.counters.jc_inserts += 1;
     }
 
-    pub fn jump_cache_clear(&mut self) {
-        reset_jump_cache(&mut self.jump_cache, self.stubs.miss);
+    /// Points `cpu` (and the inserts that follow) at the jump cache of
+    /// `mode`, creating it the first time: switching modes (a system call,
+    /// an interrupt from user code) keeps every mode's entries.
+    pub fn select_jump_cache(&mut self, cpu: &mut CpuState, mode: ModeKey) {
+        let i = match self.jump_caches.iter().position(|(m, _)| *m == mode) {
+            Some(i) => i,
+            None => {
+                self.jump_caches
+                    .push((mode, new_jump_cache(self.stubs.miss)));
+                self.jump_caches.len() - 1
+            }
+        };
+        self.current_jc = i;
+        cpu.jump_cache = &mut *self.jump_caches[i].1;
+    }
+
+    fn jump_caches_clear(&mut self) {
+        let miss = self.stubs.miss;
+        for (_, jc) in &mut self.jump_caches {
+            reset_jump_cache(jc, miss);
+        }
     }
 
     /// Drops every translation and chain.
@@ -237,7 +261,7 @@ impl Translator {
         self.map.clear();
         self.insns.clear();
         self.fault_map.clear();
-        self.jump_cache_clear();
+        self.jump_caches_clear();
         self.generation += 1;
         self.counters.flushes += 1;
         log::debug!(target: "bt86::jit", "translation cache flushed");
