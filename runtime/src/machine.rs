@@ -272,10 +272,16 @@ impl Machine {
     }
 
     /// The mode generated code is translated for: 32-bit flat protected
-    /// mode (the only one so far) at the current privilege level.
+    /// mode (the only one so far) at the current privilege level, and
+    /// whether it single-steps.
     fn mode(&self) -> ModeKey {
         let cpl = crate::cpu::cpl(&self.cpu);
-        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT))
+        let step = if self.cpu.sys_flags & flags::TF != 0 {
+            ModeKey::SINGLE_STEP
+        } else {
+            0
+        };
+        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT) | step)
     }
 
     fn key(&self, eip: u32) -> TuKey {
@@ -348,31 +354,39 @@ impl Machine {
                     Err(stop) => break stop,
                 },
             };
+            let single_step = mode.0 & ModeKey::SINGLE_STEP != 0;
             self.enter(host);
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
+            // Chains and jump-cache entries stay within one mode, and a
+            // single-stepped TU (one instruction) always comes back here.
+            let link = !single_step && self.mode() == mode;
             match reason {
                 Some(ExitReason::Branch) => {
                     self.sys.counters.exit("branch");
                     let generation = self.translator.generation();
                     let patch_at = self.cpu.exit_arg;
-                    match self.code_for(self.cpu.eip) {
-                        Ok(Some(target)) => {
-                            self.translator.chain(generation, patch_at, target);
-                            next = Some(target);
+                    if link {
+                        match self.code_for(self.cpu.eip) {
+                            Ok(Some(target)) => {
+                                self.translator.chain(generation, patch_at, target);
+                                next = Some(target);
+                            }
+                            Ok(None) => {}
+                            Err(stop) => break stop,
                         }
-                        Ok(None) => {}
-                        Err(stop) => break stop,
                     }
                 }
                 Some(ExitReason::IndirectMiss) => {
                     self.sys.counters.exit("indirect miss");
-                    match self.code_for(self.cpu.eip) {
-                        Ok(Some(target)) => {
-                            self.translator.jump_cache_insert(self.cpu.eip, target);
-                            next = Some(target);
+                    if link {
+                        match self.code_for(self.cpu.eip) {
+                            Ok(Some(target)) => {
+                                self.translator.jump_cache_insert(self.cpu.eip, target);
+                                next = Some(target);
+                            }
+                            Ok(None) => {}
+                            Err(stop) => break stop,
                         }
-                        Ok(None) => {}
-                        Err(stop) => break stop,
                     }
                 }
                 Some(ExitReason::Request) => {
@@ -398,6 +412,23 @@ impl Machine {
                 Some(ExitReason::Budget) => break Stop::Budget,
                 None => {
                     break Stop::Internal(format!("unknown exit reason {}", self.cpu.exit_reason));
+                }
+            }
+            // TF was set when the instruction started and it completed:
+            // the single-step trap (#DB, DR6.BS) comes before the next one.
+            let completed = matches!(
+                reason,
+                Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
+            );
+            if single_step && completed && self.sys.stop.is_none() {
+                const DR6_BS: u32 = 1 << 14;
+                self.sys.dr[6] |= DR6_BS;
+                next = None;
+                let eip = self.cpu.eip;
+                if let Err(stop) =
+                    self.exception(Exception::new(vector::DB), eip, eip, exc_kind::HARDWARE)
+                {
+                    break stop;
                 }
             }
         };

@@ -258,3 +258,42 @@ fn retf_reloads_cs_and_returns() {
     assert_eq!(r.reg(esi), 0x77);
     assert_eq!(r.reg(esp), STACK);
 }
+
+#[test]
+fn single_step_traps_after_each_instruction_started_with_tf_set() {
+    const LOG: u32 = 0x3100;
+    const COUNT: u32 = 0x30F0;
+    let body = assemble_at(BODY, |a| {
+        let mut l = a.create_label();
+        a.pushfd()?; // BODY
+        a.or(dword_ptr(esp), 0x100)?; // BODY + 1, 7 bytes
+        a.popfd()?; // BODY + 8: sets TF, no trap after it
+        a.nop()?; // BODY + 9
+        a.inc(eax)?; // BODY + 10
+        a.jmp(l)?; // BODY + 11, 2 bytes
+        a.db(&[0xCC; 4])?; // BODY + 13, skipped
+        a.set_label(&mut l)?;
+        a.pushfd()?; // BODY + 17
+        a.and(dword_ptr(esp), !0x100u32)?; // BODY + 18, 7 bytes
+        a.popfd()?; // BODY + 25: TF set at its start, so it traps
+        a.hlt() // BODY + 26
+    });
+    let handler = assemble_at(handler_addr(9), |a| {
+        a.push(eax)?;
+        a.push(ecx)?;
+        a.mov(ecx, dword_ptr(COUNT))?;
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.mov(dword_ptr(ecx * 4 + LOG), eax)?;
+        a.inc(dword_ptr(COUNT))?;
+        a.pop(ecx)?;
+        a.pop(eax)?;
+        a.iretd()
+    });
+    let r = run(&[Gate { v: 1, handler: 9, kind: 0x8E }], 0x7FF, body, vec![(9, handler)]);
+    r.assert_halted();
+    let n = r.mem_u32(COUNT);
+    let eips: Vec<u32> = (0..n).map(|i| r.mem_u32(LOG + 4 * i) - BODY).collect();
+    assert_eq!(eips, vec![10, 11, 17, 18, 25, 26]);
+    assert_eq!(r.reg(eax), 0x11, "inc ran once (setup left 0x10) and the handler kept eax");
+    assert_eq!(r.eflags() & fl::TF, 0);
+}

@@ -317,6 +317,8 @@ impl ModeKey {
     pub const PE: u32 = 1 << 3;
     pub const PG: u32 = 1 << 4;
     pub const VM86: u32 = 1 << 5;
+    /// EFLAGS.TF: single-stepping, one instruction per TU and no chaining.
+    pub const SINGLE_STEP: u32 = 1 << 6;
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
 

@@ -45,7 +45,12 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     let avail = src.read_code(eip, &mut buf);
     let mut decoder = Decoder::with_ip(bitness, &buf[..avail], eip as u64, DecoderOptions::NONE);
     let mut ip = eip;
-    while insns.len() < MAX_TU_INSNS {
+    let max = if mode.0 & ModeKey::SINGLE_STEP != 0 {
+        1
+    } else {
+        MAX_TU_INSNS
+    };
+    while insns.len() < max {
         let at = ip.wrapping_sub(eip) as usize;
         if at >= avail {
             if insns.is_empty() {

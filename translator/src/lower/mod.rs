@@ -350,6 +350,8 @@ pub fn ends_tu(insn: &Instruction) -> bool {
     match ident::family(insn) {
         Family::Branch | Family::Invalid => true,
         Family::System => !matches!(insn.mnemonic(), Mnemonic::Cli | Mnemonic::Clc),
+        // popf may set TF (single-stepping is a mode of its own).
+        Family::Stack => matches!(insn.mnemonic(), Mnemonic::Popf | Mnemonic::Popfd),
         _ => false,
     }
 }
