@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let config = MachineConfig {
         ram_size: 2 << 20,
         debugcon: DebugConSink::None,
-        tu_budget: Some(20_000),
+        tu_budget: Some(1_000),
         arena_size: 4 << 20,
         ..MachineConfig::default()
     };
