@@ -29,7 +29,15 @@ fn handler_addr(k: u32) -> u32 {
 /// GDT, TSS (ring-0 stack), IDT with `gates` (vector, handler, type/DPL
 /// byte), the SYSENTER MSRs, then `body` at BODY with CS = KCODE.
 fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
+    system_with_iomap(gates, None)
+}
+
+/// Like `system`, with an I/O permission bitmap in the TSS that allows
+/// only `allowed` ports (all ports denied but those).
+fn system_with_iomap(gates: &[(u32, u32, u32)], allowed: Option<&[u16]>) -> Vec<u8> {
     let gates = gates.to_vec();
+    let allowed: Option<Vec<u16>> = allowed.map(|a| a.to_vec());
+    let tss_limit: u32 = if allowed.is_some() { 0x68 + 0x2000 } else { 0x67 };
     assemble_at(LOAD, move |a| {
         a.mov(esp, STACK)?;
         let gdt: [(u32, u32); 5] = [
@@ -37,7 +45,7 @@ fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
             (0x0000_FFFF, 0x00CF_9200),
             (0x0000_FFFF, 0x00CF_FA00),
             (0x0000_FFFF, 0x00CF_F200),
-            ((TSS << 16) | 0x67, 0x0000_8900),
+            ((TSS << 16) | (tss_limit & 0xFFFF), 0x0000_8900 | (tss_limit & 0xF_0000)),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
@@ -48,6 +56,20 @@ fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
         a.lgdt(ptr(GDTR))?;
         a.mov(dword_ptr(TSS + 4), RING0_STACK)?;
         a.mov(dword_ptr(TSS + 8), KDATA)?;
+        // The I/O bitmap starts right after the TSS: beyond its limit (no
+        // bitmap, every port denied) unless `allowed` asks for one.
+        a.mov(word_ptr(TSS + 0x66), 0x68u32)?;
+        if let Some(ports) = &allowed {
+            a.mov(edi, TSS + 0x68)?;
+            a.mov(ecx, 0x800u32)?;
+            a.mov(eax, 0xFFFF_FFFFu32)?;
+            a.cld()?;
+            a.rep().stosd()?;
+            for p in ports {
+                a.mov(eax, *p as u32)?;
+                a.btr(dword_ptr(TSS + 0x68), eax)?;
+            }
+        }
         a.mov(eax, TSS_SEL)?;
         a.ltr(ax)?;
         for (v, k, kind) in &gates {
@@ -328,4 +350,29 @@ fn measure_int_and_fault_round_trips() {
     let int_ns = r.mem_u32(SEEN + 0x60) as f64 / tsc_ghz / N as f64;
     let de_ns = r.mem_u32(SEEN + 0x64) as f64 / tsc_ghz / N as f64;
     eprintln!("int 0x80 ring 3 -> 0 -> 3: {int_ns:.0} ns; #DE round trip: {de_ns:.0} ns");
+}
+
+#[test]
+fn the_tss_io_bitmap_decides_port_access_in_ring_3() {
+    // Ports 0xE9 and 0x3F8-0x3F9 are allowed; a word access to 0x3F9
+    // touches 0x3FA too and is denied.
+    let user = assemble_at(USER, |a| {
+        a.mov(al, b'x' as u32)?;
+        a.out(0xE9, al)?; // allowed
+        a.mov(dx, 0x3F8u32)?;
+        a.out(dx, ax)?; // 0x3F8-0x3F9: allowed
+        a.mov(dx, 0x3F9u32)?;
+        a.out(dx, ax)?; // at USER + 14: 0x3FA denied
+        a.hlt()
+    });
+    let mut blocks = vec![
+        (LOAD, system_with_iomap(&[(13, 3, 0x8E)], Some(&[0xE9, 0x3F8, 0x3F9]))),
+        (BODY, to_user(0x202, KDATA)),
+        (USER, user),
+    ];
+    blocks.push(recorder(3, 2));
+    let r = run_blocks(Options::default(), &blocks);
+    r.assert_halted();
+    assert_eq!(r.output, b"x");
+    assert_eq!(r.mem_u32(SEEN + 4), USER + 14, "the word access that reaches port 0x3FA faults");
 }

@@ -823,12 +823,31 @@ fn io_size(insn: &Instruction) -> u8 {
     }
 }
 
-/// I/O permission: at CPL > IOPL the TSS bitmap decides (system CPU); for
-/// now such an access is #GP.
-fn check_io(cpu: &CpuState) -> Result<()> {
+/// I/O permission (Intel SDM Vol. 1, 19.5): at CPL <= IOPL any port;
+/// otherwise every bit for the accessed ports in the TSS I/O bitmap must
+/// be clear, and a bitmap beyond the TSS limit denies access.
+fn check_io(cpu: &CpuState, sys: &System, port: Port, size: u8) -> Result<()> {
     let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
-    if cpl(cpu) > iopl {
-        return Err(Exception::with_error(vector::GP, 0).into());
+    if cpl(cpu) <= iopl {
+        return Ok(());
+    }
+    let gp = || Fail::from(Exception::with_error(vector::GP, 0));
+    const IOMAP_BASE: u32 = 0x66;
+    if sys.tr & !3 == 0 || IOMAP_BASE + 1 > sys.tss_limit {
+        return Err(gp());
+    }
+    let map = sys.mem.read_u16(sys.tss_base.wrapping_add(IOMAP_BASE))? as u32;
+    let first = port.0 as u32;
+    let last = first + size as u32 - 1;
+    // The bits may straddle a byte: read the two bytes that hold them.
+    let at = map + first / 8;
+    if at + 1 > sys.tss_limit {
+        return Err(gp());
+    }
+    let bits = sys.mem.read_u16(sys.tss_base.wrapping_add(at))? as u32;
+    let mask = ((1u32 << (last - first + 1)) - 1) << (first % 8);
+    if bits & mask != 0 {
+        return Err(gp());
     }
     Ok(())
 }
@@ -842,8 +861,8 @@ fn io_port(cpu: &CpuState, insn: &Instruction, op: u32) -> Port {
 }
 
 fn port_in(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    check_io(cpu)?;
     let port = io_port(cpu, insn, 1);
+    check_io(cpu, sys, port, io_size(insn))?;
     let v = sys.bus.read(port, io_size(insn));
     sys.counters.port_reads += 1;
     set_reg(cpu, insn.op0_register(), v);
@@ -851,8 +870,8 @@ fn port_in(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
 }
 
 fn port_out(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    check_io(cpu)?;
     let port = io_port(cpu, insn, 0);
+    check_io(cpu, sys, port, io_size(insn))?;
     let v = get_reg(cpu, insn.op1_register());
     sys.counters.port_writes += 1;
     Ok(io_action(sys.bus.write(port, io_size(insn), v), insn))
@@ -867,7 +886,7 @@ fn io_action(a: IoAction, _insn: &Instruction) -> Next {
 
 /// ins/outs with and without rep; 32-bit or 16-bit addressing.
 fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    check_io(cpu)?;
+    check_io(cpu, sys, Port(cpu.regs[2] as u16), io_size(insn))?;
     let size = io_size(insn) as u32;
     let a16 = matches!(
         insn.op_kind(if is_ins(insn) { 0 } else { 1 }),
