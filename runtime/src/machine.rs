@@ -139,16 +139,56 @@ impl RunOutcome {
 /// Exit-request bits of the poll page.
 const REQUEST_STOP: u32 = 1 << 0;
 
-/// Stops a running machine from another thread: generated code notices at
-/// its next TU head, the run loop returns `Stop::Stopped`.
+/// Exit-request bit: an external interrupt may be pending.
+const REQUEST_INTERRUPT: u32 = 1 << 1;
+
+/// Wakes a vCPU sleeping in hlt.
+#[derive(Default)]
+struct Wake {
+    kicked: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Wake {
+    fn kick(&self) {
+        *self.kicked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Sleeps until kicked (or `timeout`, a safety net), and re-arms.
+    fn wait(&self, timeout: std::time::Duration) {
+        let mut k = self.kicked.lock().unwrap_or_else(|e| e.into_inner());
+        if !*k {
+            k = self
+                .cond
+                .wait_timeout(k, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *k = false;
+    }
+}
+
+/// Reaches a running machine from another thread: generated code notices
+/// at its next TU head, a vCPU in hlt wakes up.
 #[derive(Clone)]
 pub struct ExitHandle {
     poll: std::sync::Arc<translator::poll::PollPage>,
+    wake: std::sync::Arc<Wake>,
 }
 
 impl ExitHandle {
+    /// Ends the run with `Stop::Stopped`.
     pub fn stop(&self) {
         self.poll.request(REQUEST_STOP);
+        self.wake.kick();
+    }
+
+    /// Tells the CPU its interrupt controller may have raised INTR: call
+    /// after raising an interrupt line from another thread.
+    pub fn interrupt(&self) {
+        self.poll.request(REQUEST_INTERRUPT);
+        self.wake.kick();
     }
 }
 
@@ -159,6 +199,7 @@ pub struct Machine {
     instrument: Instrument,
     /// The mode whose jump cache generated code uses.
     last_mode: ModeKey,
+    wake: std::sync::Arc<Wake>,
 }
 
 /// The translator reads guest code through this (linear = physical while
@@ -210,6 +251,7 @@ impl Machine {
             translator,
             instrument,
             last_mode: ModeKey::FLAT32_CPL0,
+            wake: Default::default(),
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -273,26 +315,21 @@ impl Machine {
 
     /// The mode generated code is translated for: 32-bit flat protected
     /// mode (the only one so far) at the current privilege level, and
-    /// whether it single-steps.
-    fn mode(&self) -> ModeKey {
+    /// whether TUs hold one instruction (single-step, interrupt shadow).
+    fn mode(&self, one_insn: bool) -> ModeKey {
         let cpl = crate::cpu::cpl(&self.cpu);
-        let step = if self.cpu.sys_flags & flags::TF != 0 {
-            ModeKey::SINGLE_STEP
-        } else {
-            0
-        };
-        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT) | step)
+        let one = if one_insn { ModeKey::ONE_INSN } else { 0 };
+        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT) | one)
     }
 
     fn key(&self, eip: u32) -> TuKey {
         TuKey {
             phys: eip,
             eip,
-            mode: self.mode(),
+            mode: self.last_mode,
         }
     }
 
-    /// The host code for guest `eip`, or the guest exception fetching it raises.
     /// The host code for guest `eip`, or None if fetching it raised an
     /// exception that was delivered (the CPU is now at its handler).
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
@@ -339,7 +376,27 @@ impl Machine {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
             }
-            let mode = self.mode();
+            if self.sys.halted {
+                if let Err(stop) = self.wait_for_interrupt() {
+                    break stop;
+                }
+            }
+            // sti/mov ss hold interrupts off until the next instruction ran.
+            let in_shadow = self.cpu.shadow != 0 && self.cpu.shadow_eip == self.cpu.eip;
+            if !in_shadow {
+                self.cpu.shadow = 0;
+                if let Some(vector) = self.acknowledge_interrupt() {
+                    next = None;
+                    let eip = self.cpu.eip;
+                    let exc = Exception::new(vector as u32);
+                    if let Err(stop) = self.exception(exc, eip, eip, exc_kind::EXTERNAL) {
+                        break stop;
+                    }
+                    continue;
+                }
+            }
+            let tf = self.cpu.sys_flags & flags::TF != 0;
+            let mode = self.mode(tf || in_shadow);
             if mode != self.last_mode {
                 // Jump-cache entries are keyed by EIP alone: each mode has its own.
                 self.translator.select_jump_cache(&mut self.cpu, mode);
@@ -354,12 +411,14 @@ impl Machine {
                     Err(stop) => break stop,
                 },
             };
-            let single_step = mode.0 & ModeKey::SINGLE_STEP != 0;
             self.enter(host);
+            if in_shadow {
+                self.cpu.shadow = 0;
+            }
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
             // Chains and jump-cache entries stay within one mode, and a
-            // single-stepped TU (one instruction) always comes back here.
-            let link = !single_step && self.mode() == mode;
+            // one-instruction TU always comes back here.
+            let link = mode.0 & ModeKey::ONE_INSN == 0 && self.mode(false) == mode;
             match reason {
                 Some(ExitReason::Branch) => {
                     self.sys.counters.exit("branch");
@@ -420,7 +479,7 @@ impl Machine {
                 reason,
                 Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
             );
-            if single_step && completed && self.sys.stop.is_none() {
+            if tf && completed && self.sys.stop.is_none() {
                 const DR6_BS: u32 = 1 << 14;
                 self.sys.dr[6] |= DR6_BS;
                 next = None;
@@ -435,6 +494,44 @@ impl Machine {
         RunOutcome { stop }
     }
 
+    /// The vector of an external interrupt the CPU takes now, if IF is set
+    /// and the controller raises one.
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        if self.cpu.sys_flags & flags::IF == 0 {
+            return None;
+        }
+        let irq = self.sys.irq.as_mut()?;
+        if !irq.pending() {
+            return None;
+        }
+        let v = irq.acknowledge()?;
+        self.sys.counters.exit("interrupt");
+        self.sys.halted = false;
+        Some(v)
+    }
+
+    /// hlt with interrupts on: sleep (no busy wait) until the controller
+    /// raises an interrupt, or the run is stopped.
+    fn wait_for_interrupt(&mut self) -> Result<(), Stop> {
+        loop {
+            if self.cpu.sys_flags & flags::IF != 0
+                && self.sys.irq.as_mut().is_some_and(|i| i.pending())
+            {
+                self.sys.halted = false;
+                return Ok(());
+            }
+            if self.translator.poll().take() & REQUEST_STOP != 0 {
+                return Err(Stop::Stopped);
+            }
+            self.wake.wait(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Connects the source of external interrupts.
+    pub fn set_interrupt_controller(&mut self, irq: Box<dyn crate::devices::InterruptController>) {
+        self.sys.irq = Some(irq);
+    }
+
     fn enter(&mut self, host: usize) {
         // Re-derive the helpers' context pointer from a fresh borrow of the
         // System box right before generated code may use it.
@@ -446,10 +543,12 @@ impl Machine {
         unsafe { self.translator.run(cpu, host) };
     }
 
-    /// A handle another thread can use to stop this machine's run.
+    /// A handle other threads use to stop this machine's run or to tell
+    /// it about interrupts.
     pub fn exit_handle(&self) -> ExitHandle {
         ExitHandle {
             poll: self.translator.poll().clone(),
+            wake: self.wake.clone(),
         }
     }
 

@@ -105,6 +105,12 @@ pub fn run_asm_with(
 
 /// Runs raw bytes loaded at `load`, entered at `entry`.
 pub fn run_image(opts: Options, image: &[u8], load: u32, entry: u32) -> Run {
+    run_image_with(opts, image, load, entry, |_| {})
+}
+
+/// Like [`run_image`], with a chance to configure the machine (attach an
+/// interrupt controller, start threads with its exit handle) before it runs.
+pub fn run_image_with(opts: Options, image: &[u8], load: u32, entry: u32, prepare: impl FnOnce(&mut Machine)) -> Run {
     let cap = Capture::default();
     let config = MachineConfig {
         ram_size: opts.ram,
@@ -116,6 +122,7 @@ pub fn run_image(opts: Options, image: &[u8], load: u32, entry: u32) -> Run {
     };
     let mut machine = Machine::new(config).expect("machine");
     machine.load_flat(image, load, Some(entry)).expect("load");
+    prepare(&mut machine);
     let outcome = machine.run();
     let output = cap.0.lock().unwrap().clone();
     Run {
@@ -266,6 +273,13 @@ pub fn assemble_at(
 /// Runs blocks of bytes placed at their addresses (gaps are zero), entered
 /// at the lowest address.
 pub fn run_blocks(opts: Options, blocks: &[(u32, Vec<u8>)]) -> Run {
+    let (image, start) = blocks_image(blocks);
+    run_image(opts, &image, start, start)
+}
+
+/// Blocks of bytes at their addresses as one image (gaps are zero), and
+/// the lowest address.
+pub fn blocks_image(blocks: &[(u32, Vec<u8>)]) -> (Vec<u8>, u32) {
     let start = blocks
         .iter()
         .map(|b| b.0)
@@ -285,7 +299,7 @@ pub fn run_blocks(opts: Options, blocks: &[(u32, Vec<u8>)]) -> Run {
         );
         image[off..off + bytes.len()].copy_from_slice(bytes);
     }
-    run_image(opts, &image, start, start)
+    (image, start)
 }
 
 /// Builds a multiboot v1 ELF32 kernel around `code`, which is assembled

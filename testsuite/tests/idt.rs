@@ -59,11 +59,22 @@ fn setup(gates: &[Gate], idt_limit: u32) -> Vec<u8> {
 }
 
 fn run(gates: &[Gate], idt_limit: u32, body: Vec<u8>, handlers: Vec<(u32, Vec<u8>)>) -> Run {
+    run_prepared(gates, idt_limit, body, handlers, |_| {})
+}
+
+fn run_prepared(
+    gates: &[Gate],
+    idt_limit: u32,
+    body: Vec<u8>,
+    handlers: Vec<(u32, Vec<u8>)>,
+    prepare: impl FnOnce(&mut bt86_runtime::Machine),
+) -> Run {
     let mut blocks = vec![(LOAD, setup(gates, idt_limit)), (BODY, body)];
     for (k, code) in handlers {
         blocks.push((handler_addr(k), code));
     }
-    run_blocks(Options::default(), &blocks)
+    let (image, start) = blocks_image(&blocks);
+    run_image_with(Options::default(), &image, start, start, prepare)
 }
 
 /// A handler that records the top `words` of its stack at SEEN, adds
@@ -296,4 +307,143 @@ fn single_step_traps_after_each_instruction_started_with_tf_set() {
     assert_eq!(eips, vec![10, 11, 17, 18, 25, 26]);
     assert_eq!(r.reg(eax), 0x11, "inc ran once (setup left 0x10) and the handler kept eax");
     assert_eq!(r.eflags() & fl::TF, 0);
+}
+
+/// An interrupt line another thread raises: INTR with one vector.
+#[derive(Clone, Default)]
+struct Line(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Line {
+    fn raise(&self, vector: u8) {
+        self.0.store(vector as u32 + 1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl bt86_runtime::devices::InterruptController for Line {
+    fn pending(&mut self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+    fn acknowledge(&mut self) -> Option<u8> {
+        let v = self.0.swap(0, std::sync::atomic::Ordering::SeqCst);
+        (v != 0).then(|| (v - 1) as u8)
+    }
+}
+
+/// A handler for vector 0x20 that stores edi and a count at SEEN, then irets.
+fn irq_handler() -> (u32, Vec<u8>) {
+    (
+        10,
+        assemble_at(handler_addr(10), |a| {
+            a.mov(dword_ptr(SEEN), edi)?;
+            a.inc(dword_ptr(SEEN + 4))?;
+            a.iretd()
+        }),
+    )
+}
+
+#[test]
+fn an_interrupt_raised_by_another_thread_reaches_a_spinning_guest() {
+    let body = assemble_at(BODY, |a| {
+        let mut spin = a.create_label();
+        a.sti()?;
+        a.set_label(&mut spin)?;
+        a.cmp(dword_ptr(SEEN + 4), 0)?;
+        a.je(spin)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    let mut raiser = None;
+    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+        let (h, line) = (m.exit_handle(), line.clone());
+        raiser = Some(std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            line.raise(0x20);
+            h.interrupt();
+        }));
+    });
+    raiser.unwrap().join().unwrap();
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 4), 1);
+}
+
+#[test]
+fn hlt_with_interrupts_on_sleeps_until_an_interrupt_without_spinning() {
+    let body = assemble_at(BODY, |a| {
+        a.sti()?;
+        a.hlt()?;
+        a.mov(esi, 1u32)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    let mut raiser = None;
+    let cpu_time = || {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime with a valid timespec pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    };
+    let start = cpu_time();
+    let wall = std::time::Instant::now();
+    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+        let (h, line) = (m.exit_handle(), line.clone());
+        raiser = Some(std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            line.raise(0x20);
+            h.interrupt();
+        }));
+    });
+    let (busy, waited) = (cpu_time() - start, wall.elapsed().as_secs_f64());
+    raiser.unwrap().join().unwrap();
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1, "the interrupt woke the CPU and it went on after hlt");
+    assert!(waited >= 0.3, "it waited for the interrupt");
+    assert!(busy < 0.15, "hlt must sleep, not spin: {busy:.3} s of CPU in {waited:.3} s");
+}
+
+#[test]
+fn sti_lets_one_more_instruction_run_before_a_pending_interrupt() {
+    let body = assemble_at(BODY, |a| {
+        a.xor(edi, edi)?;
+        a.sti()?;
+        a.mov(edi, 0x1234u32)?; // in the sti shadow
+        a.mov(edi, 0x5678u32)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    line.raise(0x20); // pending from the start, IF off until the sti
+    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
+    assert_eq!(r.mem_u32(SEEN), 0x1234, "after the instruction following sti, not before it");
+}
+
+#[test]
+fn an_external_interrupt_on_an_exception_vector_pushes_no_error_code() {
+    let body = assemble_at(BODY, |a| {
+        a.sti()?;
+        a.nop()?;
+        a.mov(esi, 1u32)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let handler = assemble_at(handler_addr(11), |a| {
+        a.inc(dword_ptr(SEEN + 4))?;
+        a.iretd()
+    });
+    let line = Line::default();
+    line.raise(13);
+    let r = run_prepared(&[Gate { v: 13, handler: 11, kind: 0x8E }], 0x7FF, body, vec![(11, handler)], |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.mem_u32(SEEN + 4), 1);
+    assert_eq!(r.reg(esp), STACK);
 }

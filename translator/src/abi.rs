@@ -105,6 +105,9 @@ pub mod exc_kind {
     pub const SOFTWARE_INT: u32 = 1;
     /// `int3` / `into`: software exceptions (gate DPL is checked, no error code).
     pub const SOFTWARE_EXC: u32 = 2;
+    /// An external interrupt from the interrupt controller (no error code,
+    /// no DPL check).
+    pub const EXTERNAL: u32 = 3;
 }
 
 /// A helper returns this to let the TU go on; anything else exits to the
@@ -184,6 +187,10 @@ pub struct CpuState {
     pub gen_rsp: u64,
     /// The exit-request page every TU head reads (see `poll`).
     pub poll_page: u64,
+    /// Nonzero after sti, mov ss and pop ss: external interrupts wait until
+    /// the instruction at `shadow_eip` has run.
+    pub shadow: u32,
+    pub shadow_eip: u32,
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
     pub cr0: u32,
@@ -227,6 +234,8 @@ impl CpuState {
             call_stack_guard: 0,
             gen_rsp: 0,
             poll_page: 0,
+            shadow: 0,
+            shadow_eip: 0,
             sregs: [0; 6],
             cr0: 0,
             cr2: 0,
@@ -294,6 +303,8 @@ pub mod off {
         RET_HITS = ret_hits;
         CALL_STACK_TOP = call_stack_top;
         GEN_RSP = gen_rsp;
+        SHADOW = shadow;
+        SHADOW_EIP = shadow_eip;
         HELPERS = helpers;
         JUMP_CACHE = jump_cache;
     }
@@ -317,8 +328,9 @@ impl ModeKey {
     pub const PE: u32 = 1 << 3;
     pub const PG: u32 = 1 << 4;
     pub const VM86: u32 = 1 << 5;
-    /// EFLAGS.TF: single-stepping, one instruction per TU and no chaining.
-    pub const SINGLE_STEP: u32 = 1 << 6;
+    /// One instruction per TU and no chaining: single-stepping (TF) and
+    /// the instruction in an interrupt shadow run this way.
+    pub const ONE_INSN: u32 = 1 << 6;
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
 

@@ -45,7 +45,7 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     let avail = src.read_code(eip, &mut buf);
     let mut decoder = Decoder::with_ip(bitness, &buf[..avail], eip as u64, DecoderOptions::NONE);
     let mut ip = eip;
-    let max = if mode.0 & ModeKey::SINGLE_STEP != 0 {
+    let max = if mode.0 & ModeKey::ONE_INSN != 0 {
         1
     } else {
         MAX_TU_INSNS

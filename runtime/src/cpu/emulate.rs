@@ -147,11 +147,16 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Salc => Ok(bcd_op(cpu, bcd::salc)),
         M::Hlt => {
             require_ring0(cpu)?;
-            // No device can raise an interrupt yet, so nothing could ever
-            // wake the CPU: the run ends here.
-            Ok(Next::Stop(Stop::Halted {
-                eip: insn.next_ip32(),
-            }))
+            // With interrupts off, or nothing that could raise one, nothing
+            // can ever wake the CPU: the run ends. Otherwise the run loop
+            // sleeps until an interrupt comes.
+            if cpu.sys_flags & flags::IF == 0 || sys.irq.is_none() {
+                return Ok(Next::Stop(Stop::Halted {
+                    eip: insn.next_ip32(),
+                }));
+            }
+            sys.halted = true;
+            Ok(Next::Jump(insn.next_ip32()))
         }
         M::Cli | M::Sti => {
             let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
@@ -162,6 +167,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
                 cpu.sys_flags &= !flags::IF;
             } else {
                 cpu.sys_flags |= flags::IF;
+                set_shadow(cpu, insn);
             }
             Ok(Next::Continue)
         }
@@ -313,6 +319,13 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
     }
 }
 
+/// sti, mov ss and pop ss hold off external interrupts (and single-step
+/// traps) until the next instruction has run.
+fn set_shadow(cpu: &mut CpuState, insn: &Instruction) {
+    cpu.shadow = 1;
+    cpu.shadow_eip = insn.next_ip32();
+}
+
 fn bcd_op(cpu: &mut CpuState, f: impl FnOnce(&mut CpuState)) -> Next {
     f(cpu);
     Next::Continue
@@ -410,7 +423,11 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
     }
     if dst == OpKind::Register && insn.op0_register().is_segment_register() {
         let sel = read_op(cpu, sys, insn, 1, 2)?;
-        return load_sreg(cpu, sys, insn, insn.op0_register(), sel as u16).map(|()| Next::Continue);
+        load_sreg(cpu, sys, insn, insn.op0_register(), sel as u16)?;
+        if insn.op0_register() == Register::SS {
+            set_shadow(cpu, insn);
+        }
+        return Ok(Next::Continue);
     }
     if src == OpKind::Register && insn.op1_register().is_segment_register() {
         let sel = cpu.sregs[sreg_index(insn.op1_register())];
@@ -471,6 +488,9 @@ fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
     let sel = sys.mem.read_u16(esp)?;
     load_sreg(cpu, sys, insn, insn.op0_register(), sel)?;
     cpu.regs[4] = esp.wrapping_add(size);
+    if insn.op0_register() == Register::SS {
+        set_shadow(cpu, insn);
+    }
     Ok(Next::Continue)
 }
 

@@ -109,7 +109,9 @@ fn try_deliver(
     kind: u32,
 ) -> Result<(), Fail> {
     let v = exc.vector;
-    let hardware = kind == exc_kind::HARDWARE;
+    // Exceptions and external interrupts skip the gate DPL check and set
+    // EXT in error codes; only exceptions push an error code of their own.
+    let hardware = matches!(kind, exc_kind::HARDWARE | exc_kind::EXTERNAL);
     let ext = hardware as u32;
     let gate_error = v * 8 + 2 + ext;
     let off = v * 8;
@@ -182,7 +184,7 @@ fn try_deliver(
         frame.extend([cpu.sregs[SREG_SS] & 0xFFFF, cpu.regs[4]]);
     }
     frame.extend([cpu.eflags(), cpu.sregs[SREG_CS] & 0xFFFF, eip]);
-    if hardware && has_error_code(v) {
+    if kind == exc_kind::HARDWARE && has_error_code(v) {
         frame.push(exc.error);
     }
     let new_esp = esp.wrapping_sub(4 * frame.len() as u32);

@@ -113,6 +113,10 @@ pub struct TableReg {
 pub struct System {
     pub mem: GuestMemory,
     pub bus: PortBus,
+    /// Where external interrupts come from, if anything raises them.
+    pub irq: Option<Box<dyn crate::devices::InterruptController>>,
+    /// The CPU executed hlt with interrupts on and waits for one.
+    pub halted: bool,
     pub stop: Option<Stop>,
     pub counters: ExecCounters,
     pub gdtr: TableReg,
@@ -134,6 +138,8 @@ impl System {
         System {
             mem,
             bus,
+            irq: None,
+            halted: false,
             stop: None,
             counters: ExecCounters::default(),
             gdtr: TableReg::default(),

@@ -17,6 +17,18 @@ pub enum IoAction {
     Exit(i32),
 }
 
+/// The CPU's view of an interrupt controller (the INTR line and the
+/// interrupt-acknowledge cycle). A controller shared with device threads
+/// synchronizes itself; those threads wake the CPU with the machine's
+/// `ExitHandle::interrupt`.
+pub trait InterruptController: Send {
+    /// Whether INTR is asserted.
+    fn pending(&mut self) -> bool;
+    /// The acknowledge cycle: the vector to deliver, or None if the
+    /// request went away (a spurious interrupt is the controller's call).
+    fn acknowledge(&mut self) -> Option<u8>;
+}
+
 pub trait PortDevice {
     /// Reads `size` bytes (1, 2 or 4) at `port`, which is inside the range
     /// the device was registered for.

@@ -15,7 +15,15 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             asm!(b.e; pushfq; and DWORD [cpu + off::SYS_FLAGS], !flags::IF as i32; popfq);
         }
         Mnemonic::Sti if ring0 => {
-            asm!(b.e; pushfq; or DWORD [cpu + off::SYS_FLAGS], flags::IF as i32; popfq);
+            // The interrupt shadow: nothing is taken before the next instruction.
+            let next = insn.next_ip32() as i32;
+            asm!(b.e
+                ; pushfq
+                ; or DWORD [cpu + off::SYS_FLAGS], flags::IF as i32
+                ; popfq
+                ; mov DWORD [cpu + off::SHADOW_EIP], next
+                ; mov DWORD [cpu + off::SHADOW], 1
+            );
         }
         _ => b.call_emulate(insn),
     }
