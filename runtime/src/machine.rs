@@ -272,7 +272,9 @@ impl Machine {
         cpu.regs[4] = boot.esp;
         cpu.eip = boot.eip;
         cpu.set_eflags(flags::FIXED1);
-        cpu.sregs = [0x18, 0x10, 0x18, 0x18, 0x18, 0x18];
+        for (i, sel) in [0x18, 0x10, 0x18, 0x18, 0x18, 0x18].into_iter().enumerate() {
+            cpu.set_segment(i, sel, 0, u32::MAX);
+        }
         cpu.cr0 = 0x11; // PE | ET
     }
 
@@ -319,7 +321,13 @@ impl Machine {
     fn mode(&self, one_insn: bool) -> ModeKey {
         let cpl = crate::cpu::cpl(&self.cpu);
         let one = if one_insn { ModeKey::ONE_INSN } else { 0 };
-        ModeKey(ModeKey::FLAT32_CPL0.0 | (cpl << ModeKey::CPL_SHIFT) | one)
+        let flat = if self.cpu.flat_segments() {
+            ModeKey::FLAT
+        } else {
+            0
+        };
+        let base = ModeKey::FLAT32_CPL0.0 & !ModeKey::FLAT;
+        ModeKey(base | flat | (cpl << ModeKey::CPL_SHIFT) | one)
     }
 
     fn key(&self, eip: u32) -> TuKey {

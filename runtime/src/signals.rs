@@ -191,13 +191,16 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             gregs[libc::REG_R12 as usize] = r12.wrapping_add(d as u32) as i64;
         }
         Fixup::StringBias { si, di } => {
-            if si {
-                let v = gregs[libc::REG_RSI as usize] as u64;
-                gregs[libc::REG_RSI as usize] = v.wrapping_sub(cpu.gs_base) as u32 as i64;
+            // Host pointer = GS base + segment base + guest register.
+            let unbias = |v: i64, seg: usize| {
+                let base = cpu.seg_base.get(seg).copied().unwrap_or(0) as u64;
+                (v as u64).wrapping_sub(cpu.gs_base).wrapping_sub(base) as u32 as i64
+            };
+            if let Some(seg) = si {
+                gregs[libc::REG_RSI as usize] = unbias(gregs[libc::REG_RSI as usize], seg as usize);
             }
             if di {
-                let v = gregs[libc::REG_RDI as usize] as u64;
-                gregs[libc::REG_RDI as usize] = v.wrapping_sub(cpu.gs_base) as u32 as i64;
+                gregs[libc::REG_RDI as usize] = unbias(gregs[libc::REG_RDI as usize], 0);
             }
         }
     }

@@ -193,6 +193,12 @@ pub struct CpuState {
     pub shadow_eip: u32,
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
+    /// The hidden part of each segment register: base and limit (the
+    /// highest valid offset), and the base negated for flag-free
+    /// subtraction in generated code.
+    pub seg_base: [u32; 6],
+    pub seg_limit: [u32; 6],
+    pub seg_neg: [u32; 6],
     pub cr0: u32,
     pub cr2: u32,
     pub cr3: u32,
@@ -237,6 +243,9 @@ impl CpuState {
             shadow: 0,
             shadow_eip: 0,
             sregs: [0; 6],
+            seg_base: [0; 6],
+            seg_limit: [u32::MAX; 6],
+            seg_neg: [0; 6],
             cr0: 0,
             cr2: 0,
             cr3: 0,
@@ -258,6 +267,27 @@ impl CpuState {
         let v = (v & flags::WRITABLE) | flags::FIXED1;
         self.arith_flags = v & flags::HOST_LIVE;
         self.sys_flags = v & !flags::HOST_LIVE;
+    }
+
+    /// Loads segment register `i` (es cs ss ds fs gs) with its hidden part.
+    pub fn set_segment(&mut self, i: usize, selector: u16, base: u32, limit: u32) {
+        self.sregs[i] = selector as u32;
+        self.seg_base[i] = base;
+        self.seg_neg[i] = base.wrapping_neg();
+        self.seg_limit[i] = limit;
+    }
+
+    /// Whether CS, SS, DS and ES are all base 0 with a 4 GiB limit, so
+    /// generated code may skip their bases (`ModeKey::FLAT`).
+    pub fn flat_segments(&self) -> bool {
+        [0usize, 1, 2, 3]
+            .iter()
+            .all(|&i| self.seg_base[i] == 0 && self.seg_limit[i] == u32::MAX)
+    }
+
+    /// The linear address of `offset` in segment `i`.
+    pub fn linear(&self, i: usize, offset: u32) -> u32 {
+        self.seg_base[i].wrapping_add(offset)
     }
 
     pub fn set_gs_base(&mut self, base: u64) {
@@ -292,6 +322,8 @@ pub mod off {
         EXC_KIND = exc_kind;
         EXC_INSN = exc_insn;
         SREGS = sregs;
+        SEG_BASE = seg_base;
+        SEG_NEG = seg_neg;
         FAULT_ADDR = fault_addr;
         EXIT_ARG = exit_arg;
         HOST_RSP = host_rsp;

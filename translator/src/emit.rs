@@ -207,26 +207,25 @@ pub fn gmem(base: Register, disp: i64) -> MemoryOperand {
     )
 }
 
-/// `mov dword/word gs:[base+disp], src`.
-pub fn store(size: u32, base: Register, disp: i64, src: Register) -> Instruction {
+/// `mov dword/word [mem], src`.
+pub fn store(size: u32, mem: MemoryOperand, src: Register) -> Instruction {
     let code = if size == 2 {
         Code::Mov_rm16_r16
     } else {
         Code::Mov_rm32_r32
     };
-    Instruction::with2(code, gmem(base, disp), src).expect("store operands")
+    Instruction::with2(code, mem, src).expect("store operands")
 }
 
-/// `mov r32/r16, dword/word gs:[base+disp]`.
-pub fn load(size: u32, dst: Register, base: Register, disp: i64) -> Instruction {
+/// `mov r32/r16, dword/word [mem]`.
+pub fn load(size: u32, dst: Register, mem: MemoryOperand) -> Instruction {
     let code = if size == 2 {
         Code::Mov_r16_rm16
     } else {
         Code::Mov_r32_rm32
     };
-    Instruction::with2(code, dst, gmem(base, disp)).expect("load operands")
+    Instruction::with2(code, dst, mem).expect("load operands")
 }
-
 /// Jumps to guest `r11d` through the jump cache, keeping the guest flags:
 /// the key compare is `key - target` done with not/lea and tested with
 /// jrcxz (rcx parked in r10); the index is the low 16 bits of the target.

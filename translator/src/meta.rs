@@ -21,8 +21,11 @@ pub enum Fixup {
     /// value is in r10.
     Borrowed(HostReg),
     /// A string instruction runs with rsi and/or rdi biased by the GS base
-    /// (host pointers); subtract it back.
-    StringBias { si: bool, di: bool },
+    /// plus their segment's base (host pointers); subtract both back.
+    /// `si` is rsi's segment register (es cs ss ds fs gs), `di` says rdi
+    /// is biased too (its segment is always ES). A base the translation
+    /// skipped (flat mode) is 0, so subtracting it is always right.
+    StringBias { si: Option<u8>, di: bool },
     /// A run of stack instructions moves r12 once at its end: here the
     /// guest esp is r12 plus this.
     EspDelta(i32),

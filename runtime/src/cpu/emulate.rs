@@ -461,31 +461,63 @@ fn load_sreg(
     if r == Register::CS {
         return Err(Exception::new(vector::UD).into());
     }
+    let i = sreg_index(r);
     if sel & !3 == 0 {
         if r == Register::SS {
             return Err(Exception::with_error(vector::GP, 0).into());
         }
-        cpu.sregs[sreg_index(r)] = sel as u32;
+        // A null selector: accesses through it are not checked yet, so it
+        // keeps a flat base and limit.
+        cpu.set_segment(i, sel, 0, u32::MAX);
         return Ok(());
     }
-    let d = read_descriptor(sys, sel)?;
-    if !d.flat() {
-        let what = format!(
-            "`{insn}`: segment {sel:#06x} is not flat (segment bases come with the system CPU)"
-        );
-        return Err(Fail::Stop(Stop::Unsupported {
-            eip: insn.ip32(),
-            what,
-        }));
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    let d = match read_descriptor(sys, sel) {
+        Err(e) if e.vector == vector::NP && r == Register::SS => {
+            return Err(Exception::with_error(vector::SS, (sel & !3) as u32).into());
+        }
+        r => r?,
+    };
+    let (rpl, cpl) = ((sel & 3) as u32, cpl(cpu));
+    if d.system_type().is_some() {
+        return Err(gp.into());
     }
-    cpu.sregs[sreg_index(r)] = sel as u32;
+    if r == Register::SS {
+        if rpl != cpl || !d.writable_data() || d.dpl() != cpl {
+            return Err(gp.into());
+        }
+    } else {
+        let readable_code = d.code() && d.access & 0x02 != 0;
+        if d.code() && !readable_code {
+            return Err(gp.into());
+        }
+        if !d.conforming() && (d.dpl() < cpl || d.dpl() < rpl) {
+            return Err(gp.into());
+        }
+    }
+    let _ = insn;
+    cpu.set_segment(i, sel, d.base, d.limit);
     Ok(())
+}
+
+/// Reads `size` bytes at ss:`offset`.
+fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
+    Ok(sys
+        .mem
+        .read_sized(cpu.linear(super::SREG_SS, offset), size)?)
+}
+
+/// Writes `size` bytes at ss:`offset`.
+fn stack_write(cpu: &CpuState, sys: &System, offset: u32, size: u32, v: u32) -> Result<()> {
+    Ok(sys
+        .mem
+        .write_sized(cpu.linear(super::SREG_SS, offset), size, v)?)
 }
 
 fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = insn.stack_pointer_increment() as u32;
     let esp = cpu.regs[4];
-    let sel = sys.mem.read_u16(esp)?;
+    let sel = stack_read(cpu, sys, esp, 2)? as u16;
     load_sreg(cpu, sys, insn, insn.op0_register(), sel)?;
     cpu.regs[4] = esp.wrapping_add(size);
     if insn.op0_register() == Register::SS {
@@ -545,12 +577,11 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     if insn.mnemonic() == Mnemonic::Call {
         let esp = cpu.regs[4];
         let (ret_cs, ret_ip) = (cpu.sregs[1], insn.next_ip32());
-        sys.mem.write_sized(esp.wrapping_sub(size), size, ret_cs)?;
-        sys.mem
-            .write_sized(esp.wrapping_sub(2 * size), size, ret_ip)?;
+        stack_write(cpu, sys, esp.wrapping_sub(size), size, ret_cs)?;
+        stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, ret_ip)?;
         cpu.regs[4] = esp.wrapping_sub(2 * size);
     }
-    cpu.sregs[1] = sel as u32;
+    cpu.set_segment(super::SREG_CS, sel, 0, u32::MAX);
     Ok(Next::Jump(offset))
 }
 
@@ -582,8 +613,9 @@ fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) ->
     Ok(rpl)
 }
 
-/// Checks the SS popped by a return to ring `rpl`.
-fn check_return_ss(sys: &System, insn: &Instruction, ss: u16, rpl: u32) -> Result<()> {
+/// Checks the SS popped by a return to ring `rpl` and returns its
+/// descriptor.
+fn check_return_ss(sys: &System, ss: u16, rpl: u32) -> Result<super::descriptor::Descriptor> {
     let gp = Exception::with_error(vector::GP, (ss & !3) as u32);
     if ss & !3 == 0 || (ss & 3) as u32 != rpl {
         return Err(gp.into());
@@ -592,13 +624,7 @@ fn check_return_ss(sys: &System, insn: &Instruction, ss: u16, rpl: u32) -> Resul
     if !d.writable_data() || d.dpl() != rpl {
         return Err(gp.into());
     }
-    if !d.flat() {
-        return Err(unsupported_stop(
-            insn,
-            "return to a stack segment that is not flat",
-        ));
-    }
-    Ok(())
+    Ok(d)
 }
 
 /// After a return to an outer ring, data segment registers the new ring
@@ -617,7 +643,7 @@ fn null_inaccessible_segments(cpu: &mut CpuState, sys: &System) {
         }
         let keep = read_descriptor(sys, sel).is_ok_and(|d| d.conforming() || d.dpl() >= new_cpl);
         if !keep {
-            cpu.sregs[i] = 0;
+            cpu.set_segment(i, 0, 0, u32::MAX);
         }
     }
 }
@@ -630,7 +656,7 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
         return Err(unsupported_stop(insn, "iret with NT set (a task return)"));
     }
     let esp = cpu.regs[4];
-    let pop = |i: u32| sys.mem.read_sized(esp.wrapping_add(i * size), size);
+    let pop = |i: u32| stack_read(cpu, sys, esp.wrapping_add(i * size), size);
     let (new_eip, new_cs, new_flags) = (pop(0)?, pop(1)? as u16, pop(2)?);
     if size == 4 && new_flags & flags::VM != 0 && cpl(cpu) == 0 {
         return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
@@ -639,8 +665,8 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     let outer = new_cpl > cpl(cpu);
     let (new_esp, new_ss) = if outer {
         let (e, s) = (pop(3)?, pop(4)? as u16);
-        check_return_ss(sys, insn, s, new_cpl)?;
-        (e, Some(s))
+        let d = check_return_ss(sys, s, new_cpl)?;
+        (e, Some((s, d)))
     } else {
         (esp.wrapping_add(3 * size), None)
     };
@@ -658,10 +684,10 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
         writable &= 0xFFFF;
     }
     cpu.set_eflags((old & !writable) | (new_flags & writable));
-    cpu.sregs[super::SREG_CS] = new_cs as u32;
+    cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
     cpu.regs[4] = new_esp;
-    if let Some(ss) = new_ss {
-        cpu.sregs[super::SREG_SS] = ss as u32;
+    if let Some((ss, d)) = new_ss {
+        cpu.set_segment(super::SREG_SS, ss, d.base, d.limit);
         null_inaccessible_segments(cpu, sys);
     }
     Ok(Next::Jump(new_eip))
@@ -680,20 +706,20 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
         0
     };
     let esp = cpu.regs[4];
-    let new_eip = sys.mem.read_sized(esp, size)?;
-    let new_cs = sys.mem.read_sized(esp.wrapping_add(size), size)? as u16;
+    let new_eip = stack_read(cpu, sys, esp, size)?;
+    let new_cs = stack_read(cpu, sys, esp.wrapping_add(size), size)? as u16;
     let new_cpl = check_return_cs(cpu, sys, insn, new_cs)?;
     let mut new_esp = esp.wrapping_add(2 * size + params);
     if new_cpl > cpl(cpu) {
-        let outer_esp = sys.mem.read_sized(new_esp, size)?;
-        let ss = sys.mem.read_sized(new_esp.wrapping_add(size), size)? as u16;
-        check_return_ss(sys, insn, ss, new_cpl)?;
-        cpu.sregs[super::SREG_SS] = ss as u32;
+        let outer_esp = stack_read(cpu, sys, new_esp, size)?;
+        let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
+        let d = check_return_ss(sys, ss, new_cpl)?;
+        cpu.set_segment(super::SREG_SS, ss, d.base, d.limit);
         new_esp = outer_esp.wrapping_add(params);
-        cpu.sregs[super::SREG_CS] = new_cs as u32;
+        cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
         null_inaccessible_segments(cpu, sys);
     } else {
-        cpu.sregs[super::SREG_CS] = new_cs as u32;
+        cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
     }
     cpu.regs[4] = new_esp;
     Ok(Next::Jump(new_eip))
@@ -708,8 +734,8 @@ fn sysenter(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
     let ef = cpu.eflags() & !(flags::VM | flags::IF | flags::RF);
     cpu.set_eflags(ef);
     let cs = sys.sysenter_cs & 0xFFFC;
-    cpu.sregs[super::SREG_CS] = cs;
-    cpu.sregs[super::SREG_SS] = cs + 8;
+    cpu.set_segment(super::SREG_CS, cs as u16, 0, u32::MAX);
+    cpu.set_segment(super::SREG_SS, (cs + 8) as u16, 0, u32::MAX);
     cpu.regs[4] = sys.sysenter_esp;
     Ok(Next::Jump(sys.sysenter_eip))
 }
@@ -720,8 +746,8 @@ fn sysexit(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
         return Err(Exception::with_error(vector::GP, 0).into());
     }
     let cs = sys.sysenter_cs & 0xFFFC;
-    cpu.sregs[super::SREG_CS] = (cs + 16) | 3;
-    cpu.sregs[super::SREG_SS] = (cs + 24) | 3;
+    cpu.set_segment(super::SREG_CS, ((cs + 16) | 3) as u16, 0, u32::MAX);
+    cpu.set_segment(super::SREG_SS, ((cs + 24) | 3) as u16, 0, u32::MAX);
     cpu.regs[4] = cpu.regs[1];
     Ok(Next::Jump(cpu.regs[2]))
 }
@@ -750,7 +776,7 @@ fn load_task_register(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) 
 fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = insn.stack_pointer_increment() as u32;
     let esp = cpu.regs[4];
-    let v = sys.mem.read_sized(esp, size)?;
+    let v = stack_read(cpu, sys, esp, size)?;
     let old = cpu.eflags();
     let mut writable = flags::WRITABLE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
     let iopl = (old & flags::IOPL) >> 12;
@@ -782,20 +808,20 @@ fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     // Check every access first so a fault leaves the registers alone.
     let total = size * (level + 1);
     for a in [esp.wrapping_sub(size), esp.wrapping_sub(total)] {
-        sys.mem.read_sized(a, size)?;
+        stack_read(cpu, sys, a, size)?;
     }
     esp = esp.wrapping_sub(size);
-    sys.mem.write_sized(esp, size, ebp)?;
+    stack_write(cpu, sys, esp, size, ebp)?;
     let frame_ptr = esp;
     for _ in 1..level {
         ebp = ebp.wrapping_sub(size);
-        let v = sys.mem.read_sized(ebp, size)?;
+        let v = stack_read(cpu, sys, ebp, size)?;
         esp = esp.wrapping_sub(size);
-        sys.mem.write_sized(esp, size, v)?;
+        stack_write(cpu, sys, esp, size, v)?;
     }
     if level > 0 {
         esp = esp.wrapping_sub(size);
-        sys.mem.write_sized(esp, size, frame_ptr)?;
+        stack_write(cpu, sys, esp, size, frame_ptr)?;
     }
     if size == 2 {
         set_reg(cpu, Register::BP, frame_ptr);
@@ -925,7 +951,11 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
         if rep && cpu.regs[count_reg] & mask == 0 {
             break;
         }
-        let ptr = cpu.regs[ptr_reg] & mask;
+        let ptr = if is_ins(insn) {
+            cpu.linear(super::SREG_ES, cpu.regs[ptr_reg] & mask)
+        } else {
+            cpu.linear(insn.memory_segment().number(), cpu.regs[ptr_reg] & mask)
+        };
         if is_ins(insn) {
             // Check the destination before the port read has side effects.
             sys.mem.read_sized(ptr, size)?;

@@ -159,7 +159,7 @@ fn try_deliver(
     let new_cpl = if d.conforming() { cpl } else { d.dpl() };
     // To an inner ring, the handler runs on that ring's stack from the TSS
     // and the old SS:ESP go on it first.
-    let (ss, esp, switch) = if new_cpl < cpl {
+    let switch = if new_cpl < cpl {
         let (ss, esp) = tss_stack(sys, new_cpl)?;
         let ts = Exception::with_error(vector::TS, (ss & !3) as u32 + ext);
         if ss & !3 == 0 || (ss & 3) as u32 != new_cpl {
@@ -169,18 +169,16 @@ fn try_deliver(
         if !sd.writable_data() || sd.dpl() != new_cpl {
             return Err(ts.into());
         }
-        if !sd.flat() {
-            return Err(unsupported(
-                eip,
-                "an interrupt stack segment that is not flat",
-            ));
-        }
-        (ss as u32, esp, true)
+        Some((ss, esp, sd))
     } else {
-        (cpu.sregs[SREG_SS], cpu.regs[4], false)
+        None
+    };
+    let (ss_base, esp) = match &switch {
+        Some((_, esp, sd)) => (sd.base, *esp),
+        None => (cpu.seg_base[SREG_SS], cpu.regs[4]),
     };
     let mut frame = Vec::with_capacity(6);
-    if switch {
+    if switch.is_some() {
         frame.extend([cpu.sregs[SREG_SS] & 0xFFFF, cpu.regs[4]]);
     }
     frame.extend([cpu.eflags(), cpu.sregs[SREG_CS] & 0xFFFF, eip]);
@@ -188,16 +186,19 @@ fn try_deliver(
         frame.push(exc.error);
     }
     let new_esp = esp.wrapping_sub(4 * frame.len() as u32);
+    let at = |offset: u32| ss_base.wrapping_add(offset);
     // Check the whole frame before writing any of it.
-    sys.mem.read_u32(new_esp)?;
-    sys.mem.read_u32(esp.wrapping_sub(4))?;
+    sys.mem.read_u32(at(new_esp))?;
+    sys.mem.read_u32(at(esp.wrapping_sub(4)))?;
     for (i, w) in frame.iter().enumerate() {
         sys.mem
-            .write_u32(esp.wrapping_sub(4 * (i as u32 + 1)), *w)?;
+            .write_u32(at(esp.wrapping_sub(4 * (i as u32 + 1))), *w)?;
     }
-    cpu.sregs[SREG_SS] = ss;
+    if let Some((ss, _, sd)) = switch {
+        cpu.set_segment(SREG_SS, ss, sd.base, sd.limit);
+    }
     cpu.regs[4] = new_esp;
-    cpu.sregs[SREG_CS] = (sel & !3) as u32 | new_cpl;
+    cpu.set_segment(SREG_CS, (sel & !3) | new_cpl as u16, 0, u32::MAX);
     let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
     if interrupt_gate {
         ef &= !flags::IF;

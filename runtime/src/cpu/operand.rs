@@ -34,15 +34,14 @@ fn is_high8(r: Register) -> bool {
     matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
 }
 
-/// The linear address of the memory operand (segment bases are 0 in the
-/// flat model this runtime supports so far).
+/// The linear address of the memory operand: segment base + offset.
 pub fn effective_address(cpu: &CpuState, insn: &Instruction) -> u32 {
     let op = (0..insn.op_count())
         .find(|&i| insn.op_kind(i) == OpKind::Memory)
         .unwrap_or(0);
     let va = insn.virtual_address(op, 0, |reg, _, _| {
         if reg.is_segment_register() {
-            Some(0)
+            Some(cpu.seg_base[reg.number()] as u64)
         } else if reg.is_gpr() {
             Some(get_reg(cpu, reg) as u64)
         } else {

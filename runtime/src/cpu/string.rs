@@ -41,8 +41,8 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
         if rep && cpu.regs[ECX] & mask == 0 {
             break;
         }
-        let si = cpu.regs[ESI] & mask;
-        let di = cpu.regs[EDI] & mask;
+        let si = cpu.linear(insn.memory_segment().number(), cpu.regs[ESI] & mask);
+        let di = cpu.linear(super::SREG_ES, cpu.regs[EDI] & mask);
         let compare = match insn.mnemonic() {
             M::Movsb | M::Movsw | M::Movsd => {
                 let v = sys.mem.read_sized(si, size)?;

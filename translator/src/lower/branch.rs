@@ -59,12 +59,13 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 0
             };
             if size == 2 {
-                let m = crate::emit::gmem(Register::R12D, b.sp(0));
+                let m = b.stack_mem(0);
                 b.e.put(
                     Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, m).expect("movzx"),
                 );
             } else {
-                b.e.put(load(4, Register::R11D, Register::R12D, b.sp(0)));
+                let m = b.stack_mem(0);
+                b.e.put(load(4, Register::R11D, m));
             }
             adjust_esp(b, size as i32 + pop);
             b.flush_esp();
@@ -158,7 +159,8 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
     } else {
         Register::R10D
     };
-    b.e.put(store(size, Register::R12D, b.sp(-(size as i64)), src));
+    let m = b.stack_mem(-(size as i64));
+    b.e.put(store(size, m, src));
     adjust_esp(b, -(size as i32));
 }
 

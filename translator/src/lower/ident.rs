@@ -214,11 +214,40 @@ pub fn compute_ea16(b: &mut TuBuilder, insn: &Instruction) {
     );
 }
 
-/// Rewrites a guest memory operand in place: gs: addr32, esp -> r12, and a
-/// 16-bit address computed into r11d first.
+/// Computes a 32-bit effective address into r11d, without the segment.
+fn compute_ea32(b: &mut TuBuilder, insn: &Instruction) {
+    let disp = insn.memory_displacement32() as i32 as i64;
+    let mem = iced_x86::MemoryOperand::new(
+        host_reg(insn.memory_base()),
+        insn.memory_index(),
+        insn.memory_index_scale(),
+        disp,
+        if disp == 0 && insn.memory_base() != Register::None {
+            0
+        } else {
+            4
+        },
+        false,
+        Register::None,
+    );
+    b.e.put(Instruction::with2(Code::Lea_r32_m, Register::R11D, mem).expect("lea"));
+}
+
+/// Rewrites a guest memory operand in place: gs: addr32, esp -> r12; a
+/// 16-bit address, or one whose segment base must be added, is computed
+/// into r11d first.
 pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
-    if is_16bit_addressing(insn) {
-        compute_ea16(b, insn);
+    let seg = insn.memory_segment();
+    let add_base = b.needs_segment_base(seg);
+    if is_16bit_addressing(insn) || add_base {
+        if is_16bit_addressing(insn) {
+            compute_ea16(b, insn);
+        } else {
+            compute_ea32(b, insn);
+        }
+        if add_base {
+            b.add_segment_base(Register::R11D, seg);
+        }
         insn.set_memory_base(Register::R11D);
         insn.set_memory_index(Register::None);
         insn.set_memory_index_scale(1);
@@ -273,6 +302,14 @@ fn host_code(code: Code) -> Code {
         Code::Tzcnt_r32_rm32 => Code::Bsf_r32_rm32,
         Code::Lzcnt_r16_rm16 => Code::Bsr_r16_rm16,
         Code::Lzcnt_r32_rm32 => Code::Bsr_r32_rm32,
+        // moffs forms take no base register: use ModRM forms, whose memory
+        // operand may become [r11] (computed address).
+        Code::Mov_AL_moffs8 => Code::Mov_r8_rm8,
+        Code::Mov_AX_moffs16 => Code::Mov_r16_rm16,
+        Code::Mov_EAX_moffs32 => Code::Mov_r32_rm32,
+        Code::Mov_moffs8_AL => Code::Mov_rm8_r8,
+        Code::Mov_moffs16_AX => Code::Mov_rm16_r16,
+        Code::Mov_moffs32_EAX => Code::Mov_rm32_r32,
         // 0x82 is an alias of 0x80 that 64-bit mode dropped.
         Code::Add_rm8_imm8_82 => Code::Add_rm8_imm8,
         Code::Or_rm8_imm8_82 => Code::Or_rm8_imm8,
@@ -290,20 +327,32 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
     if guest.mnemonic() == Mnemonic::Lea {
         return lower_lea(b, guest);
     }
-    if guest.mnemonic() == Mnemonic::Xlatb && is_16bit_addressing(guest) {
-        // xlat has no [r11] form: do its load by hand at (bx + al) & 0xFFFF.
-        b.e.put(
-            Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::BX).expect("movzx"),
-        );
+    if guest.mnemonic() == Mnemonic::Xlatb
+        && (is_16bit_addressing(guest) || b.needs_segment_base(guest.memory_segment()))
+    {
+        // xlat has no [r11] form: do its load by hand at segment base +
+        // ebx + al (or (bx + al) & 0xFFFF).
+        let a16 = is_16bit_addressing(guest);
+        let (code, bx) = if a16 {
+            (Code::Movzx_r32_rm16, Register::BX)
+        } else {
+            (Code::Mov_r32_rm32, Register::EBX)
+        };
+        b.e.put(Instruction::with2(code, Register::R11D, bx).expect("mov"));
         b.e.put(
             Instruction::with2(Code::Movzx_r32_rm8, Register::R10D, Register::AL).expect("movzx"),
         );
         let sum = iced_x86::MemoryOperand::with_base_index(Register::R11, Register::R10);
         b.e.put(Instruction::with2(Code::Lea_r32_m, Register::R11D, sum).expect("lea"));
-        b.e.put(
-            Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W)
-                .expect("movzx"),
-        );
+        if a16 {
+            b.e.put(
+                Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, Register::R11W)
+                    .expect("movzx"),
+            );
+        }
+        if b.needs_segment_base(guest.memory_segment()) {
+            b.add_segment_base(Register::R11D, guest.memory_segment());
+        }
         b.e.put(
             Instruction::with2(
                 Code::Mov_r8_rm8,

@@ -14,7 +14,7 @@ mod string;
 mod system;
 
 use dynasmrt::DynamicLabel;
-use iced_x86::{Instruction, Mnemonic};
+use iced_x86::{Instruction, Mnemonic, Register};
 
 use crate::abi::{ExitReason, ModeKey, off};
 use crate::emit::{Emitter, EncodeError, asm};
@@ -152,6 +152,52 @@ impl<'a> TuBuilder<'a> {
             guest_eip,
             fixup,
         });
+    }
+
+    /// Whether a memory access through segment `seg` must add its base:
+    /// always for FS and GS, for the others outside flat mode.
+    pub fn needs_segment_base(&self, seg: Register) -> bool {
+        matches!(seg, Register::FS | Register::GS)
+            || (self.mode.0 & ModeKey::FLAT == 0 && seg != Register::None)
+    }
+
+    /// `reg += base of segment seg` without touching the flags (r10 is
+    /// clobbered unless `reg` is r9, which uses r8).
+    pub fn add_segment_base(&mut self, reg: Register, seg: Register) {
+        let at = off::SEG_BASE + 4 * seg.number() as i32;
+        let scratch = if reg == Register::R9D {
+            Register::R8D
+        } else {
+            Register::R10D
+        };
+        let load = iced_x86::MemoryOperand::with_base_displ(Register::R14, at as i64);
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Mov_r32_rm32, scratch, load).expect("mov"));
+        let sum =
+            iced_x86::MemoryOperand::with_base_index(reg.full_register(), scratch.full_register());
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, reg, sum).expect("lea"));
+    }
+
+    /// Guest `ss:[esp + disp]` (with the pending esp delta) as a host
+    /// memory operand (see [`TuBuilder::seg_mem`]).
+    pub fn stack_mem(&mut self, disp: i64) -> iced_x86::MemoryOperand {
+        let disp = self.sp(disp);
+        self.seg_mem(Register::R12D, disp, Register::SS)
+    }
+
+    /// Guest `seg:[base + disp]` (base a host register holding a guest
+    /// register) as a host memory operand: `gs: [base + disp]` when the
+    /// segment base is 0, else the address computed into r9d (r8 clobbered).
+    pub fn seg_mem(&mut self, base: Register, disp: i64, seg: Register) -> iced_x86::MemoryOperand {
+        if !self.needs_segment_base(seg) {
+            return crate::emit::gmem(base, disp);
+        }
+        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+        self.add_segment_base(Register::R9D, seg);
+        crate::emit::gmem(Register::R9D, 0)
     }
 
     /// The displacement from r12 of guest `[esp + disp]`.

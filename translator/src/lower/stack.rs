@@ -9,8 +9,6 @@ use super::{Flow, TuBuilder, ident};
 use crate::abi::{ModeKey, flags, off};
 use crate::emit::{EncodeError, asm, load, store};
 
-const ESP: Register = Register::R12D;
-
 /// Moves guest esp by `delta` (lazily, see `TuBuilder::adjust_esp`).
 pub fn adjust_esp(b: &mut TuBuilder, delta: i32) {
     b.adjust_esp(delta);
@@ -79,7 +77,8 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             // A 32-bit push of a segment register writes only the low word.
             let sreg = off::SREGS + 4 * insn.op0_register().number() as i32;
             asm!(b.e; movzx r11d, WORD [cpu + sreg]);
-            b.e.put(store(2, ESP, b.sp(-(size as i64)), Register::R11W));
+            let m = b.stack_mem(-(size as i64));
+            b.e.put(store(2, m, Register::R11W));
             adjust_esp(b, -(size as i32));
             return Ok(());
         }
@@ -110,7 +109,8 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             r11
         }
     };
-    b.e.put(store(size, ESP, b.sp(-(size as i64)), src));
+    let m = b.stack_mem(-(size as i64));
+    b.e.put(store(size, m, src));
     adjust_esp(b, -(size as i32));
     Ok(())
 }
@@ -137,27 +137,38 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
             let dst = ident::host_reg(insn.op0_register());
             if dst.full_register() == Register::R12 {
                 // pop esp / pop sp: esp is incremented, then overwritten.
-                b.e.put(load(size, sized(size, Register::R11D), ESP, 0));
+                let m = b.stack_mem(0);
+                b.e.put(load(size, sized(size, Register::R11D), m));
                 adjust_esp(b, size as i32);
                 b.flush_esp();
                 b.e.put(mov_reg(size, dst, Register::R11D));
             } else {
-                b.e.put(load(size, dst, ESP, b.sp(0)));
+                let m = b.stack_mem(0);
+                b.e.put(load(size, dst, m));
                 adjust_esp(b, size as i32);
             }
         }
         _ => {
-            // pop [mem]: an esp-based address uses the incremented esp.
-            let r11 = sized(size, Register::R11D);
-            b.e.put(load(size, r11, ESP, 0));
+            // pop [mem]: an esp-based address uses the incremented esp. The
+            // value waits in r8: the destination address may need r11/r10.
+            let value = if size == 2 {
+                Register::R8W
+            } else {
+                Register::R8D
+            };
+            let m = b.stack_mem(0);
+            b.e.put(load(size, value, m));
             let code = if size == 2 {
                 Code::Mov_rm16_r16
             } else {
                 Code::Mov_rm32_r32
             };
-            let mut m =
-                Instruction::with2(code, iced_x86::MemoryOperand::with_base(Register::EAX), r11)
-                    .expect("mov");
+            let mut m = Instruction::with2(
+                code,
+                iced_x86::MemoryOperand::with_base(Register::EAX),
+                value,
+            )
+            .expect("mov");
             copy_memory(&mut m, insn);
             if m.memory_base() == Register::ESP {
                 m.set_memory_displacement64((m.memory_displacement32().wrapping_add(size)) as u64);
@@ -214,12 +225,8 @@ fn sized(size: u32, r: Register) -> Register {
 /// pusha/pushad: eax ecx edx ebx (original) esp ebp esi edi, downwards.
 fn pusha(b: &mut TuBuilder, size: u32) {
     for (i, r) in GPRS32.iter().enumerate() {
-        b.e.put(store(
-            size,
-            ESP,
-            -((i as i64 + 1) * size as i64),
-            sized(size, *r),
-        ));
+        let m = b.stack_mem(-((i as i64 + 1) * size as i64));
+        b.e.put(store(size, m, sized(size, *r)));
     }
     adjust_esp(b, -8 * size as i32);
 }
@@ -229,12 +236,14 @@ fn pusha(b: &mut TuBuilder, size: u32) {
 /// 8 slots span at most two pages); the saved esp is skipped.
 fn popa(b: &mut TuBuilder, size: u32) {
     let s = size as i64;
-    b.e.put(load(size, sized(size, Register::R11D), ESP, 7 * s));
+    let m = b.stack_mem(7 * s);
+    b.e.put(load(size, sized(size, Register::R11D), m));
     for (i, r) in GPRS32.iter().enumerate().rev() {
         if i == 4 || i == 0 {
             continue;
         }
-        b.e.put(load(size, sized(size, *r), ESP, (7 - i as i64) * s));
+        let m = b.stack_mem((7 - i as i64) * s);
+        b.e.put(load(size, sized(size, *r), m));
     }
     b.e.put(mov_reg(size, Register::EAX, Register::R11D));
     adjust_esp(b, 8 * size as i32);
@@ -251,12 +260,8 @@ fn pushf(b: &mut TuBuilder, size: u32) {
         ; mov r10d, DWORD [cpu + off::SYS_FLAGS]
         ; lea r11d, [r11 + r10 - 0x202]
     );
-    b.e.put(store(
-        size,
-        ESP,
-        -(size as i64),
-        sized(size, Register::R11D),
-    ));
+    let m = b.stack_mem(-(size as i64));
+    b.e.put(store(size, m, sized(size, Register::R11D)));
     adjust_esp(b, -(size as i32));
 }
 
@@ -270,9 +275,11 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     let size = op_size(insn);
     if size == 2 {
         asm!(b.e; movzx r11d, WORD [cpu + off::SYS_FLAGS + 2]; shl r11d, 16);
-        b.e.put(load(2, Register::R11W, ESP, 0));
+        let m = b.stack_mem(0);
+        b.e.put(load(2, Register::R11W, m));
     } else {
-        b.e.put(load(4, Register::R11D, ESP, 0));
+        let m = b.stack_mem(0);
+        b.e.put(load(4, Register::R11D, m));
     }
     adjust_esp(b, size as i32);
     const SYS: u32 =
@@ -303,7 +310,8 @@ fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         b.call_emulate(insn);
         return Ok(Flow::Next);
     }
-    b.e.put(store(size, ESP, -(size as i64), sized(size, Register::EBP)));
+    let m = b.stack_mem(-(size as i64));
+    b.e.put(store(size, m, sized(size, Register::EBP)));
     adjust_esp(b, -(size as i32));
     b.flush_esp();
     if size == 2 {
@@ -325,7 +333,8 @@ fn op_size_enter(insn: &Instruction) -> u32 {
 
 /// leave: esp = ebp, then pop ebp.
 fn leave(b: &mut TuBuilder, size: u32) {
-    b.e.put(load(size, sized(size, Register::R11D), Register::EBP, 0));
+    let m = b.seg_mem(Register::EBP, 0, Register::SS);
+    b.e.put(load(size, sized(size, Register::R11D), m));
     asm!(b.e; lea r12d, [rbp + size as i32]);
     b.e.put(mov_reg(size, Register::EBP, Register::R11D));
 }

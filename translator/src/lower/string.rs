@@ -6,7 +6,7 @@
 //! completed iterations; the handler removes the bias (`Fixup::StringBias`)
 //! and the guest restarts the instruction, as hardware would.
 
-use iced_x86::{Instruction, Mnemonic};
+use iced_x86::{Code, Instruction, MemoryOperand, Mnemonic, Register};
 
 use super::{Flow, TuBuilder};
 use crate::abi::off;
@@ -29,6 +29,10 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         _ => unreachable!("not a string instruction: {insn}"),
     };
     let size = string_size(insn);
+    // rsi's segment is DS or the override; rdi's is always ES.
+    let si_seg = si.then(|| insn.memory_segment());
+    let di_base = di && b.needs_segment_base(Register::ES);
+    let si_base = si_seg.is_some_and(|s| b.needs_segment_base(s));
     asm!(b.e; mov r11, QWORD [cpu + off::GS_BASE]);
     if si {
         asm!(b.e; lea rsi, [rsi + r11]);
@@ -36,7 +40,16 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
     if di {
         asm!(b.e; lea rdi, [rdi + r11]);
     }
-    b.fixup_from_here(Fixup::StringBias { si, di });
+    if let (true, Some(seg)) = (si_base, si_seg) {
+        bias(b, Register::RSI, off::SEG_BASE, seg);
+    }
+    if di_base {
+        bias(b, Register::RDI, off::SEG_BASE, Register::ES);
+    }
+    b.fixup_from_here(Fixup::StringBias {
+        si: si_seg.map(|s| s.number() as u8),
+        di,
+    });
     let mut bytes = Vec::with_capacity(3);
     if insn.has_rep_prefix() || insn.has_repe_prefix() {
         bytes.push(0xF3);
@@ -51,10 +64,22 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
     b.site(insn.ip32(), Fixup::None);
     asm!(b.e; mov r11, QWORD [cpu + off::NEG_GS_BASE]);
     if si {
-        asm!(b.e; lea rsi, [rsi + r11]; mov esi, esi);
+        asm!(b.e; lea rsi, [rsi + r11]);
     }
     if di {
-        asm!(b.e; lea rdi, [rdi + r11]; mov edi, edi);
+        asm!(b.e; lea rdi, [rdi + r11]);
+    }
+    if let (true, Some(seg)) = (si_base, si_seg) {
+        bias(b, Register::RSI, off::SEG_NEG, seg);
+    }
+    if di_base {
+        bias(b, Register::RDI, off::SEG_NEG, Register::ES);
+    }
+    if si {
+        asm!(b.e; mov esi, esi);
+    }
+    if di {
+        asm!(b.e; mov edi, edi);
     }
     Ok(Flow::Next)
 }
@@ -77,4 +102,14 @@ pub fn address_size_16(insn: &Instruction) -> bool {
             OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
         )
     })
+}
+
+/// `reg += the 32-bit value at cpu.table[seg]` (a segment base or its
+/// negation), flag-free, through r10.
+fn bias(b: &mut TuBuilder, reg: Register, table: i32, seg: Register) {
+    let at =
+        MemoryOperand::with_base_displ(Register::R14, (table + 4 * seg.number() as i32) as i64);
+    b.e.put(Instruction::with2(Code::Mov_r32_rm32, Register::R10D, at).expect("mov"));
+    let sum = MemoryOperand::with_base_index(reg, Register::R10);
+    b.e.put(Instruction::with2(Code::Lea_r64_m, reg, sum).expect("lea"));
 }

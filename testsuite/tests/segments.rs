@@ -1,0 +1,180 @@
+//! Segments with non-zero bases in protected mode: data, stack, FS/GS and
+//! string operands add their segment's base; segment loads check the
+//! descriptor (Intel SDM Vol. 3A, 3.4 and 5.4-5.6).
+
+use bt86_testsuite::*;
+
+const GDT: u32 = 0x1000;
+const GDTR: u32 = 0x1800;
+const BODY: u32 = 0x10_4000;
+
+const FLAT_DATA: u32 = 0x10;
+const DATA_2M: u32 = 0x18; // base 0x200000, byte limit 0xFFFFF
+const DATA_3M: u32 = 0x20; // base 0x300000, 4 GiB limit
+const STACK_4M: u32 = 0x28; // base 0x400000
+const EXEC_ONLY: u32 = 0x30; // execute-only code
+const ABSENT: u32 = 0x38; // not present data
+
+fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
+    let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
+    let hi = ((base >> 16) & 0xFF) | (access << 8) | (limit & 0xF_0000) | (flags << 20) | (base & 0xFF00_0000);
+    (lo, hi)
+}
+
+fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
+    let setup = assemble_at(LOAD, |a| {
+        a.mov(esp, STACK)?;
+        let gdt = [
+            descriptor(0, 0xF_FFFF, 0x9A, 0xC),
+            descriptor(0, 0xF_FFFF, 0x92, 0xC),
+            descriptor(0x20_0000, 0xF_FFFF, 0x92, 0x4),
+            descriptor(0x30_0000, 0xF_FFFF, 0x92, 0xC),
+            descriptor(0x40_0000, 0xF_FFFF, 0x92, 0x4),
+            descriptor(0, 0xF_FFFF, 0x98, 0xC),
+            descriptor(0, 0xF_FFFF, 0x12, 0xC),
+        ];
+        for (i, (lo, hi)) in gdt.iter().enumerate() {
+            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
+            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
+        }
+        a.mov(word_ptr(GDTR), 0x3Fu32)?;
+        a.mov(dword_ptr(GDTR + 2), GDT)?;
+        a.lgdt(ptr(GDTR))?;
+        a.mov(eax, FLAT_DATA)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.mov(ss, ax)?;
+        a.db(&[0xEA])?;
+        a.dd(&[BODY])?;
+        a.dw(&[0x08])
+    });
+    let code = assemble_at(BODY, |a| {
+        body(a)?;
+        a.hlt()
+    });
+    run_blocks(Options::default(), &[(LOAD, setup), (BODY, code)])
+}
+
+fn load(a: &mut CodeAssembler, seg: AsmRegisterSegment, sel: u32) -> Result<(), IcedError> {
+    a.mov(eax, sel)?;
+    a.mov(seg, ax)
+}
+
+#[test]
+fn data_accesses_add_the_ds_base() {
+    let r = run(|a| {
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(0x100), 0xCAFEu32)?;
+        a.mov(ebx, 0x100u32)?;
+        a.mov(ecx, dword_ptr(ebx))?;
+        a.add(dword_ptr(ebx + 4), 7)?;
+        load(a, ds, FLAT_DATA)?;
+        a.mov(edx, dword_ptr(0x20_0100))
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x20_0100), 0xCAFE);
+    assert_eq!(r.mem_u32(0x20_0104), 7);
+    assert_eq!(r.reg(ecx), 0xCAFE);
+    assert_eq!(r.reg(edx), 0xCAFE, "back in flat mode, the same byte at its linear address");
+    assert_eq!(r.sreg(ds), FLAT_DATA);
+}
+
+#[test]
+fn fs_and_gs_add_their_base_even_in_flat_mode() {
+    let r = run(|a| {
+        load(a, fs, DATA_3M)?;
+        load(a, gs, DATA_2M)?;
+        a.mov(eax, 0x1111u32)?;
+        a.mov(dword_ptr(4).fs(), eax)?;
+        a.mov(dword_ptr(8).gs(), 0x2222u32)?;
+        a.mov(ebx, dword_ptr(4).fs())?;
+        a.mov(esi, 4u32)?;
+        a.xlatb()
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x30_0004), 0x1111);
+    assert_eq!(r.mem_u32(0x20_0008), 0x2222);
+    assert_eq!(r.reg(ebx), 0x1111);
+}
+
+#[test]
+fn the_stack_uses_the_ss_base() {
+    let r = run(|a| {
+        let mut f = a.create_label();
+        let mut done = a.create_label();
+        load(a, ss, STACK_4M)?;
+        a.mov(esp, 0x1000u32)?;
+        a.push(0x1234u32)?;
+        a.pop(ebx)?;
+        a.push(0x77u32)?;
+        a.call(f)?;
+        a.jmp(done)?;
+        a.set_label(&mut f)?;
+        a.mov(ecx, dword_ptr(esp + 4))?; // ss-relative: the 0x77
+        a.push(ebp)?;
+        a.mov(ebp, esp)?;
+        a.mov(edx, dword_ptr(ebp + 8))?; // ebp-based addressing defaults to ss
+        a.leave()?;
+        a.ret()?;
+        a.set_label(&mut done)?;
+        a.nop()
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 0x1234);
+    assert_eq!(r.mem_u32(0x40_0FFC), 0x77);
+    assert_eq!(r.reg(ecx), 0x77);
+    assert_eq!(r.reg(edx), 0x77);
+    assert_eq!(r.reg(esp), 0xFFC);
+}
+
+#[test]
+fn string_instructions_add_ds_and_es_bases() {
+    let r = run(|a| {
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(0x10), 0x6463_6261u32)?; // "abcd" at 0x200010
+        load(a, es, DATA_3M)?;
+        a.mov(esi, 0x10u32)?;
+        a.mov(edi, 0x20u32)?;
+        a.mov(ecx, 4u32)?;
+        a.cld()?;
+        a.rep().movsb()?;
+        a.mov(al, b'z' as u32)?;
+        a.stosb()?;
+        a.mov(esi, 0x10u32)?;
+        a.lodsd()
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_bytes(0x30_0020, 5), b"abcdz");
+    assert_eq!(r.reg(eax), 0x6463_6261);
+    assert_eq!((r.reg(esi), r.reg(edi), r.reg(ecx)), (0x14, 0x25, 0));
+}
+
+#[test]
+fn a_fault_through_a_segment_reports_the_linear_address() {
+    let r = run(|a| {
+        load(a, ds, DATA_3M)?;
+        a.mov(ebx, 0x0FF0_0000u32)?;
+        a.mov(eax, dword_ptr(ebx)) // linear 0x10200000, beyond 16 MiB of RAM
+    });
+    match r.stop {
+        Stop::Unhandled { exc, .. } => assert_eq!((exc.vector, exc.addr), (14, 0x1020_0000)),
+        s => panic!("expected #PF, got {s:?}"),
+    }
+}
+
+#[test]
+fn segment_loads_check_the_descriptor() {
+    for (seg, sel, vector, error) in [
+        (ss, 0x08u32, 13u32, 0x08u32), // code into SS
+        (ds, EXEC_ONLY, 13, EXEC_ONLY), // execute-only code into DS
+        (ds, ABSENT, 11, ABSENT),       // not present: #NP
+        (ss, ABSENT, 12, ABSENT),       // not present into SS: #SS
+        (es, 0x48, 13, 0x48),           // beyond the GDT limit
+    ] {
+        let r = run(move |a| load(a, seg, sel));
+        match r.stop {
+            Stop::Unhandled { exc, .. } => assert_eq!((exc.vector, exc.error), (vector, error), "{seg:?} <- {sel:#x}"),
+            s => panic!("{seg:?} <- {sel:#x}: expected an exception, got {s:?}"),
+        }
+    }
+}
