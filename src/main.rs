@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bt86_runtime::machine::status;
-use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+use bt86_runtime::{Machine, MachineConfig, OutputSink};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,8 +56,12 @@ struct RunArgs {
     entry: Option<u32>,
 
     /// Where the debug console (isa-debugcon) writes: stdio, file:PATH or none.
-    #[arg(long, default_value = "stdio", value_parser = parse_debugcon)]
-    debugcon: DebugConDest,
+    #[arg(long, default_value = "stdio", value_parser = parse_output)]
+    debugcon: OutputDest,
+
+    /// Where COM1 (a 16550A at 0x3f8) writes: stdio, file:PATH or none.
+    #[arg(long, default_value = "stdio", value_parser = parse_output)]
+    serial: OutputDest,
 
     /// I/O port of the debug console (QEMU's isa-debugcon iobase), e.g. 0x80 for POST codes.
     #[arg(long, default_value = "0xe9", value_parser = parse_u16)]
@@ -73,18 +77,18 @@ struct RunArgs {
 }
 
 #[derive(Clone, Debug)]
-enum DebugConDest {
+enum OutputDest {
     Stdio,
     File(PathBuf),
     None,
 }
 
-fn parse_debugcon(s: &str) -> Result<DebugConDest, String> {
+fn parse_output(s: &str) -> Result<OutputDest, String> {
     match s {
-        "stdio" => Ok(DebugConDest::Stdio),
-        "none" => Ok(DebugConDest::None),
+        "stdio" => Ok(OutputDest::Stdio),
+        "none" => Ok(OutputDest::None),
         _ => match s.strip_prefix("file:") {
-            Some(p) if !p.is_empty() => Ok(DebugConDest::File(PathBuf::from(p))),
+            Some(p) if !p.is_empty() => Ok(OutputDest::File(PathBuf::from(p))),
             _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
         },
     }
@@ -147,18 +151,23 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<i32, String> {
-    let debugcon = match &args.debugcon {
-        DebugConDest::Stdio => DebugConSink::Stdout,
-        DebugConDest::None => DebugConSink::None,
-        DebugConDest::File(p) => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-            DebugConSink::Writer(Box::new(std::io::BufWriter::new(f)))
-        }
+    let sink = |dest: &OutputDest| -> Result<OutputSink, String> {
+        Ok(match dest {
+            OutputDest::Stdio => OutputSink::Stdout,
+            OutputDest::None => OutputSink::None,
+            OutputDest::File(p) => {
+                let f = std::fs::File::create(p)
+                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                OutputSink::Writer(Box::new(std::io::BufWriter::new(f)))
+            }
+        })
     };
+    let debugcon = sink(&args.debugcon)?;
+    let serial = sink(&args.serial)?;
     let config = MachineConfig {
         ram_size: args.memory,
         debugcon,
+        serial,
         debugcon_port: args.debugcon_port,
         stats: args.stats || args.stats_json.is_some(),
         ..MachineConfig::default()

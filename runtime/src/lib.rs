@@ -16,4 +16,4 @@ pub mod memory;
 pub mod report;
 pub mod signals;
 
-pub use machine::{DebugConSink, Machine, MachineConfig, MachineError, RunOutcome};
+pub use machine::{Machine, MachineConfig, MachineError, OutputSink, RunOutcome};

@@ -7,13 +7,13 @@ use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, ve
 use translator::{CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
-use crate::devices::{Port, PortBus, debug_exit, debugcon};
+use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
 use crate::loader::{self, BootState, LoadError};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::signals;
 
-/// Where the debug console's bytes go.
-pub enum DebugConSink {
+/// Where a character device's output goes.
+pub enum OutputSink {
     Stdout,
     Writer(Box<dyn Write + Send>),
     None,
@@ -21,8 +21,10 @@ pub enum DebugConSink {
 
 pub struct MachineConfig {
     pub ram_size: usize,
-    pub debugcon: DebugConSink,
+    pub debugcon: OutputSink,
     pub debugcon_port: u16,
+    /// COM1, a 16550A at 0x3F8 (output only from the host's side so far).
+    pub serial: OutputSink,
     /// Count TUs executed and jump-cache hits (costs a little at run time).
     pub stats: bool,
     /// Stop after this many TU executions (for tests and fuzzing).
@@ -34,8 +36,9 @@ impl Default for MachineConfig {
     fn default() -> Self {
         MachineConfig {
             ram_size: 128 << 20,
-            debugcon: DebugConSink::Stdout,
+            debugcon: OutputSink::Stdout,
             debugcon_port: debugcon::DEFAULT_PORT,
+            serial: OutputSink::Stdout,
             stats: false,
             tu_budget: None,
             arena_size: translator::DEFAULT_ARENA_SIZE,
@@ -216,11 +219,20 @@ impl Machine {
     pub fn new(config: MachineConfig) -> Result<Self, MachineError> {
         let mem = GuestMemory::new(config.ram_size).map_err(MachineError::Memory)?;
         let mut bus = PortBus::new();
-        let out: Option<Box<dyn Write + Send>> = match config.debugcon {
-            DebugConSink::Stdout => Some(Box::new(std::io::stdout())),
-            DebugConSink::Writer(w) => Some(w),
-            DebugConSink::None => None,
+        let writer = |sink: OutputSink| -> Option<Box<dyn Write + Send>> {
+            match sink {
+                OutputSink::Stdout => Some(Box::new(std::io::stdout())),
+                OutputSink::Writer(w) => Some(w),
+                OutputSink::None => None,
+            }
         };
+        let out = writer(config.debugcon);
+        let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
+        bus.register(
+            Port(serial::COM1),
+            serial::PORT_COUNT,
+            Box::new(serial::Serial::new(serial_out, Box::new(serial::NoIrq))),
+        );
         bus.register(
             Port(debug_exit::DEFAULT_PORT),
             debug_exit::PORT_COUNT,
@@ -580,7 +592,7 @@ mod tests {
                     for _ in 0..50 {
                         let config = MachineConfig {
                             ram_size: 2 << 20,
-                            debugcon: DebugConSink::None,
+                            debugcon: OutputSink::None,
                             arena_size: 1 << 20,
                             ..Default::default()
                         };

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 pub use bt86_runtime::cpu::Stop;
-use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+use bt86_runtime::{OutputSink, Machine, MachineConfig};
 pub use iced_x86::code_asm::*;
 
 /// Where test programs are loaded and start.
@@ -114,7 +114,8 @@ pub fn run_image_with(opts: Options, image: &[u8], load: u32, entry: u32, prepar
     let cap = Capture::default();
     let config = MachineConfig {
         ram_size: opts.ram,
-        debugcon: DebugConSink::Writer(Box::new(cap.clone())),
+        debugcon: OutputSink::Writer(Box::new(cap.clone())),
+        serial: OutputSink::Writer(Box::new(cap.clone())),
         stats: opts.stats,
         tu_budget: opts.budget,
         arena_size: 8 << 20,

@@ -142,8 +142,8 @@ fn machine_setup_cost() {
 
 #[test]
 fn another_thread_can_stop_a_guest_spinning_forever() {
-    use bt86_runtime::{DebugConSink, Machine, MachineConfig};
-    let mut m = Machine::new(MachineConfig { ram_size: 2 << 20, debugcon: DebugConSink::None, ..Default::default() })
+    use bt86_runtime::{OutputSink, Machine, MachineConfig};
+    let mut m = Machine::new(MachineConfig { ram_size: 2 << 20, debugcon: OutputSink::None, ..Default::default() })
         .unwrap();
     // jmp $ : one TU chained to itself, never leaving generated code.
     m.load_flat(&[0xEB, 0xFE], 0x1000, None).unwrap();
