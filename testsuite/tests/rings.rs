@@ -373,6 +373,6 @@ fn the_tss_io_bitmap_decides_port_access_in_ring_3() {
     blocks.push(recorder(3, 2));
     let r = run_blocks(Options::default(), &blocks);
     r.assert_halted();
-    assert_eq!(r.output, b"x");
+    assert_eq!(r.output, b"xx", "one byte to the debug console, one to COM1");
     assert_eq!(r.mem_u32(SEEN + 4), USER + 14, "the word access that reaches port 0x3FA faults");
 }
