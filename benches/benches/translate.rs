@@ -87,12 +87,12 @@ fn translate(c: &mut Criterion) {
 }
 
 fn machine(c: &mut Criterion) {
-    use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+    use bt86_runtime::{OutputSink, Machine, MachineConfig};
     c.bench_function("machine/create_run_hlt_drop", |b| {
         b.iter_batched(
             || (),
             |()| {
-                let cfg = MachineConfig { ram_size: 16 << 20, debugcon: DebugConSink::None, ..Default::default() };
+                let cfg = MachineConfig { ram_size: 16 << 20, debugcon: OutputSink::None, ..Default::default() };
                 let mut m = Machine::new(cfg).unwrap();
                 m.load_flat(&[0xF4], 0x1000, None).unwrap();
                 m.run()

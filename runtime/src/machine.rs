@@ -200,18 +200,21 @@ pub struct Machine {
     sys: Box<System>,
     translator: Translator,
     instrument: Instrument,
-    /// The mode whose jump cache generated code uses.
+    /// The mode and code segment base whose jump cache generated code uses.
     last_mode: ModeKey,
+    last_cs_base: u32,
     wake: std::sync::Arc<Wake>,
 }
 
-/// The translator reads guest code through this (linear = physical while
-/// paging is off).
-struct RamCode<'a>(&'a GuestMemory);
+/// Reads guest code at CS base + EIP (linear = physical while paging is off).
+struct RamCode<'a> {
+    mem: &'a GuestMemory,
+    cs_base: u32,
+}
 
 impl CodeSource for RamCode<'_> {
-    fn read_code(&mut self, addr: u32, buf: &mut [u8]) -> usize {
-        self.0.read_prefix(addr, buf)
+    fn read_code(&mut self, eip: u32, buf: &mut [u8]) -> usize {
+        self.mem.read_prefix(self.cs_base.wrapping_add(eip), buf)
     }
 }
 
@@ -263,6 +266,7 @@ impl Machine {
             translator,
             instrument,
             last_mode: ModeKey::FLAT32_CPL0,
+            last_cs_base: 0,
             wake: Default::default(),
         };
         m.reset_flat(BootState {
@@ -327,24 +331,26 @@ impl Machine {
         &self.translator
     }
 
-    /// The mode generated code is translated for: 32-bit flat protected
-    /// mode (the only one so far) at the current privilege level, and
+    /// The mode generated code is translated for: protected or real mode,
+    /// 32- or 16-bit code and stack, flat segments or not, the CPL, and
     /// whether TUs hold one instruction (single-step, interrupt shadow).
     fn mode(&self, one_insn: bool) -> ModeKey {
-        let cpl = crate::cpu::cpl(&self.cpu);
-        let one = if one_insn { ModeKey::ONE_INSN } else { 0 };
-        let flat = if self.cpu.flat_segments() {
-            ModeKey::FLAT
-        } else {
-            0
-        };
-        let base = ModeKey::FLAT32_CPL0.0 & !ModeKey::FLAT;
-        ModeKey(base | flat | (cpl << ModeKey::CPL_SHIFT) | one)
+        let c = &self.cpu;
+        let bit = |on: bool, b: u32| if on { b } else { 0 };
+        ModeKey(
+            bit(c.cr0 & 1 != 0, ModeKey::PE)
+                | bit(c.seg_db[crate::cpu::SREG_CS], ModeKey::CODE32)
+                | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
+                | bit(c.flat_segments(), ModeKey::FLAT)
+                | bit(one_insn, ModeKey::ONE_INSN)
+                | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),
+        )
     }
 
     fn key(&self, eip: u32) -> TuKey {
+        let phys = self.cpu.seg_base[crate::cpu::SREG_CS].wrapping_add(eip);
         TuKey {
-            phys: eip,
+            phys,
             eip,
             mode: self.last_mode,
         }
@@ -354,7 +360,14 @@ impl Machine {
     /// exception that was delivered (the CPU is now at its handler).
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
         let key = self.key(eip);
-        match self.translator.get(key, &mut RamCode(&self.sys.mem)) {
+        let cs_base = self.cpu.seg_base[crate::cpu::SREG_CS];
+        match self.translator.get(
+            key,
+            &mut RamCode {
+                mem: &self.sys.mem,
+                cs_base,
+            },
+        ) {
             Ok(host) => Ok(Some(host)),
             Err(TranslateError::Fetch(f)) => {
                 // An instruction fetch from no memory: #PF (I/D set), and
@@ -417,10 +430,14 @@ impl Machine {
             }
             let tf = self.cpu.sys_flags & flags::TF != 0;
             let mode = self.mode(tf || in_shadow);
-            if mode != self.last_mode {
-                // Jump-cache entries are keyed by EIP alone: each mode has its own.
-                self.translator.select_jump_cache(&mut self.cpu, mode);
+            let cs_base = self.cpu.seg_base[crate::cpu::SREG_CS];
+            if mode != self.last_mode || cs_base != self.last_cs_base {
+                // Jump-cache entries are keyed by EIP alone: each mode and
+                // code segment has its own.
+                self.translator
+                    .select_jump_cache(&mut self.cpu, mode, cs_base);
                 self.last_mode = mode;
+                self.last_cs_base = cs_base;
                 next = None;
             }
             let host = match next.take() {
@@ -438,7 +455,9 @@ impl Machine {
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
             // Chains and jump-cache entries stay within one mode, and a
             // one-instruction TU always comes back here.
-            let link = mode.0 & ModeKey::ONE_INSN == 0 && self.mode(false) == mode;
+            let link = mode.0 & ModeKey::ONE_INSN == 0
+                && self.mode(false) == mode
+                && self.cpu.seg_base[crate::cpu::SREG_CS] == cs_base;
             match reason {
                 Some(ExitReason::Branch) => {
                     self.sys.counters.exit("branch");

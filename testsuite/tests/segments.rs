@@ -14,6 +14,8 @@ const DATA_3M: u32 = 0x20; // base 0x300000, 4 GiB limit
 const STACK_4M: u32 = 0x28; // base 0x400000
 const EXEC_ONLY: u32 = 0x30; // execute-only code
 const ABSENT: u32 = 0x38; // not present data
+const CODE16: u32 = 0x40; // 16-bit code, base CODE16_BASE
+const CODE16_BASE: u32 = 0x12_0000;
 
 fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
     let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
@@ -22,6 +24,10 @@ fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
 }
 
 fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
+    run_with(body, vec![])
+}
+
+fn run_with(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, extra: Vec<(u32, Vec<u8>)>) -> Run {
     let setup = assemble_at(LOAD, |a| {
         a.mov(esp, STACK)?;
         let gdt = [
@@ -32,12 +38,13 @@ fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
             descriptor(0x40_0000, 0xF_FFFF, 0x92, 0x4),
             descriptor(0, 0xF_FFFF, 0x98, 0xC),
             descriptor(0, 0xF_FFFF, 0x12, 0xC),
+            descriptor(CODE16_BASE, 0xFFFF, 0x9A, 0x0),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
         }
-        a.mov(word_ptr(GDTR), 0x3Fu32)?;
+        a.mov(word_ptr(GDTR), 0x47u32)?;
         a.mov(dword_ptr(GDTR + 2), GDT)?;
         a.lgdt(ptr(GDTR))?;
         a.mov(eax, FLAT_DATA)?;
@@ -52,7 +59,9 @@ fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
         body(a)?;
         a.hlt()
     });
-    run_blocks(Options::default(), &[(LOAD, setup), (BODY, code)])
+    let mut blocks = vec![(LOAD, setup), (BODY, code)];
+    blocks.extend(extra);
+    run_blocks(Options { stats: true, ..Options::default() }, &blocks)
 }
 
 fn load(a: &mut CodeAssembler, seg: AsmRegisterSegment, sel: u32) -> Result<(), IcedError> {
@@ -177,4 +186,42 @@ fn segment_loads_check_the_descriptor() {
             s => panic!("{seg:?} <- {sel:#x}: expected an exception, got {s:?}"),
         }
     }
+}
+
+#[test]
+fn a_16_bit_code_segment_with_a_base_runs_16_bit_code_at_base_plus_ip() {
+    const BACK: u32 = BODY + 0x100;
+    // 16-bit code at CODE16_BASE: a near call and return inside the
+    // segment (IP-relative), then a 32-bit far jump back to flat code.
+    let mut a = CodeAssembler::new(16).unwrap();
+    let mut sub = a.create_label();
+    let mut done = a.create_label();
+    a.mov(ax, 0x1234u32).unwrap();
+    a.call(sub).unwrap();
+    a.jmp(done).unwrap();
+    a.set_label(&mut sub).unwrap();
+    a.mov(bx, ax).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut done).unwrap();
+    a.db(&[0x66, 0xEA]).unwrap(); // jmp far dword 0x08:BACK
+    a.dd(&[BACK]).unwrap();
+    a.dw(&[0x08]).unwrap();
+    let code16 = a.assemble(0).unwrap();
+    let back = assemble_at(BACK, |a| {
+        a.mov(ecx, 0x99u32)?;
+        a.hlt()
+    });
+    let r = run_with(
+        |a| {
+            a.xor(ebx, ebx)?;
+            a.db(&[0xEA])?; // jmp far 0x40:0
+            a.dd(&[0])?;
+            a.dw(&[CODE16 as u16])
+        },
+        vec![(CODE16_BASE, code16), (BACK, back)],
+    );
+    r.assert_halted();
+    assert_eq!(r.reg(ebx) & 0xFFFF, 0x1234);
+    assert_eq!(r.reg(ecx), 0x99);
+    assert!(r.machine.report().rows.iter().any(|(c, _)| *c == "pm16"), "16-bit protected-mode code class");
 }

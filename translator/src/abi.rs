@@ -199,6 +199,8 @@ pub struct CpuState {
     pub seg_base: [u32; 6],
     pub seg_limit: [u32; 6],
     pub seg_neg: [u32; 6],
+    /// The D/B bit of each segment: 32-bit code (CS) or stack (SS).
+    pub seg_db: [bool; 6],
     pub cr0: u32,
     pub cr2: u32,
     pub cr3: u32,
@@ -246,6 +248,7 @@ impl CpuState {
             seg_base: [0; 6],
             seg_limit: [u32::MAX; 6],
             seg_neg: [0; 6],
+            seg_db: [true; 6],
             cr0: 0,
             cr2: 0,
             cr3: 0,
@@ -275,6 +278,12 @@ impl CpuState {
         self.seg_base[i] = base;
         self.seg_neg[i] = base.wrapping_neg();
         self.seg_limit[i] = limit;
+    }
+
+    /// Like [`CpuState::set_segment`], with the D/B bit.
+    pub fn set_segment_db(&mut self, i: usize, selector: u16, base: u32, limit: u32, db: bool) {
+        self.set_segment(i, selector, base, limit);
+        self.seg_db[i] = db;
     }
 
     /// Whether CS, SS, DS and ES are all base 0 with a 4 GiB limit, so

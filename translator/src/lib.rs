@@ -86,7 +86,7 @@ pub struct Translator {
     fault_map: Box<FaultMap>,
     /// One jump cache per mode (its entries are keyed by EIP alone), and
     /// the one generated code uses now.
-    jump_caches: Vec<(ModeKey, Box<JumpCache>)>,
+    jump_caches: Vec<((ModeKey, u32), Box<JumpCache>)>,
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
@@ -107,7 +107,7 @@ impl Translator {
             CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
         let stubs_len = arena.used();
         let fault_map = Box::new(FaultMap::new(arena.base() as u64));
-        let jump_caches = vec![(ModeKey::FLAT32_CPL0, new_jump_cache(stubs.miss))];
+        let jump_caches = vec![((ModeKey::FLAT32_CPL0, 0), new_jump_cache(stubs.miss))];
         Ok(Translator {
             arena,
             stubs,
@@ -232,14 +232,16 @@ impl Translator {
     }
 
     /// Points `cpu` (and the inserts that follow) at the jump cache of
-    /// `mode`, creating it the first time: switching modes (a system call,
+    /// `mode` with code segment base `cs_base` (its entries are keyed by
+    /// EIP), creating it the first time: switching modes (a system call,
     /// an interrupt from user code) keeps every mode's entries.
-    pub fn select_jump_cache(&mut self, cpu: &mut CpuState, mode: ModeKey) {
-        let i = match self.jump_caches.iter().position(|(m, _)| *m == mode) {
+    pub fn select_jump_cache(&mut self, cpu: &mut CpuState, mode: ModeKey, cs_base: u32) {
+        let key = (mode, cs_base);
+        let i = match self.jump_caches.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
                 self.jump_caches
-                    .push((mode, new_jump_cache(self.stubs.miss)));
+                    .push((key, new_jump_cache(self.stubs.miss)));
                 self.jump_caches.len() - 1
             }
         };

@@ -23,17 +23,17 @@ impl Descriptor {
         ((self.access >> 5) & 3) as u32
     }
 
-    /// Base 0 and a 4 GiB limit: the only segments this runtime handles yet.
-    pub fn flat(&self) -> bool {
-        self.present() && self.base == 0 && self.limit == 0xFFFF_FFFF
-    }
-
     pub fn code(&self) -> bool {
         self.access & 0x18 == 0x18
     }
 
     pub fn code32(&self) -> bool {
-        self.code() && self.flags & 0x4 != 0
+        self.code() && self.big()
+    }
+
+    /// The D/B bit: 32-bit code, or a 32-bit stack.
+    pub fn big(&self) -> bool {
+        self.flags & 0x4 != 0
     }
 
     /// A writable data segment (what SS must be).

@@ -496,7 +496,7 @@ fn load_sreg(
         }
     }
     let _ = insn;
-    cpu.set_segment(i, sel, d.base, d.limit);
+    cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
     Ok(())
 }
 
@@ -543,9 +543,9 @@ fn load_far_pointer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) ->
     Ok(Next::Continue)
 }
 
-/// Far jmp/call to a flat 32-bit ring-0 code segment (what kernels do to
-/// load CS after lgdt). Gates, task switches and privilege changes come
-/// with the system CPU.
+/// Far jmp/call to a code segment at the same privilege level (what
+/// kernels do to load CS after lgdt), or in real mode to any paragraph.
+/// Gates and task switches come with the system CPU.
 fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let (sel, offset, size) = match insn.op0_kind() {
         OpKind::FarBranch32 => (insn.far_branch_selector(), insn.far_branch32(), 4),
@@ -564,25 +564,62 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
             )
         }
     };
+    if cpu.cr0 & 1 == 0 {
+        // Real mode: the selector is the paragraph of the new CS.
+        if insn.mnemonic() == Mnemonic::Call {
+            push_far_return(cpu, sys, insn, size)?;
+        }
+        let limit = cpu.seg_limit[super::SREG_CS];
+        cpu.set_segment_db(super::SREG_CS, sel, (sel as u32) << 4, limit, false);
+        return Ok(Next::Jump(offset));
+    }
     if sel & !3 == 0 {
         return Err(Exception::with_error(vector::GP, 0).into());
     }
     let d = read_descriptor(sys, sel)?;
-    if !(d.flat() && d.code32()) || sel & 3 != 0 {
-        return Ok(unsupported(
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    if d.system_type().is_some() {
+        return Err(unsupported_stop(
             insn,
-            "far transfer to a segment that is not flat 32-bit ring-0 code",
+            "far transfer through a gate or to a TSS (comes with the system CPU)",
         ));
     }
-    if insn.mnemonic() == Mnemonic::Call {
-        let esp = cpu.regs[4];
-        let (ret_cs, ret_ip) = (cpu.sregs[1], insn.next_ip32());
-        stack_write(cpu, sys, esp.wrapping_sub(size), size, ret_cs)?;
-        stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, ret_ip)?;
-        cpu.regs[4] = esp.wrapping_sub(2 * size);
+    let cpl = cpl(cpu);
+    let ok = d.code()
+        && if d.conforming() {
+            d.dpl() <= cpl
+        } else {
+            d.dpl() == cpl && (sel & 3) as u32 <= cpl
+        };
+    if !ok {
+        return Err(gp.into());
     }
-    cpu.set_segment(super::SREG_CS, sel, 0, u32::MAX);
+    if insn.mnemonic() == Mnemonic::Call {
+        push_far_return(cpu, sys, insn, size)?;
+    }
+    cpu.set_segment_db(
+        super::SREG_CS,
+        (sel & !3) | cpl as u16,
+        d.base,
+        d.limit,
+        d.code32(),
+    );
     Ok(Next::Jump(offset))
+}
+
+/// Pushes CS and the next IP/EIP for a far call.
+fn push_far_return(cpu: &mut CpuState, sys: &System, insn: &Instruction, size: u32) -> Result<()> {
+    let esp = cpu.regs[4];
+    stack_write(
+        cpu,
+        sys,
+        esp.wrapping_sub(size),
+        size,
+        cpu.sregs[super::SREG_CS],
+    )?;
+    stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, insn.next_ip32())?;
+    cpu.regs[4] = esp.wrapping_sub(2 * size);
+    Ok(())
 }
 
 fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
@@ -593,8 +630,12 @@ fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
 }
 
 /// Checks the CS a far return or iret goes to (its RPL is the new CPL,
-/// never inner to the current one) and returns that privilege level.
-fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) -> Result<u32> {
+/// never inner to the current one); returns that level and the descriptor.
+fn check_return_cs(
+    cpu: &CpuState,
+    sys: &System,
+    cs: u16,
+) -> Result<(u32, super::descriptor::Descriptor)> {
     let gp = Exception::with_error(vector::GP, (cs & !3) as u32);
     let rpl = (cs & 3) as u32;
     if cs & !3 == 0 || rpl < cpl(cpu) {
@@ -604,13 +645,7 @@ fn check_return_cs(cpu: &CpuState, sys: &System, insn: &Instruction, cs: u16) ->
     if !d.code() || (!d.conforming() && d.dpl() != rpl) || (d.conforming() && d.dpl() > rpl) {
         return Err(gp.into());
     }
-    if !(d.flat() && d.code32()) {
-        return Err(unsupported_stop(
-            insn,
-            "return to a segment that is not flat 32-bit code",
-        ));
-    }
-    Ok(rpl)
+    Ok((rpl, d))
 }
 
 /// Checks the SS popped by a return to ring `rpl` and returns its
@@ -661,7 +696,7 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     if size == 4 && new_flags & flags::VM != 0 && cpl(cpu) == 0 {
         return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
     }
-    let new_cpl = check_return_cs(cpu, sys, insn, new_cs)?;
+    let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
     let outer = new_cpl > cpl(cpu);
     let (new_esp, new_ss) = if outer {
         let (e, s) = (pop(3)?, pop(4)? as u16);
@@ -684,10 +719,16 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
         writable &= 0xFFFF;
     }
     cpu.set_eflags((old & !writable) | (new_flags & writable));
-    cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
+    cpu.set_segment_db(
+        super::SREG_CS,
+        new_cs,
+        cs_desc.base,
+        cs_desc.limit,
+        cs_desc.code32(),
+    );
     cpu.regs[4] = new_esp;
     if let Some((ss, d)) = new_ss {
-        cpu.set_segment(super::SREG_SS, ss, d.base, d.limit);
+        cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
         null_inaccessible_segments(cpu, sys);
     }
     Ok(Next::Jump(new_eip))
@@ -708,19 +749,23 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
     let esp = cpu.regs[4];
     let new_eip = stack_read(cpu, sys, esp, size)?;
     let new_cs = stack_read(cpu, sys, esp.wrapping_add(size), size)? as u16;
-    let new_cpl = check_return_cs(cpu, sys, insn, new_cs)?;
+    let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
     let mut new_esp = esp.wrapping_add(2 * size + params);
     if new_cpl > cpl(cpu) {
         let outer_esp = stack_read(cpu, sys, new_esp, size)?;
         let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
         let d = check_return_ss(sys, ss, new_cpl)?;
-        cpu.set_segment(super::SREG_SS, ss, d.base, d.limit);
+        cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
         new_esp = outer_esp.wrapping_add(params);
-        cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
         null_inaccessible_segments(cpu, sys);
-    } else {
-        cpu.set_segment(super::SREG_CS, new_cs, 0, u32::MAX);
     }
+    cpu.set_segment_db(
+        super::SREG_CS,
+        new_cs,
+        cs_desc.base,
+        cs_desc.limit,
+        cs_desc.code32(),
+    );
     cpu.regs[4] = new_esp;
     Ok(Next::Jump(new_eip))
 }

@@ -150,12 +150,6 @@ fn try_deliver(
     if !d.code() || d.dpl() > cpl {
         return Err(Exception::with_error(vector::GP, (sel & !3) as u32 + ext).into());
     }
-    if !(d.flat() && d.code32()) {
-        return Err(unsupported(
-            eip,
-            "an interrupt handler in a segment that is not flat 32-bit code",
-        ));
-    }
     let new_cpl = if d.conforming() { cpl } else { d.dpl() };
     // To an inner ring, the handler runs on that ring's stack from the TSS
     // and the old SS:ESP go on it first.
@@ -195,10 +189,16 @@ fn try_deliver(
             .write_u32(at(esp.wrapping_sub(4 * (i as u32 + 1))), *w)?;
     }
     if let Some((ss, _, sd)) = switch {
-        cpu.set_segment(SREG_SS, ss, sd.base, sd.limit);
+        cpu.set_segment_db(SREG_SS, ss, sd.base, sd.limit, sd.big());
     }
     cpu.regs[4] = new_esp;
-    cpu.set_segment(SREG_CS, (sel & !3) | new_cpl as u16, 0, u32::MAX);
+    cpu.set_segment_db(
+        SREG_CS,
+        (sel & !3) | new_cpl as u16,
+        d.base,
+        d.limit,
+        d.code32(),
+    );
     let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
     if interrupt_gate {
         ef &= !flags::IF;

@@ -165,9 +165,14 @@ pub fn host_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The current privilege level: CS's RPL (which always equals it here).
+/// The current privilege level: 0 in real mode, else CS's RPL (which
+/// always equals it here).
 pub fn cpl(cpu: &CpuState) -> u32 {
-    cpu.sregs[1] & 3
+    if cpu.cr0 & 1 == 0 {
+        0
+    } else {
+        cpu.sregs[1] & 3
+    }
 }
 
 pub const SREG_ES: usize = 0;
