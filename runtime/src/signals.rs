@@ -186,6 +186,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         Fixup::Borrowed(r) => {
             gregs[greg_index(r)] = gregs[libc::REG_R10 as usize];
         }
+        Fixup::SpDelta(d) => {
+            let r12 = gregs[libc::REG_R12 as usize] as u32;
+            let sp = (r12 as u16).wrapping_add(d as u16);
+            gregs[libc::REG_R12 as usize] = ((r12 & 0xFFFF_0000) | sp as u32) as i64;
+        }
         Fixup::EspDelta(d) => {
             let r12 = gregs[libc::REG_R12 as usize] as u32;
             gregs[libc::REG_R12 as usize] = r12.wrapping_add(d as u32) as i64;

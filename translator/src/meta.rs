@@ -29,6 +29,8 @@ pub enum Fixup {
     /// A run of stack instructions moves r12 once at its end: here the
     /// guest esp is r12 plus this.
     EspDelta(i32),
+    /// The same with a 16-bit stack: only SP (r12w) lags, wrapping at 64 KiB.
+    SpDelta(i32),
 }
 
 /// One guest instruction's code: from `host_off` up to the next site.

@@ -500,18 +500,34 @@ fn load_sreg(
     Ok(())
 }
 
+/// The linear address of stack offset `offset` (SP wraps at 64 KiB with a
+/// 16-bit stack).
+fn stack_linear(cpu: &CpuState, offset: u32) -> u32 {
+    let offset = if cpu.seg_db[super::SREG_SS] {
+        offset
+    } else {
+        offset & 0xFFFF
+    };
+    cpu.linear(super::SREG_SS, offset)
+}
+
+/// `esp + delta` as the new stack pointer: only SP changes with a 16-bit stack.
+fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
+    if cpu.seg_db[super::SREG_SS] {
+        esp.wrapping_add(delta)
+    } else {
+        (esp & 0xFFFF_0000) | (esp.wrapping_add(delta) & 0xFFFF)
+    }
+}
+
 /// Reads `size` bytes at ss:`offset`.
 fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
-    Ok(sys
-        .mem
-        .read_sized(cpu.linear(super::SREG_SS, offset), size)?)
+    Ok(sys.mem.read_sized(stack_linear(cpu, offset), size)?)
 }
 
 /// Writes `size` bytes at ss:`offset`.
 fn stack_write(cpu: &CpuState, sys: &System, offset: u32, size: u32, v: u32) -> Result<()> {
-    Ok(sys
-        .mem
-        .write_sized(cpu.linear(super::SREG_SS, offset), size, v)?)
+    Ok(sys.mem.write_sized(stack_linear(cpu, offset), size, v)?)
 }
 
 fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
@@ -519,7 +535,7 @@ fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
     let esp = cpu.regs[4];
     let sel = stack_read(cpu, sys, esp, 2)? as u16;
     load_sreg(cpu, sys, insn, insn.op0_register(), sel)?;
-    cpu.regs[4] = esp.wrapping_add(size);
+    cpu.regs[4] = sp_add(cpu, esp, size);
     if insn.op0_register() == Register::SS {
         set_shadow(cpu, insn);
     }
@@ -618,7 +634,7 @@ fn push_far_return(cpu: &mut CpuState, sys: &System, insn: &Instruction, size: u
         cpu.sregs[super::SREG_CS],
     )?;
     stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, insn.next_ip32())?;
-    cpu.regs[4] = esp.wrapping_sub(2 * size);
+    cpu.regs[4] = sp_add(cpu, esp, (2 * size).wrapping_neg());
     Ok(())
 }
 
@@ -703,7 +719,7 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
         let d = check_return_ss(sys, s, new_cpl)?;
         (e, Some((s, d)))
     } else {
-        (esp.wrapping_add(3 * size), None)
+        (sp_add(cpu, esp, 3 * size), None)
     };
     // What the old privilege level may change (POPF's rules).
     let old = cpu.eflags();
@@ -750,7 +766,7 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
     let new_eip = stack_read(cpu, sys, esp, size)?;
     let new_cs = stack_read(cpu, sys, esp.wrapping_add(size), size)? as u16;
     let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
-    let mut new_esp = esp.wrapping_add(2 * size + params);
+    let mut new_esp = sp_add(cpu, esp, 2 * size + params);
     if new_cpl > cpl(cpu) {
         let outer_esp = stack_read(cpu, sys, new_esp, size)?;
         let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
@@ -835,7 +851,7 @@ fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
         writable &= 0xFFFF;
     }
     cpu.set_eflags((old & !writable) | (v & writable));
-    cpu.regs[4] = esp.wrapping_add(size);
+    cpu.regs[4] = sp_add(cpu, esp, size);
     Ok(Next::Jump(insn.next_ip32()))
 }
 

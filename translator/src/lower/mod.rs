@@ -115,7 +115,8 @@ impl<'a> TuBuilder<'a> {
             }
             let fixup = match self.esp_pending {
                 0 => Fixup::None,
-                d => Fixup::EspDelta(d),
+                d if self.stack32() => Fixup::EspDelta(d),
+                d => Fixup::SpDelta(d),
             };
             self.site(insn.ip32(), fixup);
             flow = lower_insn(&mut self, insn, idx)?;
@@ -180,10 +181,34 @@ impl<'a> TuBuilder<'a> {
     }
 
     /// Guest `ss:[esp + disp]` (with the pending esp delta) as a host
-    /// memory operand (see [`TuBuilder::seg_mem`]).
+    /// memory operand (see [`TuBuilder::seg_mem`]); with a 16-bit stack
+    /// the offset wraps at 64 KiB.
     pub fn stack_mem(&mut self, disp: i64) -> iced_x86::MemoryOperand {
         let disp = self.sp(disp);
-        self.seg_mem(Register::R12D, disp, Register::SS)
+        if self.stack32() {
+            return self.seg_mem(Register::R12D, disp, Register::SS);
+        }
+        self.seg_mem16(Register::R12D, disp, Register::SS)
+    }
+
+    /// Guest `seg:[(base16 + disp) & 0xFFFF]` computed into r9d (r8 clobbered).
+    pub fn seg_mem16(
+        &mut self,
+        base: Register,
+        disp: i64,
+        seg: Register,
+    ) -> iced_x86::MemoryOperand {
+        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+        self.e.put(
+            Instruction::with2(iced_x86::Code::Movzx_r32_rm16, Register::R9D, Register::R9W)
+                .expect("movzx"),
+        );
+        if self.needs_segment_base(seg) {
+            self.add_segment_base(Register::R9D, seg);
+        }
+        crate::emit::gmem(Register::R9D, 0)
     }
 
     /// Guest `seg:[base + disp]` (base a host register holding a guest
@@ -211,12 +236,21 @@ impl<'a> TuBuilder<'a> {
         self.esp_pending = self.esp_pending.wrapping_add(delta);
     }
 
-    /// Makes r12 the guest esp again.
+    /// Makes r12 the guest esp again (only SP moves with a 16-bit stack).
     pub fn flush_esp(&mut self) {
         let d = std::mem::take(&mut self.esp_pending);
         if d != 0 {
-            asm!(self.e; lea r12d, [r12 + d]);
+            if self.stack32() {
+                asm!(self.e; lea r12d, [r12 + d]);
+            } else {
+                asm!(self.e; lea r12w, [r12 + d]);
+            }
         }
+    }
+
+    /// Whether the stack is 32-bit (SS.B): esp, else sp wrapping at 64 KiB.
+    pub fn stack32(&self) -> bool {
+        self.mode.0 & ModeKey::STACK32 != 0
     }
 
     /// Marks the current point as belonging to the last site again, with a

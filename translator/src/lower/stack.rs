@@ -333,8 +333,15 @@ fn op_size_enter(insn: &Instruction) -> u32 {
 
 /// leave: esp = ebp, then pop ebp.
 fn leave(b: &mut TuBuilder, size: u32) {
-    let m = b.seg_mem(Register::EBP, 0, Register::SS);
-    b.e.put(load(size, sized(size, Register::R11D), m));
-    asm!(b.e; lea r12d, [rbp + size as i32]);
+    if b.stack32() {
+        let m = b.seg_mem(Register::EBP, 0, Register::SS);
+        b.e.put(load(size, sized(size, Register::R11D), m));
+        asm!(b.e; lea r12d, [rbp + size as i32]);
+    } else {
+        // A 16-bit stack: SP = BP, then pop from ss:sp.
+        let m = b.seg_mem16(Register::EBP, 0, Register::SS);
+        b.e.put(load(size, sized(size, Register::R11D), m));
+        asm!(b.e; lea r12w, [rbp + size as i32]);
+    }
     b.e.put(mov_reg(size, Register::EBP, Register::R11D));
 }
