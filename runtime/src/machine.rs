@@ -294,6 +294,34 @@ impl Machine {
         cpu.cr0 = 0x11; // PE | ET
     }
 
+    /// Puts the CPU in real mode at `cs:ip` as after a far jump from reset:
+    /// segment bases selector * 16, 64 KiB limits, the IVT at 0, flags 2.
+    /// The caller sets registers and memory.
+    pub fn reset_real(&mut self, cs: u16, ip: u16) {
+        let cpu = &mut self.cpu;
+        cpu.regs = [0; 8];
+        cpu.set_eflags(flags::FIXED1);
+        cpu.cr0 = 0x10; // ET
+        for i in 0..6 {
+            cpu.set_segment_db(i, 0, 0, 0xFFFF, false);
+        }
+        cpu.set_segment_db(crate::cpu::SREG_CS, cs, (cs as u32) << 4, 0xFFFF, false);
+        cpu.eip = ip as u32;
+        self.sys.idtr = crate::cpu::TableReg {
+            base: 0,
+            limit: 0x3FF,
+        };
+        self.sys.gdtr = crate::cpu::TableReg {
+            base: 0,
+            limit: 0xFFFF,
+        };
+    }
+
+    /// Drops every translation (after the caller rewrote guest code).
+    pub fn flush_translations(&mut self) {
+        self.translator.flush();
+    }
+
     pub fn load_multiboot(&mut self, image: &[u8], cmdline: &str) -> Result<(), MachineError> {
         let boot = loader::multiboot::load(&self.sys.mem, image, cmdline)?;
         self.reset_flat(boot);

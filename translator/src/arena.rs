@@ -207,8 +207,13 @@ impl Drop for CodeArena {
 mod tests {
     use super::*;
 
+    /// Arenas created by concurrent tests may reuse a dropped arena's
+    /// address; these tests take turns so the registry checks hold.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn code_put_in_the_arena_is_seen_in_the_executable_view() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut a = CodeArena::new(1 << 16).unwrap();
         let off = a.put(&[0xC3, 0x90]).unwrap();
         // SAFETY: reading bytes just written, through the mapped rx view.
@@ -222,6 +227,7 @@ mod tests {
 
     #[test]
     fn patch_rel32_points_a_jump_at_its_target() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut a = CodeArena::new(1 << 16).unwrap();
         a.put(&[0u8; 64]).unwrap();
         a.patch_rel32(8, a.base() + 40);

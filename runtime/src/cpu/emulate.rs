@@ -350,12 +350,6 @@ fn set_cr0(cpu: &mut CpuState, insn: &Instruction, v: u32) -> Result<Next> {
     }
     // ET is hardwired to 1 on a P6.
     let v = v | CR0_ET;
-    if v & CR0_PE == 0 {
-        return Ok(unsupported(
-            insn,
-            "leaving protected mode (real mode comes with the system CPU)",
-        ));
-    }
     if v & CR0_PG != 0 {
         return Ok(unsupported(
             insn,
@@ -462,6 +456,12 @@ fn load_sreg(
         return Err(Exception::new(vector::UD).into());
     }
     let i = sreg_index(r);
+    if cpu.cr0 & CR0_PE == 0 {
+        // Real mode: the base is the selector's paragraph; limit and D/B stay.
+        let (limit, db) = (cpu.seg_limit[i], cpu.seg_db[i]);
+        cpu.set_segment_db(i, sel, (sel as u32) << 4, limit, db);
+        return Ok(());
+    }
     if sel & !3 == 0 {
         if r == Register::SS {
             return Err(Exception::with_error(vector::GP, 0).into());
@@ -585,8 +585,7 @@ fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
         if insn.mnemonic() == Mnemonic::Call {
             push_far_return(cpu, sys, insn, size)?;
         }
-        let limit = cpu.seg_limit[super::SREG_CS];
-        cpu.set_segment_db(super::SREG_CS, sel, (sel as u32) << 4, limit, false);
+        real_mode_cs(cpu, sel);
         return Ok(Next::Jump(offset));
     }
     if sel & !3 == 0 {
@@ -636,6 +635,12 @@ fn push_far_return(cpu: &mut CpuState, sys: &System, insn: &Instruction, size: u
     stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, insn.next_ip32())?;
     cpu.regs[4] = sp_add(cpu, esp, (2 * size).wrapping_neg());
     Ok(())
+}
+
+/// Loads CS in real mode: base = selector * 16, 16-bit code.
+pub(super) fn real_mode_cs(cpu: &mut CpuState, sel: u16) {
+    let limit = cpu.seg_limit[super::SREG_CS];
+    cpu.set_segment_db(super::SREG_CS, sel, (sel as u32) << 4, limit, false);
 }
 
 fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
@@ -709,6 +714,18 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     let esp = cpu.regs[4];
     let pop = |i: u32| stack_read(cpu, sys, esp.wrapping_add(i * size), size);
     let (new_eip, new_cs, new_flags) = (pop(0)?, pop(1)? as u16, pop(2)?);
+    if cpu.cr0 & CR0_PE == 0 {
+        // Real mode: every flag but VM (and the VIF/VIP pair) loads.
+        let keep = if size == 2 {
+            0xFFFF_0000
+        } else {
+            flags::VM | flags::VIP | flags::VIF
+        };
+        cpu.set_eflags((cpu.eflags() & keep) | (new_flags & !keep));
+        real_mode_cs(cpu, new_cs);
+        cpu.regs[4] = sp_add(cpu, esp, 3 * size);
+        return Ok(Next::Jump(new_eip));
+    }
     if size == 4 && new_flags & flags::VM != 0 && cpl(cpu) == 0 {
         return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
     }
@@ -765,6 +782,11 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
     let esp = cpu.regs[4];
     let new_eip = stack_read(cpu, sys, esp, size)?;
     let new_cs = stack_read(cpu, sys, esp.wrapping_add(size), size)? as u16;
+    if cpu.cr0 & CR0_PE == 0 {
+        real_mode_cs(cpu, new_cs);
+        cpu.regs[4] = sp_add(cpu, esp, 2 * size + params);
+        return Ok(Next::Jump(new_eip));
+    }
     let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
     let mut new_esp = sp_add(cpu, esp, 2 * size + params);
     if new_cpl > cpl(cpu) {

@@ -63,6 +63,9 @@ pub fn deliver(
     insn_eip: u32,
     kind: u32,
 ) -> Result<(), Stop> {
+    if cpu.cr0 & 1 == 0 {
+        return deliver_real(cpu, sys, exc, eip);
+    }
     if sys.idtr.limit == 0 {
         return Err(Stop::Unhandled {
             exc,
@@ -205,5 +208,51 @@ fn try_deliver(
     }
     cpu.set_eflags(ef);
     cpu.eip = target;
+    Ok(())
+}
+
+/// Real-mode delivery through the interrupt vector table: FLAGS, CS and IP
+/// go on the stack, IF, TF and AC clear, CS:IP from the vector's entry
+/// (Intel SDM Vol. 3A, 20.1.4). A vector beyond the IVT limit, or a stack
+/// that cannot take the frame, shuts the CPU down (reported as a triple
+/// fault, as a 386+ does).
+fn deliver_real(
+    cpu: &mut CpuState,
+    sys: &mut System,
+    exc: Exception,
+    eip: u32,
+) -> Result<(), Stop> {
+    let v = exc.vector;
+    if v * 4 + 3 > sys.idtr.limit as u32 {
+        return Err(Stop::TripleFault { eip });
+    }
+    let entry = sys
+        .mem
+        .read_u32(sys.idtr.base.wrapping_add(v * 4))
+        .map_err(|_| Stop::TripleFault { eip })?;
+    let sp = cpu.regs[4];
+    let ss_base = cpu.seg_base[SREG_SS];
+    let frame = [
+        cpu.eflags() & 0xFFFF,
+        cpu.sregs[SREG_CS] & 0xFFFF,
+        eip & 0xFFFF,
+    ];
+    for (i, w) in frame.iter().enumerate() {
+        let at = ss_base.wrapping_add(sp.wrapping_sub(2 * (i as u32 + 1)) & 0xFFFF);
+        sys.mem
+            .write_u16(at, *w as u16)
+            .map_err(|_| Stop::TripleFault { eip })?;
+    }
+    cpu.regs[4] = (sp & 0xFFFF_0000) | (sp.wrapping_sub(6) & 0xFFFF);
+    cpu.set_eflags(cpu.eflags() & !(flags::IF | flags::TF | flags::AC));
+    let limit = cpu.seg_limit[SREG_CS];
+    cpu.set_segment_db(
+        SREG_CS,
+        (entry >> 16) as u16,
+        (entry >> 16) << 4,
+        limit,
+        false,
+    );
+    cpu.eip = entry & 0xFFFF;
     Ok(())
 }

@@ -1,0 +1,160 @@
+//! Real mode: 16-bit code at CS*16 + IP, data through DS/ES/SS bases of
+//! selector*16, the 16-bit stack, the interrupt vector table, far jumps
+//! and calls, and the switch into protected mode and back.
+
+use bt86_runtime::{Machine, MachineConfig, OutputSink};
+use bt86_testsuite::*;
+
+fn real(blocks: &[(u32, Vec<u8>)], code_seg: u16, start: u16, stack: u16) -> (Machine, Stop) {
+    let config = MachineConfig {
+        ram_size: 16 << 20,
+        debugcon: OutputSink::None,
+        serial: OutputSink::None,
+        tu_budget: Some(1_000_000),
+        stats: true,
+        ..MachineConfig::default()
+    };
+    let mut m = Machine::new(config).unwrap();
+    for (at, bytes) in blocks {
+        m.memory().write(*at, bytes).unwrap();
+    }
+    m.reset_real(code_seg, start);
+    m.cpu_mut().regs[4] = stack as u32;
+    let stop = m.run().stop;
+    (m, stop)
+}
+
+fn code16(ip: u16, body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(16).unwrap();
+    body(&mut a).unwrap();
+    a.assemble(ip as u64).unwrap()
+}
+
+#[test]
+fn segments_stack_interrupts_and_far_jumps_in_real_mode() {
+    // Code at 1000:0000 (linear 0x10000), the int 0x21 handler at
+    // 1000:0100, a far jump target at 1100:0000, the stack at 3000:0200.
+    let main = code16(0, |a| {
+        let mut sub = a.create_label();
+        let mut after = a.create_label();
+        a.mov(ax, 0x2000u32)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x10), 0x1234u32)?; // linear 0x20010
+        a.mov(ax, 0x3000u32)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x200u32)?;
+        a.push(0x4444u32)?;
+        a.pop(dx)?;
+        a.int(0x21)?;
+        a.call(sub)?;
+        a.jmp(after)?;
+        a.set_label(&mut sub)?;
+        a.mov(si, word_ptr(0x10))?;
+        a.ret()?;
+        a.set_label(&mut after)?;
+        a.db(&[0xEA, 0x00, 0x00, 0x00, 0x11]) // jmp far 1100:0000
+    });
+    let handler = code16(0x100, |a| {
+        a.mov(bx, 0x55u32)?;
+        a.iret()
+    });
+    let far = code16(0, |a| {
+        a.mov(cx, cs)?;
+        a.hlt()
+    });
+    let ivt = [0x00u8, 0x01, 0x00, 0x10]; // 1000:0100
+    let (m, stop) = real(&[(0x10000, main), (0x10100, handler), (0x11000, far), (0x21 * 4, ivt.to_vec())], 0x1000, 0, 0);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    let c = m.cpu();
+    assert_eq!(m.memory().read_u16(0x20010).unwrap(), 0x1234);
+    assert_eq!(c.regs[2] & 0xFFFF, 0x4444, "push/pop on the ss:sp stack");
+    assert_eq!(m.memory().read_u16(0x301FE).unwrap(), 0x1C, "the near call's return IP at 3000:01FE");
+    assert_eq!(c.regs[3] & 0xFFFF, 0x55, "int 0x21 went through the IVT");
+    assert_eq!(c.regs[6] & 0xFFFF, 0x1234, "near call and ret");
+    assert_eq!(c.regs[1] & 0xFFFF, 0x1100, "far jump loaded CS");
+    assert_eq!(c.regs[4] & 0xFFFF, 0x200);
+    assert!(m.report().rows.iter().any(|(n, _)| *n == "real16"));
+}
+
+#[test]
+fn a_divide_error_in_real_mode_goes_through_the_ivt_with_the_faulting_ip() {
+    let main = code16(0, |a| {
+        a.mov(ax, 0x3000u32)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x100u32)?;
+        a.xor(cx, cx)?;
+        a.div(cx)?; // at 0x0A
+        a.hlt()
+    });
+    let handler = code16(0x200, |a| {
+        a.mov(bp, sp)?;
+        a.mov(di, word_ptr(bp))?; // pushed IP
+        a.hlt()
+    });
+    let ivt = [0x00u8, 0x02, 0x00, 0x10];
+    let (m, stop) = real(&[(0x10000, main), (0x10200, handler), (0, ivt.to_vec())], 0x1000, 0, 0);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    assert_eq!(m.cpu().regs[7] & 0xFFFF, 0x0A);
+}
+
+#[test]
+fn real_mode_to_protected_mode_and_back() {
+    // GDT at 0x1000: null, 32-bit flat code (0x08), flat data (0x10),
+    // 16-bit code with base 0x10000 (0x18), 16-bit data base 0 (0x20).
+    let gdt: Vec<u8> = [
+        (0u32, 0u32),
+        (0x0000_FFFF, 0x00CF_9A00),
+        (0x0000_FFFF, 0x00CF_9200),
+        (0x0000_FFFF, 0x0000_9A01),
+        (0x0000_FFFF, 0x0000_9200),
+    ]
+    .iter()
+    .flat_map(|(lo, hi)| [lo.to_le_bytes(), hi.to_le_bytes()].concat())
+    .collect();
+    let gdtr: Vec<u8> = [&0x27u16.to_le_bytes()[..], &0x1000u32.to_le_bytes()[..]].concat();
+    let main = code16(0, |a| {
+        a.lgdt(ptr(0x0800).ds())?; // ds = 0 at reset: the GDTR image at 0x800
+        a.mov(eax, cr0)?;
+        a.or(eax, 1)?;
+        a.mov(cr0, eax)?;
+        a.db(&[0x66, 0xEA])?; // jmp far dword 0x08:0x12000
+        a.dd(&[0x12000])?;
+        a.dw(&[0x08])
+    });
+    let pm32 = assemble_at(0x12000, |a| {
+        a.mov(ax, 0x10u32)?;
+        a.mov(ds, ax)?;
+        a.mov(dword_ptr(0x50000), 0x3232_3232u32)?;
+        a.db(&[0xEA])?; // jmp far 0x18:0x2100 (16-bit code, linear 0x12100)
+        a.dd(&[0x2100])?;
+        a.dw(&[0x18])
+    });
+    let pm16 = code16(0x2100, |a| {
+        a.mov(ax, 0x20u32)?;
+        a.mov(ds, ax)?;
+        a.mov(eax, cr0)?;
+        a.and(eax, 0xFFFF_FFFEu32)?;
+        a.mov(cr0, eax)?;
+        a.db(&[0xEA, 0x00, 0x22, 0x00, 0x10]) // jmp far 1000:2200 (real mode)
+    });
+    let back = code16(0x2200, |a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x60), 0x1616u32)?;
+        a.mov(bx, cs)?;
+        a.hlt()
+    });
+    let (m, stop) = real(
+        &[(0x1000, gdt), (0x800, gdtr), (0x10000, main), (0x12000, pm32), (0x12100, pm16), (0x12200, back)],
+        0x1000,
+        0,
+        0x7000,
+    );
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    assert_eq!(m.memory().read_u32(0x50000).unwrap(), 0x3232_3232, "32-bit protected mode ran");
+    assert_eq!(m.memory().read_u16(0x60).unwrap(), 0x1616, "back in real mode");
+    assert_eq!(m.cpu().regs[3] & 0xFFFF, 0x1000);
+    assert_eq!(m.cpu().cr0 & 1, 0);
+    let classes: Vec<_> = m.report().rows.iter().map(|(n, _)| *n).collect();
+    assert!(classes.contains(&"real16") && classes.contains(&"kernel32") && classes.contains(&"pm16"), "{classes:?}");
+}
