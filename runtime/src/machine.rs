@@ -25,6 +25,9 @@ pub struct MachineConfig {
     pub debugcon_port: u16,
     /// COM1, a 16550A at 0x3F8 (output only from the host's side so far).
     pub serial: OutputSink,
+    /// Attach the debug console, isa-debug-exit and COM1; without them
+    /// every port is unclaimed (conformance tests expect that).
+    pub devices: bool,
     /// Count TUs executed and jump-cache hits (costs a little at run time).
     pub stats: bool,
     /// Stop after this many TU executions (for tests and fuzzing).
@@ -39,6 +42,7 @@ impl Default for MachineConfig {
             debugcon: OutputSink::Stdout,
             debugcon_port: debugcon::DEFAULT_PORT,
             serial: OutputSink::Stdout,
+            devices: true,
             stats: false,
             tu_budget: None,
             arena_size: translator::DEFAULT_ARENA_SIZE,
@@ -229,24 +233,22 @@ impl Machine {
                 OutputSink::None => None,
             }
         };
-        let out = writer(config.debugcon);
-        let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
-        bus.register(
-            Port(serial::COM1),
-            serial::PORT_COUNT,
-            Box::new(serial::Serial::new(serial_out, Box::new(serial::NoIrq))),
-        );
-        bus.register(
-            Port(debug_exit::DEFAULT_PORT),
-            debug_exit::PORT_COUNT,
-            Box::new(debug_exit::DebugExit),
-        );
-        if let Some(out) = out {
+        if config.devices {
+            let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
+            let uart = serial::Serial::new(serial_out, Box::new(serial::NoIrq));
+            bus.register(Port(serial::COM1), serial::PORT_COUNT, Box::new(uart));
             bus.register(
-                Port(config.debugcon_port),
-                1,
-                Box::new(debugcon::DebugCon::new(out)),
+                Port(debug_exit::DEFAULT_PORT),
+                debug_exit::PORT_COUNT,
+                Box::new(debug_exit::DebugExit),
             );
+            if let Some(out) = writer(config.debugcon) {
+                bus.register(
+                    Port(config.debugcon_port),
+                    1,
+                    Box::new(debugcon::DebugCon::new(out)),
+                );
+            }
         }
         let instrument = Instrument {
             stats: config.stats,

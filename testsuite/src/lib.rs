@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 pub use bt86_runtime::cpu::Stop;
-use bt86_runtime::{OutputSink, Machine, MachineConfig};
+use bt86_runtime::{Machine, MachineConfig, OutputSink};
 pub use iced_x86::code_asm::*;
 
 /// Where test programs are loaded and start.
@@ -110,7 +110,13 @@ pub fn run_image(opts: Options, image: &[u8], load: u32, entry: u32) -> Run {
 
 /// Like [`run_image`], with a chance to configure the machine (attach an
 /// interrupt controller, start threads with its exit handle) before it runs.
-pub fn run_image_with(opts: Options, image: &[u8], load: u32, entry: u32, prepare: impl FnOnce(&mut Machine)) -> Run {
+pub fn run_image_with(
+    opts: Options,
+    image: &[u8],
+    load: u32,
+    entry: u32,
+    prepare: impl FnOnce(&mut Machine),
+) -> Run {
     let cap = Capture::default();
     let config = MachineConfig {
         ram_size: opts.ram,
@@ -306,14 +312,21 @@ pub fn blocks_image(blocks: &[(u32, Vec<u8>)]) -> (Vec<u8>, u32) {
 /// Builds a multiboot v1 ELF32 kernel around `code`, which is assembled
 /// for (and loaded at) `load` and entered at its first byte. The multiboot
 /// header is placed in front of the code, inside the loaded segment.
-pub fn multiboot_elf(load: u32, build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+pub fn multiboot_elf(
+    load: u32,
+    build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Vec<u8> {
     const HDR: u32 = 12;
     let mut a = CodeAssembler::new(32).unwrap();
     build(&mut a).unwrap();
     let code = a.assemble((load + HDR) as u64).unwrap();
     let mut seg = Vec::new();
     let flags: u32 = 0x0000_0003;
-    for w in [0x1BAD_B002u32, flags, 0u32.wrapping_sub(0x1BAD_B002).wrapping_sub(flags)] {
+    for w in [
+        0x1BAD_B002u32,
+        flags,
+        0u32.wrapping_sub(0x1BAD_B002).wrapping_sub(flags),
+    ] {
         seg.extend_from_slice(&w.to_le_bytes());
     }
     seg.extend_from_slice(&code);

@@ -21,7 +21,16 @@ fn distinct(a: &mut CodeAssembler) -> Result<(), IcedError> {
     Ok(())
 }
 
-const DISTINCT: [u32; 8] = [0xA0A1_A2A3, 0xC0C1_C2C3, 0xD0D1_D2D3, 0xB0B1_B2B3, 0, 0xE0E1_E2E3, 0x5051_5253, 0xF0F1_F2F3];
+const DISTINCT: [u32; 8] = [
+    0xA0A1_A2A3,
+    0xC0C1_C2C3,
+    0xD0D1_D2D3,
+    0xB0B1_B2B3,
+    0,
+    0xE0E1_E2E3,
+    0x5051_5253,
+    0xF0F1_F2F3,
+];
 
 /// DISTINCT with esp and some registers replaced.
 fn distinct_with(esp_v: u32, changes: &[(usize, u32)]) -> [u32; 8] {
@@ -690,7 +699,10 @@ fn sahf_loads_sf_zf_af_pf_cf_and_keeps_of() {
         Ok(())
     });
     r.assert_halted();
-    assert_eq!(r.status(), fl::OF | fl::SF | fl::ZF | fl::AF | fl::PF | fl::CF);
+    assert_eq!(
+        r.status(),
+        fl::OF | fl::SF | fl::ZF | fl::AF | fl::PF | fl::CF
+    );
 }
 
 #[test]
@@ -1192,7 +1204,10 @@ fn movsx_sp_from_bh_keeps_the_upper_half_of_esp() {
         Ok(())
     });
     r.assert_halted();
-    assert_eq!(r.regs(), distinct_with(S, &[(7, (S & 0xFFFF_0000) | 0xFFB2)]));
+    assert_eq!(
+        r.regs(),
+        distinct_with(S, &[(7, (S & 0xFFFF_0000) | 0xFFB2)])
+    );
 }
 
 #[test]
@@ -1206,7 +1221,10 @@ fn mov_ah_with_16_bit_addressing() {
         Ok(())
     });
     r.assert_halted();
-    assert_eq!(r.regs(), distinct_with(S, &[(0, 0xA0A1_99A3), (3, 0x0001_9000), (6, 0x0002_0005)]));
+    assert_eq!(
+        r.regs(),
+        distinct_with(S, &[(0, 0xA0A1_99A3), (3, 0x0001_9000), (6, 0x0002_0005)])
+    );
 }
 
 #[test]

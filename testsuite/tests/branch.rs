@@ -775,7 +775,10 @@ fn flags_after_block_start(first: fn(&mut CodeAssembler) -> Result<(), IcedError
 
 #[test]
 fn shl_by_cl_zero_at_the_start_of_a_block_keeps_the_flags() {
-    assert_eq!(flags_after_block_start(|a| a.shl(eax, cl)), fl::CF | fl::SF | fl::OF);
+    assert_eq!(
+        flags_after_block_start(|a| a.shl(eax, cl)),
+        fl::CF | fl::SF | fl::OF
+    );
 }
 
 #[test]
@@ -792,12 +795,18 @@ fn sar_by_cl_32_at_the_start_of_a_block_keeps_the_flags() {
 
 #[test]
 fn shl_by_immediate_zero_at_the_start_of_a_block_keeps_the_flags() {
-    assert_eq!(flags_after_block_start(|a| a.db(&[0xC1, 0xE0, 0x00])), fl::CF | fl::SF | fl::OF);
+    assert_eq!(
+        flags_after_block_start(|a| a.db(&[0xC1, 0xE0, 0x00])),
+        fl::CF | fl::SF | fl::OF
+    );
 }
 
 #[test]
 fn shld_by_cl_zero_at_the_start_of_a_block_keeps_the_flags() {
-    assert_eq!(flags_after_block_start(|a| a.shld(eax, edx, cl)), fl::CF | fl::SF | fl::OF);
+    assert_eq!(
+        flags_after_block_start(|a| a.shld(eax, edx, cl)),
+        fl::CF | fl::SF | fl::OF
+    );
 }
 
 #[test]
@@ -922,7 +931,11 @@ fn run_low(low: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run
 }
 
 fn run_image_blocks(blocks: &[(u32, Vec<u8>)], entry: u32) -> Run {
-    let end = blocks.iter().map(|b| b.0 as usize + b.1.len()).max().unwrap();
+    let end = blocks
+        .iter()
+        .map(|b| b.0 as usize + b.1.len())
+        .max()
+        .unwrap();
     let start = blocks.iter().map(|b| b.0).min().unwrap();
     let mut image = vec![0u8; end - start as usize];
     for (addr, bytes) in blocks {

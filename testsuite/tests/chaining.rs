@@ -4,7 +4,10 @@
 use bt86_testsuite::*;
 
 fn stats() -> Options {
-    Options { stats: true, ..Options::default() }
+    Options {
+        stats: true,
+        ..Options::default()
+    }
 }
 
 #[test]
@@ -90,7 +93,12 @@ fn loop_instruction_branches_get_chained() {
 #[test]
 fn jump_table_dispatch_hits_the_jump_cache() {
     let (r, _) = run_asm_fix(stats(), |a, addrs| {
-        let mut h = [a.create_label(), a.create_label(), a.create_label(), a.create_label()];
+        let mut h = [
+            a.create_label(),
+            a.create_label(),
+            a.create_label(),
+            a.create_label(),
+        ];
         let mut top = a.create_label();
         let mut next = a.create_label();
         for (i, addr) in addrs[..4].iter().enumerate() {
@@ -123,7 +131,12 @@ fn jump_table_dispatch_hits_the_jump_cache() {
 /// A counter of the report, or 0 if this build does not have it.
 fn counter_or_zero(r: &Run, name: &str) -> u64 {
     let report = r.machine.report();
-    report.counters.iter().find(|(k, _)| k == name).and_then(|(_, v)| *v).unwrap_or(0)
+    report
+        .counters
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| *v)
+        .unwrap_or(0)
 }
 
 #[test]
@@ -309,7 +322,10 @@ fn indirect_targets_sharing_a_jump_cache_slot_each_reach_their_own_code() {
         a.inc(edi)?;
         a.ret()
     });
-    let r = run_blocks(stats(), &[(LOAD, main), (a_addr, block_a), (b_addr, block_b)]);
+    let r = run_blocks(
+        stats(),
+        &[(LOAD, main), (a_addr, block_a), (b_addr, block_b)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 500);
     assert_eq!(r.reg(edi), 500);
@@ -347,13 +363,19 @@ fn indirect_jump_to_the_same_target_from_different_sites_hits() {
 
 #[test]
 fn the_tu_budget_stops_an_infinite_loop() {
-    let r = run_asm_with(Options { budget: Some(1000), ..Options::default() }, |a| {
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        a.inc(eax)?;
-        a.jmp(top)?;
-        Ok(())
-    });
+    let r = run_asm_with(
+        Options {
+            budget: Some(1000),
+            ..Options::default()
+        },
+        |a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.inc(eax)?;
+            a.jmp(top)?;
+            Ok(())
+        },
+    );
     assert_eq!(r.stop, Stop::Budget);
     let n = r.reg(eax);
     assert!((990..=1000).contains(&n), "eax = {n}");
@@ -361,13 +383,20 @@ fn the_tu_budget_stops_an_infinite_loop() {
 
 #[test]
 fn the_tu_budget_counts_chained_executions() {
-    let r = run_asm_with(Options { budget: Some(5000), stats: true, ..Options::default() }, |a| {
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        a.inc(eax)?;
-        a.jmp(top)?;
-        Ok(())
-    });
+    let r = run_asm_with(
+        Options {
+            budget: Some(5000),
+            stats: true,
+            ..Options::default()
+        },
+        |a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.inc(eax)?;
+            a.jmp(top)?;
+            Ok(())
+        },
+    );
     assert_eq!(r.stop, Stop::Budget);
     let tus = r.counter("tus_executed");
     assert!((4990..=5001).contains(&tus), "tus_executed = {tus}");
@@ -376,29 +405,41 @@ fn the_tu_budget_counts_chained_executions() {
 
 #[test]
 fn the_tu_budget_stops_a_loop_of_indirect_jumps() {
-    let r = run_asm_with(Options { budget: Some(2000), ..Options::default() }, |a| {
-        let mut top = a.create_label();
-        a.call(top)?; // pushes the address of top
-        a.set_label(&mut top)?;
-        a.pop(ebx)?;
-        a.push(ebx)?;
-        a.inc(eax)?;
-        a.jmp(ebx)?;
-        Ok(())
-    });
+    let r = run_asm_with(
+        Options {
+            budget: Some(2000),
+            ..Options::default()
+        },
+        |a| {
+            let mut top = a.create_label();
+            a.call(top)?; // pushes the address of top
+            a.set_label(&mut top)?;
+            a.pop(ebx)?;
+            a.push(ebx)?;
+            a.inc(eax)?;
+            a.jmp(ebx)?;
+            Ok(())
+        },
+    );
     assert_eq!(r.stop, Stop::Budget);
     assert!(r.reg(eax) > 1000);
 }
 
 #[test]
 fn a_program_within_the_budget_halts() {
-    let r = run_asm_with(Options { budget: Some(100), ..Options::default() }, |a| {
-        let mut top = a.create_label();
-        a.mov(ecx, 10u32)?;
-        a.set_label(&mut top)?;
-        a.loop_(top)?;
-        Ok(())
-    });
+    let r = run_asm_with(
+        Options {
+            budget: Some(100),
+            ..Options::default()
+        },
+        |a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 10u32)?;
+            a.set_label(&mut top)?;
+            a.loop_(top)?;
+            Ok(())
+        },
+    );
     r.assert_halted();
 }
 
@@ -410,7 +451,11 @@ fn execution_counters_are_not_kept_without_stats() {
     });
     r.assert_halted();
     let report = r.machine.report();
-    let tus = report.counters.iter().find(|(k, _)| k == "tus_executed").unwrap();
+    let tus = report
+        .counters
+        .iter()
+        .find(|(k, _)| k == "tus_executed")
+        .unwrap();
     assert_eq!(tus.1, None);
 }
 

@@ -41,7 +41,16 @@ fn distinct(a: &mut CodeAssembler) -> Result<(), IcedError> {
 }
 
 fn distinct_regs(esp_v: u32) -> [u32; 8] {
-    [0xA0A1_A2A3, 0xC0C1_C2C3, 0xD0D1_D2D3, 0xB0B1_B2B3, esp_v, 0xE0E1_E2E3, 0x5051_5253, 0xF0F1_F2F3]
+    [
+        0xA0A1_A2A3,
+        0xC0C1_C2C3,
+        0xD0D1_D2D3,
+        0xB0B1_B2B3,
+        esp_v,
+        0xE0E1_E2E3,
+        0x5051_5253,
+        0xF0F1_F2F3,
+    ]
 }
 
 fn soft(r: &Run) -> bool {

@@ -31,10 +31,18 @@ struct Gate {
 /// GDT (null, flat code 0x08, flat data 0x10), the IDT with `gates` and
 /// limit `idt_limit`, then a far jump to BODY with CS = 0x08.
 fn setup(gates: &[Gate], idt_limit: u32) -> Vec<u8> {
-    let gates: Vec<(u32, u32, u32)> = gates.iter().map(|g| (g.v, handler_addr(g.handler), g.kind)).collect();
+    let gates: Vec<(u32, u32, u32)> = gates
+        .iter()
+        .map(|g| (g.v, handler_addr(g.handler), g.kind))
+        .collect();
     assemble_at(LOAD, move |a| {
         a.mov(esp, STACK)?;
-        for (at, v) in [(GDT + 8, 0x0000_FFFFu32), (GDT + 12, 0x00CF_9A00), (GDT + 16, 0x0000_FFFF), (GDT + 20, 0x00CF_9200)] {
+        for (at, v) in [
+            (GDT + 8, 0x0000_FFFFu32),
+            (GDT + 12, 0x00CF_9A00),
+            (GDT + 16, 0x0000_FFFF),
+            (GDT + 20, 0x00CF_9200),
+        ] {
             a.mov(dword_ptr(at), v)?;
         }
         a.mov(word_ptr(GDTR), 0x17u32)?;
@@ -42,7 +50,10 @@ fn setup(gates: &[Gate], idt_limit: u32) -> Vec<u8> {
         a.lgdt(ptr(GDTR))?;
         for (v, off, kind) in &gates {
             a.mov(dword_ptr(IDT + v * 8), (CODE_SEL << 16) | (off & 0xFFFF))?;
-            a.mov(dword_ptr(IDT + v * 8 + 4), (off & 0xFFFF_0000) | (kind << 8))?;
+            a.mov(
+                dword_ptr(IDT + v * 8 + 4),
+                (off & 0xFFFF_0000) | (kind << 8),
+            )?;
         }
         a.mov(word_ptr(IDTR), idt_limit)?;
         a.mov(dword_ptr(IDTR + 2), IDT)?;
@@ -107,7 +118,16 @@ fn divide_error_goes_to_its_handler_and_iret_resumes() {
         a.mov(esi, 0x5678u32)?;
         a.hlt()
     });
-    let r = run(&[Gate { v: 0, handler: 0, kind: 0x8E }], 0x7FF, body, vec![recording_handler(0, 3, 2, false)]);
+    let r = run(
+        &[Gate {
+            v: 0,
+            handler: 0,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![recording_handler(0, 3, 2, false)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 0x5678, "execution resumed after the div");
     assert_eq!(r.reg(ebx), 0x1234);
@@ -134,9 +154,22 @@ fn int_n_through_a_trap_gate_returns_after_the_int_with_if_kept() {
         a.mov(dword_ptr(SEEN), eax)?;
         a.iretd()
     });
-    let r = run(&[Gate { v: 0x80, handler: 1, kind: 0x8F }], 0x7FF, body, vec![(1, handler)]);
+    let r = run(
+        &[Gate {
+            v: 0x80,
+            handler: 1,
+            kind: 0x8F,
+        }],
+        0x7FF,
+        body,
+        vec![(1, handler)],
+    );
     r.assert_halted();
-    assert_eq!(r.mem_u32(SEEN), BODY + 3, "a software interrupt pushes the next EIP");
+    assert_eq!(
+        r.mem_u32(SEEN),
+        BODY + 3,
+        "a software interrupt pushes the next EIP"
+    );
     assert_ne!(r.reg(esi) & fl::IF, 0, "a trap gate keeps IF");
     assert_ne!(r.reg(edi) & fl::IF, 0, "iret restored IF");
 }
@@ -156,7 +189,16 @@ fn an_interrupt_gate_clears_if_and_iret_restores_it() {
         a.pop(esi)?;
         a.iretd()
     });
-    let r = run(&[Gate { v: 0x40, handler: 2, kind: 0x8E }], 0x7FF, body, vec![(2, handler)]);
+    let r = run(
+        &[Gate {
+            v: 0x40,
+            handler: 2,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![(2, handler)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi) & fl::IF, 0);
     assert_ne!(r.reg(edi) & fl::IF, 0);
@@ -170,7 +212,16 @@ fn page_fault_beyond_ram_pushes_error_code_and_sets_cr2() {
         a.mov(esi, 1u32)?;
         a.hlt()
     });
-    let r = run(&[Gate { v: 14, handler: 3, kind: 0x8E }], 0x7FF, body, vec![recording_handler(3, 4, 2, true)]);
+    let r = run(
+        &[Gate {
+            v: 14,
+            handler: 3,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![recording_handler(3, 4, 2, true)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 1);
     assert_eq!(r.mem_u32(SEEN) & 2, 2, "error code says write");
@@ -187,13 +238,28 @@ fn a_not_present_gate_raises_np_with_the_gate_in_the_error_code() {
         a.hlt()
     });
     let r = run(
-        &[Gate { v: 6, handler: 0, kind: 0x0E }, Gate { v: 11, handler: 4, kind: 0x8E }],
+        &[
+            Gate {
+                v: 6,
+                handler: 0,
+                kind: 0x0E,
+            },
+            Gate {
+                v: 11,
+                handler: 4,
+                kind: 0x8E,
+            },
+        ],
         0x7FF,
         body,
         vec![recording_handler(4, 2, 2, true)],
     );
     r.assert_halted();
-    assert_eq!(r.mem_u32(SEEN), 6 * 8 + 2 + 1, "IDT bit and EXT set, index 6");
+    assert_eq!(
+        r.mem_u32(SEEN),
+        6 * 8 + 2 + 1,
+        "IDT bit and EXT set, index 6"
+    );
     assert_eq!(r.mem_u32(SEEN + 4), BODY);
 }
 
@@ -211,7 +277,23 @@ fn a_fault_while_delivering_a_contributory_fault_is_a_double_fault() {
         a.mov(esi, 0xDFu32)?;
         a.hlt()
     });
-    let r = run(&[Gate { v: 0, handler: 0, kind: 0x0E }, Gate { v: 8, handler: 5, kind: 0x8E }], 0x7FF, body, vec![(5, df)]);
+    let r = run(
+        &[
+            Gate {
+                v: 0,
+                handler: 0,
+                kind: 0x0E,
+            },
+            Gate {
+                v: 8,
+                handler: 5,
+                kind: 0x8E,
+            },
+        ],
+        0x7FF,
+        body,
+        vec![(5, df)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 0xDF);
     assert_eq!(r.mem_u32(SEEN), 0, "#DF pushes error code 0");
@@ -226,7 +308,28 @@ fn a_fault_while_delivering_a_double_fault_is_a_triple_fault() {
         a.div(ecx)?;
         a.hlt()
     });
-    let r = run(&[Gate { v: 0, handler: 0, kind: 0x8E }, Gate { v: 8, handler: 0, kind: 0x8E }, Gate { v: 14, handler: 0, kind: 0x8E }], 0x7FF, body, vec![]);
+    let r = run(
+        &[
+            Gate {
+                v: 0,
+                handler: 0,
+                kind: 0x8E,
+            },
+            Gate {
+                v: 8,
+                handler: 0,
+                kind: 0x8E,
+            },
+            Gate {
+                v: 14,
+                handler: 0,
+                kind: 0x8E,
+            },
+        ],
+        0x7FF,
+        body,
+        vec![],
+    );
     assert!(matches!(r.stop, Stop::TripleFault { .. }), "{:?}", r.stop);
 }
 
@@ -243,9 +346,22 @@ fn a_vector_beyond_the_idt_limit_is_a_general_protection_fault() {
         a.int(0x20)?; // beyond a 16-entry IDT
         a.hlt()
     });
-    let r = run(&[Gate { v: 13, handler: 6, kind: 0x8E }], 16 * 8 - 1, body, vec![recording_handler(6, 2, 2, true)]);
+    let r = run(
+        &[Gate {
+            v: 13,
+            handler: 6,
+            kind: 0x8E,
+        }],
+        16 * 8 - 1,
+        body,
+        vec![recording_handler(6, 2, 2, true)],
+    );
     r.assert_halted();
-    assert_eq!(r.mem_u32(SEEN), 0x20 * 8 + 2, "error code: IDT bit, index 0x20, EXT clear for int n");
+    assert_eq!(
+        r.mem_u32(SEEN),
+        0x20 * 8 + 2,
+        "error code: IDT bit, index 0x20, EXT clear for int n"
+    );
     assert_eq!(r.mem_u32(SEEN + 4), BODY, "#GP points at the int");
 }
 
@@ -300,12 +416,25 @@ fn single_step_traps_after_each_instruction_started_with_tf_set() {
         a.pop(eax)?;
         a.iretd()
     });
-    let r = run(&[Gate { v: 1, handler: 9, kind: 0x8E }], 0x7FF, body, vec![(9, handler)]);
+    let r = run(
+        &[Gate {
+            v: 1,
+            handler: 9,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![(9, handler)],
+    );
     r.assert_halted();
     let n = r.mem_u32(COUNT);
     let eips: Vec<u32> = (0..n).map(|i| r.mem_u32(LOG + 4 * i) - BODY).collect();
     assert_eq!(eips, vec![10, 11, 17, 18, 25, 26]);
-    assert_eq!(r.reg(eax), 0x11, "inc ran once (setup left 0x10) and the handler kept eax");
+    assert_eq!(
+        r.reg(eax),
+        0x11,
+        "inc ran once (setup left 0x10) and the handler kept eax"
+    );
     assert_eq!(r.eflags() & fl::TF, 0);
 }
 
@@ -315,7 +444,8 @@ struct Line(std::sync::Arc<std::sync::atomic::AtomicU32>);
 
 impl Line {
     fn raise(&self, vector: u8) {
-        self.0.store(vector as u32 + 1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .store(vector as u32 + 1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -354,15 +484,25 @@ fn an_interrupt_raised_by_another_thread_reaches_a_spinning_guest() {
     });
     let line = Line::default();
     let mut raiser = None;
-    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
-        m.set_interrupt_controller(Box::new(line.clone()));
-        let (h, line) = (m.exit_handle(), line.clone());
-        raiser = Some(std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(30));
-            line.raise(0x20);
-            h.interrupt();
-        }));
-    });
+    let r = run_prepared(
+        &[Gate {
+            v: 0x20,
+            handler: 10,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![irq_handler()],
+        |m| {
+            m.set_interrupt_controller(Box::new(line.clone()));
+            let (h, line) = (m.exit_handle(), line.clone());
+            raiser = Some(std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                line.raise(0x20);
+                h.interrupt();
+            }));
+        },
+    );
     raiser.unwrap().join().unwrap();
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN + 4), 1);
@@ -380,28 +520,48 @@ fn hlt_with_interrupts_on_sleeps_until_an_interrupt_without_spinning() {
     let line = Line::default();
     let mut raiser = None;
     let cpu_time = || {
-        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime with a valid timespec pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
         t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
     };
     let start = cpu_time();
     let wall = std::time::Instant::now();
-    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
-        m.set_interrupt_controller(Box::new(line.clone()));
-        let (h, line) = (m.exit_handle(), line.clone());
-        raiser = Some(std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            line.raise(0x20);
-            h.interrupt();
-        }));
-    });
+    let r = run_prepared(
+        &[Gate {
+            v: 0x20,
+            handler: 10,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![irq_handler()],
+        |m| {
+            m.set_interrupt_controller(Box::new(line.clone()));
+            let (h, line) = (m.exit_handle(), line.clone());
+            raiser = Some(std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                line.raise(0x20);
+                h.interrupt();
+            }));
+        },
+    );
     let (busy, waited) = (cpu_time() - start, wall.elapsed().as_secs_f64());
     raiser.unwrap().join().unwrap();
     r.assert_halted();
-    assert_eq!(r.reg(esi), 1, "the interrupt woke the CPU and it went on after hlt");
+    assert_eq!(
+        r.reg(esi),
+        1,
+        "the interrupt woke the CPU and it went on after hlt"
+    );
     assert!(waited >= 0.3, "it waited for the interrupt");
-    assert!(busy < 0.15, "hlt must sleep, not spin: {busy:.3} s of CPU in {waited:.3} s");
+    assert!(
+        busy < 0.15,
+        "hlt must sleep, not spin: {busy:.3} s of CPU in {waited:.3} s"
+    );
 }
 
 #[test]
@@ -416,12 +576,26 @@ fn sti_lets_one_more_instruction_run_before_a_pending_interrupt() {
     });
     let line = Line::default();
     line.raise(0x20); // pending from the start, IF off until the sti
-    let r = run_prepared(&[Gate { v: 0x20, handler: 10, kind: 0x8E }], 0x7FF, body, vec![irq_handler()], |m| {
-        m.set_interrupt_controller(Box::new(line.clone()));
-    });
+    let r = run_prepared(
+        &[Gate {
+            v: 0x20,
+            handler: 10,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![irq_handler()],
+        |m| {
+            m.set_interrupt_controller(Box::new(line.clone()));
+        },
+    );
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
-    assert_eq!(r.mem_u32(SEEN), 0x1234, "after the instruction following sti, not before it");
+    assert_eq!(
+        r.mem_u32(SEEN),
+        0x1234,
+        "after the instruction following sti, not before it"
+    );
 }
 
 #[test]
@@ -439,9 +613,19 @@ fn an_external_interrupt_on_an_exception_vector_pushes_no_error_code() {
     });
     let line = Line::default();
     line.raise(13);
-    let r = run_prepared(&[Gate { v: 13, handler: 11, kind: 0x8E }], 0x7FF, body, vec![(11, handler)], |m| {
-        m.set_interrupt_controller(Box::new(line.clone()));
-    });
+    let r = run_prepared(
+        &[Gate {
+            v: 13,
+            handler: 11,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![(11, handler)],
+        |m| {
+            m.set_interrupt_controller(Box::new(line.clone()));
+        },
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 1);
     assert_eq!(r.mem_u32(SEEN + 4), 1);

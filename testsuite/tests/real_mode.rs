@@ -63,12 +63,26 @@ fn segments_stack_interrupts_and_far_jumps_in_real_mode() {
         a.hlt()
     });
     let ivt = [0x00u8, 0x01, 0x00, 0x10]; // 1000:0100
-    let (m, stop) = real(&[(0x10000, main), (0x10100, handler), (0x11000, far), (0x21 * 4, ivt.to_vec())], 0x1000, 0, 0);
+    let (m, stop) = real(
+        &[
+            (0x10000, main),
+            (0x10100, handler),
+            (0x11000, far),
+            (0x21 * 4, ivt.to_vec()),
+        ],
+        0x1000,
+        0,
+        0,
+    );
     assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
     let c = m.cpu();
     assert_eq!(m.memory().read_u16(0x20010).unwrap(), 0x1234);
     assert_eq!(c.regs[2] & 0xFFFF, 0x4444, "push/pop on the ss:sp stack");
-    assert_eq!(m.memory().read_u16(0x301FE).unwrap(), 0x1C, "the near call's return IP at 3000:01FE");
+    assert_eq!(
+        m.memory().read_u16(0x301FE).unwrap(),
+        0x1C,
+        "the near call's return IP at 3000:01FE"
+    );
     assert_eq!(c.regs[3] & 0xFFFF, 0x55, "int 0x21 went through the IVT");
     assert_eq!(c.regs[6] & 0xFFFF, 0x1234, "near call and ret");
     assert_eq!(c.regs[1] & 0xFFFF, 0x1100, "far jump loaded CS");
@@ -92,7 +106,12 @@ fn a_divide_error_in_real_mode_goes_through_the_ivt_with_the_faulting_ip() {
         a.hlt()
     });
     let ivt = [0x00u8, 0x02, 0x00, 0x10];
-    let (m, stop) = real(&[(0x10000, main), (0x10200, handler), (0, ivt.to_vec())], 0x1000, 0, 0);
+    let (m, stop) = real(
+        &[(0x10000, main), (0x10200, handler), (0, ivt.to_vec())],
+        0x1000,
+        0,
+        0,
+    );
     assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
     assert_eq!(m.cpu().regs[7] & 0xFFFF, 0x0A);
 }
@@ -145,16 +164,34 @@ fn real_mode_to_protected_mode_and_back() {
         a.hlt()
     });
     let (m, stop) = real(
-        &[(0x1000, gdt), (0x800, gdtr), (0x10000, main), (0x12000, pm32), (0x12100, pm16), (0x12200, back)],
+        &[
+            (0x1000, gdt),
+            (0x800, gdtr),
+            (0x10000, main),
+            (0x12000, pm32),
+            (0x12100, pm16),
+            (0x12200, back),
+        ],
         0x1000,
         0,
         0x7000,
     );
     assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
-    assert_eq!(m.memory().read_u32(0x50000).unwrap(), 0x3232_3232, "32-bit protected mode ran");
-    assert_eq!(m.memory().read_u16(0x60).unwrap(), 0x1616, "back in real mode");
+    assert_eq!(
+        m.memory().read_u32(0x50000).unwrap(),
+        0x3232_3232,
+        "32-bit protected mode ran"
+    );
+    assert_eq!(
+        m.memory().read_u16(0x60).unwrap(),
+        0x1616,
+        "back in real mode"
+    );
     assert_eq!(m.cpu().regs[3] & 0xFFFF, 0x1000);
     assert_eq!(m.cpu().cr0 & 1, 0);
     let classes: Vec<_> = m.report().rows.iter().map(|(n, _)| *n).collect();
-    assert!(classes.contains(&"real16") && classes.contains(&"kernel32") && classes.contains(&"pm16"), "{classes:?}");
+    assert!(
+        classes.contains(&"real16") && classes.contains(&"kernel32") && classes.contains(&"pm16"),
+        "{classes:?}"
+    );
 }

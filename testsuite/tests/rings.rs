@@ -37,7 +37,11 @@ fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
 fn system_with_iomap(gates: &[(u32, u32, u32)], allowed: Option<&[u16]>) -> Vec<u8> {
     let gates = gates.to_vec();
     let allowed: Option<Vec<u16>> = allowed.map(|a| a.to_vec());
-    let tss_limit: u32 = if allowed.is_some() { 0x68 + 0x2000 } else { 0x67 };
+    let tss_limit: u32 = if allowed.is_some() {
+        0x68 + 0x2000
+    } else {
+        0x67
+    };
     assemble_at(LOAD, move |a| {
         a.mov(esp, STACK)?;
         let gdt: [(u32, u32); 5] = [
@@ -45,7 +49,10 @@ fn system_with_iomap(gates: &[(u32, u32, u32)], allowed: Option<&[u16]>) -> Vec<
             (0x0000_FFFF, 0x00CF_9200),
             (0x0000_FFFF, 0x00CF_FA00),
             (0x0000_FFFF, 0x00CF_F200),
-            ((TSS << 16) | (tss_limit & 0xFFFF), 0x0000_8900 | (tss_limit & 0xF_0000)),
+            (
+                (TSS << 16) | (tss_limit & 0xFFFF),
+                0x0000_8900 | (tss_limit & 0xF_0000),
+            ),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
@@ -75,12 +82,19 @@ fn system_with_iomap(gates: &[(u32, u32, u32)], allowed: Option<&[u16]>) -> Vec<
         for (v, k, kind) in &gates {
             let off = handler_addr(*k);
             a.mov(dword_ptr(IDT + v * 8), (KCODE << 16) | (off & 0xFFFF))?;
-            a.mov(dword_ptr(IDT + v * 8 + 4), (off & 0xFFFF_0000) | (kind << 8))?;
+            a.mov(
+                dword_ptr(IDT + v * 8 + 4),
+                (off & 0xFFFF_0000) | (kind << 8),
+            )?;
         }
         a.mov(word_ptr(IDTR), 0x7FFu32)?;
         a.mov(dword_ptr(IDTR + 2), IDT)?;
         a.lidt(ptr(IDTR))?;
-        for (msr, v) in [(0x174u32, KCODE), (0x175, RING0_STACK - 0x1000), (0x176, handler_addr(7))] {
+        for (msr, v) in [
+            (0x174u32, KCODE),
+            (0x175, RING0_STACK - 0x1000),
+            (0x176, handler_addr(7)),
+        ] {
             a.mov(ecx, msr)?;
             a.mov(eax, v)?;
             a.xor(edx, edx)?;
@@ -128,10 +142,21 @@ fn recorder(k: u32, words: u32) -> (u32, Vec<u8>) {
     )
 }
 
-fn run(gates: &[(u32, u32, u32)], body: Vec<u8>, user: Vec<u8>, handlers: Vec<(u32, Vec<u8>)>) -> Run {
+fn run(
+    gates: &[(u32, u32, u32)],
+    body: Vec<u8>,
+    user: Vec<u8>,
+    handlers: Vec<(u32, Vec<u8>)>,
+) -> Run {
     let mut blocks = vec![(LOAD, system(gates)), (BODY, body), (USER, user)];
     blocks.extend(handlers);
-    run_blocks(Options { stats: true, ..Options::default() }, &blocks)
+    run_blocks(
+        Options {
+            stats: true,
+            ..Options::default()
+        },
+        &blocks,
+    )
 }
 
 #[test]
@@ -140,18 +165,30 @@ fn int_from_ring_3_switches_to_the_tss_stack_and_pushes_the_user_stack() {
         a.mov(esi, 0x1111u32)?;
         a.int(0x80) // at USER + 5
     });
-    let r = run(&[(0x80, 0, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(0, 5)]);
+    let r = run(
+        &[(0x80, 0, 0xEE)],
+        to_user(0x202, KDATA),
+        user,
+        vec![recorder(0, 5)],
+    );
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN), USER + 7, "EIP after the int");
     assert_eq!(r.mem_u32(SEEN + 4), UCODE);
     assert_ne!(r.mem_u32(SEEN + 8) & fl::IF, 0);
     assert_eq!(r.mem_u32(SEEN + 12), USER_STACK, "user ESP");
     assert_eq!(r.mem_u32(SEEN + 16), UDATA, "user SS");
-    assert_eq!(r.mem_u32(SEEN + 0x40), RING0_STACK - 20, "on the ring-0 stack from the TSS");
+    assert_eq!(
+        r.mem_u32(SEEN + 0x40),
+        RING0_STACK - 20,
+        "on the ring-0 stack from the TSS"
+    );
     assert_eq!(r.mem_u32(SEEN + 0x44), KCODE);
     assert_eq!(r.sreg(ss), KDATA);
     assert_eq!(r.reg(esi), 0x1111);
-    assert!(r.machine.report().rows.iter().any(|(c, _)| *c == "user32"), "ring-3 code counts as user32");
+    assert!(
+        r.machine.report().rows.iter().any(|(c, _)| *c == "user32"),
+        "ring-3 code counts as user32"
+    );
 }
 
 #[test]
@@ -168,12 +205,21 @@ fn iret_from_the_handler_returns_to_ring_3() {
         a.mov(esi, 0x2222u32)?;
         a.iretd()
     });
-    let r = run(&[(0x80, 1, 0xEE), (0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![(handler_addr(1), service), recorder(2, 5)]);
+    let r = run(
+        &[(0x80, 1, 0xEE), (0x81, 2, 0xEE)],
+        to_user(0x202, KDATA),
+        user,
+        vec![(handler_addr(1), service), recorder(2, 5)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 0x2222);
     assert_eq!(r.reg(edi), UCODE, "back in ring 3");
     assert_eq!(r.reg(ebp), UDATA);
-    assert_eq!(r.mem_u32(SEEN + 12), USER_STACK, "user ESP restored by iret");
+    assert_eq!(
+        r.mem_u32(SEEN + 12),
+        USER_STACK,
+        "user ESP restored by iret"
+    );
 }
 
 #[test]
@@ -197,7 +243,12 @@ fn sysenter_and_sysexit_round_trip() {
         a.mov(dword_ptr(SEEN + 0x28), eax)?;
         a.sysexit()
     });
-    let mut blocks = vec![(LOAD, system(&[(0x81, 2, 0xEE)])), (BODY, to_user(0x202, KDATA)), (USER, user), (USER + 0x20, after)];
+    let mut blocks = vec![
+        (LOAD, system(&[(0x81, 2, 0xEE)])),
+        (BODY, to_user(0x202, KDATA)),
+        (USER, user),
+        (USER + 0x20, after),
+    ];
     blocks.push((handler_addr(7), kernel));
     blocks.push(recorder(2, 5));
     let r = run_blocks(Options::default(), &blocks);
@@ -215,7 +266,12 @@ fn cli_in_ring_3_with_iopl_0_is_a_general_protection_fault() {
         a.nop()?;
         a.cli() // at USER + 1
     });
-    let r = run(&[(13, 3, 0x8E)], to_user(0x202, KDATA), user, vec![recorder(3, 6)]);
+    let r = run(
+        &[(13, 3, 0x8E)],
+        to_user(0x202, KDATA),
+        user,
+        vec![recorder(3, 6)],
+    );
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN), 0, "error code");
     assert_eq!(r.mem_u32(SEEN + 4), USER + 1, "EIP of the cli");
@@ -235,7 +291,12 @@ fn cli_and_sti_in_ring_3_with_iopl_3_work() {
         a.pop(edi)?;
         a.int(0x81)
     });
-    let r = run(&[(0x81, 2, 0xEE)], to_user(0x3202, KDATA), user, vec![recorder(2, 5)]);
+    let r = run(
+        &[(0x81, 2, 0xEE)],
+        to_user(0x3202, KDATA),
+        user,
+        vec![recorder(2, 5)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi) & fl::IF, 0);
     assert_ne!(r.reg(edi) & fl::IF, 0);
@@ -250,7 +311,12 @@ fn popf_in_ring_3_cannot_change_iopl_or_if() {
         a.pop(esi)?;
         a.int(0x81)
     });
-    let r = run(&[(0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(2, 5)]);
+    let r = run(
+        &[(0x81, 2, 0xEE)],
+        to_user(0x202, KDATA),
+        user,
+        vec![recorder(2, 5)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi) & fl::IOPL, 0, "IOPL unchanged");
     assert_ne!(r.reg(esi) & fl::IF, 0, "IF unchanged (CPL > IOPL)");
@@ -258,18 +324,36 @@ fn popf_in_ring_3_cannot_change_iopl_or_if() {
 
 #[test]
 fn hlt_and_privileged_instructions_fault_in_ring_3() {
-    for (code, name) in [(vec![0xF4u8], "hlt"), (vec![0x0F, 0x20, 0xC0], "mov eax, cr0"), (vec![0xE6, 0x80], "out 0x80, al")] {
-        let r = run(&[(13, 3, 0x8E)], to_user(0x202, KDATA), code, vec![recorder(3, 2)]);
+    for (code, name) in [
+        (vec![0xF4u8], "hlt"),
+        (vec![0x0F, 0x20, 0xC0], "mov eax, cr0"),
+        (vec![0xE6, 0x80], "out 0x80, al"),
+    ] {
+        let r = run(
+            &[(13, 3, 0x8E)],
+            to_user(0x202, KDATA),
+            code,
+            vec![recorder(3, 2)],
+        );
         r.assert_halted();
         assert_eq!(r.mem_u32(SEEN + 4), USER, "{name} faults at its own EIP");
-        assert_eq!(r.mem_u32(SEEN + 0x44), KCODE, "{name}: #GP handled in ring 0");
+        assert_eq!(
+            r.mem_u32(SEEN + 0x44),
+            KCODE,
+            "{name}: #GP handled in ring 0"
+        );
     }
 }
 
 #[test]
 fn int_through_a_ring_0_gate_from_ring_3_is_a_general_protection_fault() {
     let user = assemble_at(USER, |a| a.int(0x80));
-    let r = run(&[(0x80, 0, 0x8E), (13, 3, 0x8E)], to_user(0x202, KDATA), user, vec![recorder(3, 2)]);
+    let r = run(
+        &[(0x80, 0, 0x8E), (13, 3, 0x8E)],
+        to_user(0x202, KDATA),
+        user,
+        vec![recorder(3, 2)],
+    );
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN), 0x80 * 8 + 2, "error code names the gate");
     assert_eq!(r.mem_u32(SEEN + 4), USER, "EIP of the int");
@@ -284,7 +368,12 @@ fn iret_to_ring_3_nulls_data_segments_only_ring_0_may_use() {
         a.mov(edi, eax)?;
         a.int(0x81)
     });
-    let r = run(&[(0x81, 2, 0xEE)], to_user(0x202, KDATA), user, vec![recorder(2, 5)]);
+    let r = run(
+        &[(0x81, 2, 0xEE)],
+        to_user(0x202, KDATA),
+        user,
+        vec![recorder(2, 5)],
+    );
     r.assert_halted();
     assert_eq!(r.reg(esi), 0, "DS held a DPL-0 selector");
     assert_eq!(r.reg(edi), 0, "ES too");
@@ -335,7 +424,11 @@ fn measure_int_and_fault_round_trips() {
         &[(0x80, 1, 0xEE), (0x82, 4, 0xEE), (0, 5, 0x8E)],
         to_user(0x202, KDATA),
         user,
-        vec![(handler_addr(1), service), (handler_addr(4), de_loop), (handler_addr(5), de)],
+        vec![
+            (handler_addr(1), service),
+            (handler_addr(4), de_loop),
+            (handler_addr(5), de),
+        ],
     );
     r.assert_halted();
     let tsc_ghz = {
@@ -366,13 +459,23 @@ fn the_tss_io_bitmap_decides_port_access_in_ring_3() {
         a.hlt()
     });
     let mut blocks = vec![
-        (LOAD, system_with_iomap(&[(13, 3, 0x8E)], Some(&[0xE9, 0x3F8, 0x3F9]))),
+        (
+            LOAD,
+            system_with_iomap(&[(13, 3, 0x8E)], Some(&[0xE9, 0x3F8, 0x3F9])),
+        ),
         (BODY, to_user(0x202, KDATA)),
         (USER, user),
     ];
     blocks.push(recorder(3, 2));
     let r = run_blocks(Options::default(), &blocks);
     r.assert_halted();
-    assert_eq!(r.output, b"xx", "one byte to the debug console, one to COM1");
-    assert_eq!(r.mem_u32(SEEN + 4), USER + 14, "the word access that reaches port 0x3FA faults");
+    assert_eq!(
+        r.output, b"xx",
+        "one byte to the debug console, one to COM1"
+    );
+    assert_eq!(
+        r.mem_u32(SEEN + 4),
+        USER + 14,
+        "the word access that reaches port 0x3FA faults"
+    );
 }

@@ -37,7 +37,10 @@ fn random_byte_sequences_never_crash_the_host() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let seed = std::env::var("BT86_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
+    let seed = std::env::var("BT86_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9E37_79B9_7F4A_7C15);
     let mut rng = Rng(seed);
     let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..runs {
@@ -142,9 +145,13 @@ fn machine_setup_cost() {
 
 #[test]
 fn another_thread_can_stop_a_guest_spinning_forever() {
-    use bt86_runtime::{OutputSink, Machine, MachineConfig};
-    let mut m = Machine::new(MachineConfig { ram_size: 2 << 20, debugcon: OutputSink::None, ..Default::default() })
-        .unwrap();
+    use bt86_runtime::{Machine, MachineConfig, OutputSink};
+    let mut m = Machine::new(MachineConfig {
+        ram_size: 2 << 20,
+        debugcon: OutputSink::None,
+        ..Default::default()
+    })
+    .unwrap();
     // jmp $ : one TU chained to itself, never leaving generated code.
     m.load_flat(&[0xEB, 0xFE], 0x1000, None).unwrap();
     let handle = m.exit_handle();

@@ -19,7 +19,11 @@ const CODE16_BASE: u32 = 0x12_0000;
 
 fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
     let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
-    let hi = ((base >> 16) & 0xFF) | (access << 8) | (limit & 0xF_0000) | (flags << 20) | (base & 0xFF00_0000);
+    let hi = ((base >> 16) & 0xFF)
+        | (access << 8)
+        | (limit & 0xF_0000)
+        | (flags << 20)
+        | (base & 0xFF00_0000);
     (lo, hi)
 }
 
@@ -27,7 +31,10 @@ fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
     run_with(body, vec![])
 }
 
-fn run_with(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, extra: Vec<(u32, Vec<u8>)>) -> Run {
+fn run_with(
+    body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    extra: Vec<(u32, Vec<u8>)>,
+) -> Run {
     let setup = assemble_at(LOAD, |a| {
         a.mov(esp, STACK)?;
         let gdt = [
@@ -61,7 +68,13 @@ fn run_with(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, extr
     });
     let mut blocks = vec![(LOAD, setup), (BODY, code)];
     blocks.extend(extra);
-    run_blocks(Options { stats: true, ..Options::default() }, &blocks)
+    run_blocks(
+        Options {
+            stats: true,
+            ..Options::default()
+        },
+        &blocks,
+    )
 }
 
 fn load(a: &mut CodeAssembler, seg: AsmRegisterSegment, sel: u32) -> Result<(), IcedError> {
@@ -84,7 +97,11 @@ fn data_accesses_add_the_ds_base() {
     assert_eq!(r.mem_u32(0x20_0100), 0xCAFE);
     assert_eq!(r.mem_u32(0x20_0104), 7);
     assert_eq!(r.reg(ecx), 0xCAFE);
-    assert_eq!(r.reg(edx), 0xCAFE, "back in flat mode, the same byte at its linear address");
+    assert_eq!(
+        r.reg(edx),
+        0xCAFE,
+        "back in flat mode, the same byte at its linear address"
+    );
     assert_eq!(r.sreg(ds), FLAT_DATA);
 }
 
@@ -174,7 +191,7 @@ fn a_fault_through_a_segment_reports_the_linear_address() {
 #[test]
 fn segment_loads_check_the_descriptor() {
     for (seg, sel, vector, error) in [
-        (ss, 0x08u32, 13u32, 0x08u32), // code into SS
+        (ss, 0x08u32, 13u32, 0x08u32),  // code into SS
         (ds, EXEC_ONLY, 13, EXEC_ONLY), // execute-only code into DS
         (ds, ABSENT, 11, ABSENT),       // not present: #NP
         (ss, ABSENT, 12, ABSENT),       // not present into SS: #SS
@@ -182,7 +199,11 @@ fn segment_loads_check_the_descriptor() {
     ] {
         let r = run(move |a| load(a, seg, sel));
         match r.stop {
-            Stop::Unhandled { exc, .. } => assert_eq!((exc.vector, exc.error), (vector, error), "{seg:?} <- {sel:#x}"),
+            Stop::Unhandled { exc, .. } => assert_eq!(
+                (exc.vector, exc.error),
+                (vector, error),
+                "{seg:?} <- {sel:#x}"
+            ),
             s => panic!("{seg:?} <- {sel:#x}: expected an exception, got {s:?}"),
         }
     }
@@ -223,5 +244,8 @@ fn a_16_bit_code_segment_with_a_base_runs_16_bit_code_at_base_plus_ip() {
     r.assert_halted();
     assert_eq!(r.reg(ebx) & 0xFFFF, 0x1234);
     assert_eq!(r.reg(ecx), 0x99);
-    assert!(r.machine.report().rows.iter().any(|(c, _)| *c == "pm16"), "16-bit protected-mode code class");
+    assert!(
+        r.machine.report().rows.iter().any(|(c, _)| *c == "pm16"),
+        "16-bit protected-mode code class"
+    );
 }

@@ -941,9 +941,14 @@ fn push_imm_then_pop_ds_in_the_same_block() {
     // pop ds is emulated by the runtime: it must see the pushed value.
     let r = run_asm(|a| {
         // A GDT with flat data at 0x18 (the selector DS starts with).
-        for (i, (lo, hi)) in [(0u32, 0u32), (0xFFFF, 0x00CF_9A00), (0xFFFF, 0x00CF_9A00), (0xFFFF, 0x00CF_9200)]
-            .iter()
-            .enumerate()
+        for (i, (lo, hi)) in [
+            (0u32, 0u32),
+            (0xFFFF, 0x00CF_9A00),
+            (0xFFFF, 0x00CF_9A00),
+            (0xFFFF, 0x00CF_9200),
+        ]
+        .iter()
+        .enumerate()
         {
             a.mov(dword_ptr(DATA + 8 * i as u32), *lo)?;
             a.mov(dword_ptr(DATA + 8 * i as u32 + 4), *hi)?;

@@ -11,7 +11,10 @@ const DST: u32 = DATA + 0x1000;
 fn fill(a: &mut CodeAssembler) -> Result<(), IcedError> {
     for i in 0..16u32 {
         let b = 4 * i;
-        a.mov(dword_ptr(SRC + b), u32::from_le_bytes([b as u8, b as u8 + 1, b as u8 + 2, b as u8 + 3]))?;
+        a.mov(
+            dword_ptr(SRC + b),
+            u32::from_le_bytes([b as u8, b as u8 + 1, b as u8 + 2, b as u8 + 3]),
+        )?;
         a.mov(dword_ptr(DST + b), 0xEEEE_EEEEu32)?;
     }
     Ok(())
@@ -304,12 +307,15 @@ fn rep_stosd_fills_ecx_dwords() {
         Ok(())
     });
     r.assert_halted();
-    assert_eq!([r.mem_u32(DST), r.mem_u32(DST + 4), r.mem_u32(DST + 8), r.mem_u32(DST + 12)], [
-        0xA5A5_5A5A,
-        0xA5A5_5A5A,
-        0xA5A5_5A5A,
-        0xEEEE_EEEE
-    ]);
+    assert_eq!(
+        [
+            r.mem_u32(DST),
+            r.mem_u32(DST + 4),
+            r.mem_u32(DST + 8),
+            r.mem_u32(DST + 12)
+        ],
+        [0xA5A5_5A5A, 0xA5A5_5A5A, 0xA5A5_5A5A, 0xEEEE_EEEE]
+    );
     assert_eq!(r.reg(edi), DST + 12);
     assert_eq!(r.reg(ecx), 0);
 }
@@ -327,7 +333,10 @@ fn rep_stosw_with_df_set_fills_downwards() {
         Ok(())
     });
     r.assert_halted();
-    assert_eq!(r.mem_bytes(DST, 8), [0xEE, 0xEE, 0xEF, 0xBE, 0xEF, 0xBE, 0xEF, 0xBE]);
+    assert_eq!(
+        r.mem_bytes(DST, 8),
+        [0xEE, 0xEE, 0xEF, 0xBE, 0xEF, 0xBE, 0xEF, 0xBE]
+    );
     assert_eq!(r.reg(edi), DST);
     assert_eq!(r.reg(ecx), 0);
 }

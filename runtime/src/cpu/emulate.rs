@@ -1021,7 +1021,8 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
         insn.op_kind(if is_ins(insn) { 0 } else { 1 }),
         OpKind::MemoryESDI | OpKind::MemorySegSI
     );
-    let rep = insn.has_rep_prefix();
+    // ins/outs repeat with F2 as with F3 (there is no condition to test).
+    let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
     let step = if cpu.arith_flags & flags::DF != 0 {
         size.wrapping_neg()
     } else {
