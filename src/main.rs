@@ -67,6 +67,10 @@ struct RunArgs {
     #[arg(long, default_value = "0xe9", value_parser = parse_u16)]
     debugcon_port: u16,
 
+    /// End the run at a triple fault instead of resetting the machine.
+    #[arg(long)]
+    no_reboot: bool,
+
     /// Print the translation statistics table and execution counters at exit.
     #[arg(long)]
     stats: bool,
@@ -169,6 +173,7 @@ fn run(args: RunArgs) -> Result<i32, String> {
         debugcon,
         serial,
         debugcon_port: args.debugcon_port,
+        no_reboot: args.no_reboot,
         stats: args.stats || args.stats_json.is_some(),
         ..MachineConfig::default()
     };

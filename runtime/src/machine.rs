@@ -25,6 +25,8 @@ pub struct MachineConfig {
     pub debugcon_port: u16,
     /// COM1, a 16550A at 0x3F8 (output only from the host's side so far).
     pub serial: OutputSink,
+    /// A triple fault ends the run instead of resetting the machine.
+    pub no_reboot: bool,
     /// Attach the debug console, isa-debug-exit and COM1; without them
     /// every port is unclaimed (conformance tests expect that).
     pub devices: bool,
@@ -43,6 +45,7 @@ impl Default for MachineConfig {
             debugcon_port: debugcon::DEFAULT_PORT,
             serial: OutputSink::Stdout,
             devices: true,
+            no_reboot: false,
             stats: false,
             tu_budget: None,
             arena_size: translator::DEFAULT_ARENA_SIZE,
@@ -208,6 +211,22 @@ pub struct Machine {
     last_mode: ModeKey,
     last_cs_base: u32,
     wake: std::sync::Arc<Wake>,
+    /// What was loaded, to load again when the machine resets.
+    boot: Option<BootImage>,
+    no_reboot: bool,
+}
+
+/// A loaded guest image, kept for resets.
+enum BootImage {
+    Multiboot {
+        image: Vec<u8>,
+        cmdline: String,
+    },
+    Flat {
+        image: Vec<u8>,
+        load: u32,
+        entry: Option<u32>,
+    },
 }
 
 /// Reads guest code at CS base + EIP (linear = physical while paging is off).
@@ -270,6 +289,8 @@ impl Machine {
             last_mode: ModeKey::FLAT32_CPL0,
             last_cs_base: 0,
             wake: Default::default(),
+            boot: None,
+            no_reboot: config.no_reboot,
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -327,6 +348,10 @@ impl Machine {
     pub fn load_multiboot(&mut self, image: &[u8], cmdline: &str) -> Result<(), MachineError> {
         let boot = loader::multiboot::load(&self.sys.mem, image, cmdline)?;
         self.reset_flat(boot);
+        self.boot = Some(BootImage::Multiboot {
+            image: image.to_vec(),
+            cmdline: cmdline.to_string(),
+        });
         Ok(())
     }
 
@@ -338,7 +363,42 @@ impl Machine {
     ) -> Result<(), MachineError> {
         let boot = loader::flat::load(&self.sys.mem, image, load, entry)?;
         self.reset_flat(boot);
+        self.boot = Some(BootImage::Flat {
+            image: image.to_vec(),
+            load,
+            entry,
+        });
         Ok(())
+    }
+
+    /// A machine reset (after a triple fault): RAM cleared, the CPU and
+    /// its tables back to their start, every translation dropped, and the
+    /// guest image loaded again (there is no firmware yet to boot it).
+    /// Returns false if nothing was loaded to start again.
+    fn reboot(&mut self) -> bool {
+        let Some(boot) = self.boot.take() else {
+            return false;
+        };
+        let ram = self.sys.mem.size();
+        let _ = self.sys.mem.fill(0, ram, 0);
+        self.sys.gdtr = crate::cpu::TableReg::default();
+        self.sys.idtr = crate::cpu::TableReg::default();
+        (self.sys.tr, self.sys.tss_base, self.sys.tss_limit) = (0, 0, 0);
+        self.sys.halted = false;
+        self.cpu.cr2 = 0;
+        self.cpu.cr3 = 0;
+        self.cpu.cr4 = 0;
+        self.cpu.shadow = 0;
+        self.translator.flush();
+        let loaded = match &boot {
+            BootImage::Multiboot { image, cmdline } => {
+                self.load_multiboot(&image.clone(), &cmdline.clone())
+            }
+            BootImage::Flat { image, load, entry } => self.load_flat(&image.clone(), *load, *entry),
+        };
+        self.sys.counters.exit("reset");
+        log::info!(target: "bt86::machine", "triple fault: machine reset");
+        loaded.is_ok()
     }
 
     pub fn cpu(&self) -> &CpuState {
@@ -414,8 +474,9 @@ impl Machine {
         }
     }
 
-    /// Delivers a guest exception through the IDT; the run ends if that
-    /// cannot be done (no IDT, a triple fault, something unsupported).
+    /// Delivers a guest exception through the IDT or IVT; the run ends if
+    /// that cannot be done (no IDT, something unsupported), and a triple
+    /// fault resets the machine unless `no_reboot`.
     fn exception(
         &mut self,
         exc: Exception,
@@ -427,7 +488,17 @@ impl Machine {
         if exc.vector == vector::PF && kind == exc_kind::HARDWARE {
             self.cpu.cr2 = exc.addr;
         }
-        crate::cpu::interrupts::deliver(&mut self.cpu, &mut self.sys, exc, eip, insn_eip, kind)
+        match crate::cpu::interrupts::deliver(
+            &mut self.cpu,
+            &mut self.sys,
+            exc,
+            eip,
+            insn_eip,
+            kind,
+        ) {
+            Err(Stop::TripleFault { .. }) if !self.no_reboot && self.reboot() => Ok(()),
+            r => r,
+        }
     }
 
     /// Runs the guest until it stops.

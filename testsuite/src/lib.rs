@@ -74,6 +74,9 @@ pub struct Options {
     pub ram: usize,
     pub stats: bool,
     pub budget: Option<u64>,
+    /// End the run at a triple fault instead of resetting (the default
+    /// here: tests want to see it).
+    pub no_reboot: bool,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             ram: 16 << 20,
             stats: false,
             budget: Some(50_000_000),
+            no_reboot: true,
         }
     }
 }
@@ -124,6 +128,7 @@ pub fn run_image_with(
         serial: OutputSink::Writer(Box::new(cap.clone())),
         stats: opts.stats,
         tu_budget: opts.budget,
+        no_reboot: opts.no_reboot,
         arena_size: 8 << 20,
         ..MachineConfig::default()
     };

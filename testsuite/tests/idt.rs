@@ -631,3 +631,37 @@ fn an_external_interrupt_on_an_exception_vector_pushes_no_error_code() {
     assert_eq!(r.mem_u32(SEEN + 4), 1);
     assert_eq!(r.reg(esp), STACK);
 }
+
+#[test]
+fn a_triple_fault_resets_the_machine_and_the_guest_boots_again() {
+    // Prints "B" and triple-faults (no IDT entries, a stack beyond RAM).
+    let code = assemble_at(LOAD, |a| {
+        a.mov(al, b'B' as u32)?;
+        a.out(0xE9, al)?;
+        a.mov(word_ptr(IDTR), 0x7u32)?;
+        a.mov(dword_ptr(IDTR + 2), IDT)?;
+        a.lidt(ptr(IDTR))?;
+        a.mov(esp, 0x4000_0000u32)?;
+        a.ud2()
+    });
+    let opts = Options {
+        no_reboot: false,
+        budget: Some(200),
+        ..Options::default()
+    };
+    let r = run_blocks(opts, &[(LOAD, code)]);
+    assert_eq!(r.stop, Stop::Budget);
+    assert!(
+        r.output.len() >= 3 && r.output.iter().all(|&b| b == b'B'),
+        "booted again after each reset: {:?}",
+        r.output_str()
+    );
+    let r = run_blocks(
+        Options::default(),
+        &[(LOAD, assemble_at(LOAD, |a| a.ud2()))],
+    );
+    assert!(
+        matches!(r.stop, Stop::Unhandled { .. }),
+        "no IDT: the exception is reported, no reset"
+    );
+}
