@@ -12,7 +12,7 @@ use translator::abi::{
 
 use super::descriptor::{read_descriptor, set_tss_busy};
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
-use super::{Exception, Stop, System, bcd, cpl, cpuid};
+use super::{Exception, Fail, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
 
 /// What happens after an emulated instruction.
@@ -23,24 +23,6 @@ enum Next {
     Jump(u32),
     /// End the run.
     Stop(Stop),
-}
-
-/// Why an emulated instruction did not complete.
-enum Fail {
-    Exc(Exception),
-    Stop(Stop),
-}
-
-impl From<Exception> for Fail {
-    fn from(e: Exception) -> Self {
-        Fail::Exc(e)
-    }
-}
-
-impl From<crate::memory::MemFault> for Fail {
-    fn from(f: crate::memory::MemFault) -> Self {
-        Fail::Exc(f.into())
-    }
 }
 
 type Result<T> = std::result::Result<T, Fail>;
@@ -417,7 +399,7 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
     }
     if dst == OpKind::Register && insn.op0_register().is_segment_register() {
         let sel = read_op(cpu, sys, insn, 1, 2)?;
-        load_sreg(cpu, sys, insn, insn.op0_register(), sel as u16)?;
+        load_sreg(cpu, sys, insn.op0_register(), sel as u16)?;
         if insn.op0_register() == Register::SS {
             set_shadow(cpu, insn);
         }
@@ -445,13 +427,7 @@ fn sreg_index(r: Register) -> usize {
 /// Loads a segment register. Only flat segments exist so far: a selector
 /// must name a GDT descriptor with base 0 and a 4 GiB limit (or be null
 /// for DS/ES/FS/GS).
-fn load_sreg(
-    cpu: &mut CpuState,
-    sys: &System,
-    insn: &Instruction,
-    r: Register,
-    sel: u16,
-) -> Result<()> {
+fn load_sreg(cpu: &mut CpuState, sys: &System, r: Register, sel: u16) -> Result<()> {
     if r == Register::CS {
         return Err(Exception::new(vector::UD).into());
     }
@@ -495,7 +471,6 @@ fn load_sreg(
             return Err(gp.into());
         }
     }
-    let _ = insn;
     cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
     Ok(())
 }
@@ -534,7 +509,7 @@ fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
     let size = insn.stack_pointer_increment() as u32;
     let esp = cpu.regs[4];
     let sel = stack_read(cpu, sys, esp, 2)? as u16;
-    load_sreg(cpu, sys, insn, insn.op0_register(), sel)?;
+    load_sreg(cpu, sys, insn.op0_register(), sel)?;
     cpu.regs[4] = sp_add(cpu, esp, size);
     if insn.op0_register() == Register::SS {
         set_shadow(cpu, insn);
@@ -554,7 +529,7 @@ fn load_far_pointer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) ->
         Mnemonic::Lgs => Register::GS,
         _ => Register::SS,
     };
-    load_sreg(cpu, sys, insn, sreg, sel)?;
+    load_sreg(cpu, sys, sreg, sel)?;
     set_reg(cpu, insn.op0_register(), offset);
     Ok(Next::Continue)
 }
@@ -738,19 +713,8 @@ fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     } else {
         (sp_add(cpu, esp, 3 * size), None)
     };
-    // What the old privilege level may change (POPF's rules).
     let old = cpu.eflags();
-    let iopl = (old & flags::IOPL) >> 12;
-    let mut writable = flags::WRITABLE & !(flags::VM | flags::VIP | flags::VIF);
-    if cpl(cpu) > 0 {
-        writable &= !flags::IOPL;
-    }
-    if cpl(cpu) > iopl {
-        writable &= !flags::IF;
-    }
-    if size == 2 {
-        writable &= 0xFFFF;
-    }
+    let writable = writable_flags(cpu, size, flags::VM | flags::VIP | flags::VIF);
     cpu.set_eflags((old & !writable) | (new_flags & writable));
     cpu.set_segment_db(
         super::SREG_CS,
@@ -855,14 +819,12 @@ fn load_task_register(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) 
     Ok(Next::Continue)
 }
 
-/// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).
-fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let size = insn.stack_pointer_increment() as u32;
-    let esp = cpu.regs[4];
-    let v = stack_read(cpu, sys, esp, size)?;
-    let old = cpu.eflags();
-    let mut writable = flags::WRITABLE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
-    let iopl = (old & flags::IOPL) >> 12;
+/// The EFLAGS bits popf/iret of `size` bytes may change at the current
+/// privilege level (Intel SDM Vol. 2B POPF): IOPL only at CPL 0, IF only
+/// at CPL <= IOPL, never the `excluded` ones.
+fn writable_flags(cpu: &CpuState, size: u32, excluded: u32) -> u32 {
+    let iopl = (cpu.eflags() & flags::IOPL) >> 12;
+    let mut writable = flags::WRITABLE & !excluded;
     if cpl(cpu) > 0 {
         writable &= !flags::IOPL;
     }
@@ -872,6 +834,16 @@ fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     if size == 2 {
         writable &= 0xFFFF;
     }
+    writable
+}
+
+/// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).
+fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = insn.stack_pointer_increment() as u32;
+    let esp = cpu.regs[4];
+    let v = stack_read(cpu, sys, esp, size)?;
+    let old = cpu.eflags();
+    let writable = writable_flags(cpu, size, flags::VM | flags::RF | flags::VIF | flags::VIP);
     cpu.set_eflags((old & !writable) | (v & writable));
     cpu.regs[4] = sp_add(cpu, esp, size);
     Ok(Next::Jump(insn.next_ip32()))

@@ -9,25 +9,7 @@
 use translator::abi::{CpuState, exc_kind, flags, vector};
 
 use super::descriptor::{read_descriptor, tss_stack};
-use super::{Exception, SREG_CS, SREG_SS, Stop, System, cpl};
-
-/// Why delivery did not complete.
-enum Fail {
-    Exc(Exception),
-    Stop(Stop),
-}
-
-impl From<Exception> for Fail {
-    fn from(e: Exception) -> Self {
-        Fail::Exc(e)
-    }
-}
-
-impl From<crate::memory::MemFault> for Fail {
-    fn from(f: crate::memory::MemFault) -> Self {
-        Fail::Exc(f.into())
-    }
-}
+use super::{Exception, Fail, SREG_CS, SREG_SS, Stop, System, cpl};
 
 fn unsupported(eip: u32, what: &str) -> Fail {
     Fail::Stop(Stop::Unsupported {

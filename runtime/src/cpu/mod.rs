@@ -54,6 +54,25 @@ impl From<crate::memory::MemFault> for Exception {
     }
 }
 
+/// Why an emulated instruction or an event delivery did not complete:
+/// a guest exception, or something that ends the run.
+pub(crate) enum Fail {
+    Exc(Exception),
+    Stop(Stop),
+}
+
+impl From<Exception> for Fail {
+    fn from(e: Exception) -> Self {
+        Fail::Exc(e)
+    }
+}
+
+impl From<crate::memory::MemFault> for Fail {
+    fn from(f: crate::memory::MemFault) -> Self {
+        Fail::Exc(f.into())
+    }
+}
+
 /// Why a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stop {
