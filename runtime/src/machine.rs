@@ -510,10 +510,10 @@ impl Machine {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
             }
-            if self.sys.halted {
-                if let Err(stop) = self.wait_for_interrupt() {
-                    break stop;
-                }
+            if self.sys.halted
+                && let Err(stop) = self.wait_for_interrupt()
+            {
+                break stop;
             }
             // sti/mov ss hold interrupts off until the next instruction ran.
             let in_shadow = self.cpu.shadow != 0 && self.cpu.shadow_eip == self.cpu.eip;

@@ -79,7 +79,7 @@ fn os(what: &'static str) -> MemoryError {
 
 impl GuestMemory {
     pub fn new(size: usize) -> Result<Self, MemoryError> {
-        if !(1 << 20..=MAX_RAM).contains(&size) || size % PAGE_SIZE != 0 {
+        if !(1 << 20..=MAX_RAM).contains(&size) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(MemoryError::Size(size));
         }
         // SAFETY: memfd_create with a valid NUL-terminated name.

@@ -261,7 +261,7 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     };
     // SAFETY: PREVIOUS[i] was written by `install` before our handler was
     // registered, and never changes after.
-    let prev = unsafe { (*(&raw const PREVIOUS[i])).assume_init_ref() };
+    let prev = unsafe { PREVIOUS[i].assume_init_ref() };
     let h = prev.sa_sigaction;
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         // Restore the default action and return: the instruction faults

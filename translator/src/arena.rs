@@ -172,7 +172,7 @@ impl CodeArena {
     pub fn patch_rel32(&mut self, at: u32, target: usize) {
         let at = at as usize;
         assert!(
-            at % 4 == 0 && at + 4 <= self.used,
+            at.is_multiple_of(4) && at + 4 <= self.used,
             "chain patch outside the arena"
         );
         let next = self.base() + at + 4;

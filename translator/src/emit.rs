@@ -111,7 +111,7 @@ impl Emitter {
     /// last four bytes (a rel32) 4-byte aligned, then returns nothing: the
     /// caller emits the instruction.
     pub fn align_rel32(&mut self, len: usize) {
-        while (self.addr() + len) % 4 != 0 {
+        while !(self.addr() + len).is_multiple_of(4) {
             self.ops.push(0x90);
         }
     }

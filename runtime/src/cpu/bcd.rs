@@ -10,7 +10,7 @@ use super::operand::{get_reg, set_reg};
 use iced_x86::Register;
 
 fn parity(v: u8) -> bool {
-    v.count_ones() % 2 == 0
+    v.count_ones().is_multiple_of(2)
 }
 
 fn set_flag(cpu: &mut CpuState, f: u32, on: bool) {

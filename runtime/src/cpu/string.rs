@@ -121,7 +121,7 @@ pub fn set_sub_flags(cpu: &mut CpuState, a: u32, b: u32, size: u32) {
     if (a ^ b ^ r) & 0x10 != 0 {
         f |= flags::AF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones().is_multiple_of(2) {
         f |= flags::PF;
     }
     cpu.arith_flags = f;

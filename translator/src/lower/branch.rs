@@ -67,7 +67,7 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 let m = b.stack_mem(0);
                 b.e.put(load(4, Register::R11D, m));
             }
-            adjust_esp(b, size as i32 + pop);
+            adjust_esp(b, size + pop);
             b.flush_esp();
             // The host return predictor takes us to the caller's landing pad.
             asm!(b.e; ret);
