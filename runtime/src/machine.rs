@@ -312,7 +312,7 @@ impl Machine {
         cpu.eip = boot.eip;
         cpu.set_eflags(flags::FIXED1);
         for (i, sel) in [0x18, 0x10, 0x18, 0x18, 0x18, 0x18].into_iter().enumerate() {
-            cpu.set_segment(i, sel, 0, u32::MAX);
+            cpu.set_segment_db(i, sel, 0, u32::MAX, true);
         }
         cpu.cr0 = 0x11; // PE | ET
     }
@@ -385,6 +385,12 @@ impl Machine {
         self.sys.idtr = crate::cpu::TableReg::default();
         (self.sys.tr, self.sys.tss_base, self.sys.tss_limit) = (0, 0, 0);
         self.sys.halted = false;
+        self.sys.dr = [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400];
+        (
+            self.sys.sysenter_cs,
+            self.sys.sysenter_esp,
+            self.sys.sysenter_eip,
+        ) = (0, 0, 0);
         self.cpu.cr2 = 0;
         self.cpu.cr3 = 0;
         self.cpu.cr4 = 0;

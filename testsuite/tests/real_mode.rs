@@ -118,6 +118,17 @@ fn a_divide_error_in_real_mode_goes_through_the_ivt_with_the_faulting_ip() {
 
 #[test]
 fn real_mode_to_protected_mode_and_back() {
+    switch_modes(0x1000, 0);
+}
+
+#[test]
+fn cpl_is_0_after_setting_pe_whatever_the_real_mode_cs() {
+    // CS = 0x0FFF has RPL-looking low bits 3; the CPU is still at CPL 0
+    // until the far jump, which must be allowed into the ring-0 segment.
+    switch_modes(0x0FFF, 0x10);
+}
+
+fn switch_modes(code_seg: u16, start: u16) {
     // GDT at 0x1000: null, 32-bit flat code (0x08), flat data (0x10),
     // 16-bit code with base 0x10000 (0x18), 16-bit data base 0 (0x20).
     let gdt: Vec<u8> = [
@@ -172,8 +183,8 @@ fn real_mode_to_protected_mode_and_back() {
             (0x12100, pm16),
             (0x12200, back),
         ],
-        0x1000,
-        0,
+        code_seg,
+        start,
         0x7000,
     );
     assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");

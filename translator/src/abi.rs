@@ -201,6 +201,9 @@ pub struct CpuState {
     pub seg_neg: [u32; 6],
     /// The D/B bit of each segment: 32-bit code (CS) or stack (SS).
     pub seg_db: [bool; 6],
+    /// The current privilege level in protected mode: the RPL of the CS
+    /// selector when it was loaded (setting CR0.PE does not change it).
+    pub cpl: u32,
     pub cr0: u32,
     pub cr2: u32,
     pub cr3: u32,
@@ -249,6 +252,7 @@ impl CpuState {
             seg_limit: [u32::MAX; 6],
             seg_neg: [0; 6],
             seg_db: [true; 6],
+            cpl: 0,
             cr0: 0,
             cr2: 0,
             cr3: 0,
@@ -274,6 +278,14 @@ impl CpuState {
 
     /// Loads segment register `i` (es cs ss ds fs gs) with its hidden part.
     pub fn set_segment(&mut self, i: usize, selector: u16, base: u32, limit: u32) {
+        const CS: usize = 1;
+        if i == CS {
+            self.cpl = if self.cr0 & 1 != 0 {
+                selector as u32 & 3
+            } else {
+                0
+            };
+        }
         self.sregs[i] = selector as u32;
         self.seg_base[i] = base;
         self.seg_neg[i] = base.wrapping_neg();

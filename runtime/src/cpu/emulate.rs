@@ -759,8 +759,8 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
         let d = check_return_ss(sys, ss, new_cpl)?;
         cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
         new_esp = outer_esp.wrapping_add(params);
-        null_inaccessible_segments(cpu, sys);
     }
+    let outer = new_cpl > cpl(cpu);
     cpu.set_segment_db(
         super::SREG_CS,
         new_cs,
@@ -768,6 +768,10 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
         cs_desc.limit,
         cs_desc.code32(),
     );
+    if outer {
+        // After CS: the check is against the new, outer privilege level.
+        null_inaccessible_segments(cpu, sys);
+    }
     cpu.regs[4] = new_esp;
     Ok(Next::Jump(new_eip))
 }
@@ -775,26 +779,26 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
 /// sysenter (Intel SDM Vol. 2B): to ring 0 at SYSENTER_CS:SYSENTER_EIP,
 /// flat segments implied.
 fn sysenter(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
-    if sys.sysenter_cs & 0xFFFC == 0 {
+    if cpu.cr0 & CR0_PE == 0 || sys.sysenter_cs & 0xFFFC == 0 {
         return Err(Exception::with_error(vector::GP, 0).into());
     }
     let ef = cpu.eflags() & !(flags::VM | flags::IF | flags::RF);
     cpu.set_eflags(ef);
     let cs = sys.sysenter_cs & 0xFFFC;
-    cpu.set_segment(super::SREG_CS, cs as u16, 0, u32::MAX);
-    cpu.set_segment(super::SREG_SS, (cs + 8) as u16, 0, u32::MAX);
+    cpu.set_segment_db(super::SREG_CS, cs as u16, 0, u32::MAX, true);
+    cpu.set_segment_db(super::SREG_SS, (cs + 8) as u16, 0, u32::MAX, true);
     cpu.regs[4] = sys.sysenter_esp;
     Ok(Next::Jump(sys.sysenter_eip))
 }
 
 /// sysexit: back to ring 3 at EDX with ESP = ECX.
 fn sysexit(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
-    if sys.sysenter_cs & 0xFFFC == 0 || cpl(cpu) != 0 {
+    if cpu.cr0 & CR0_PE == 0 || sys.sysenter_cs & 0xFFFC == 0 || cpl(cpu) != 0 {
         return Err(Exception::with_error(vector::GP, 0).into());
     }
     let cs = sys.sysenter_cs & 0xFFFC;
-    cpu.set_segment(super::SREG_CS, ((cs + 16) | 3) as u16, 0, u32::MAX);
-    cpu.set_segment(super::SREG_SS, ((cs + 24) | 3) as u16, 0, u32::MAX);
+    cpu.set_segment_db(super::SREG_CS, ((cs + 16) | 3) as u16, 0, u32::MAX, true);
+    cpu.set_segment_db(super::SREG_SS, ((cs + 24) | 3) as u16, 0, u32::MAX, true);
     cpu.regs[4] = cpu.regs[1];
     Ok(Next::Jump(cpu.regs[2]))
 }
@@ -1003,9 +1007,12 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
     let port = Port(cpu.regs[2] as u16);
     let (ptr_reg, count_reg) = if is_ins(insn) { (7, 1) } else { (6, 1) };
     let mask = if a16 { 0xFFFF } else { 0xFFFF_FFFF };
-    loop {
+    // A long rep runs in slices: between them the instruction restarts
+    // from the run loop, which can take interrupts and stop requests.
+    const SLICE: u32 = 4096;
+    for _ in 0..SLICE {
         if rep && cpu.regs[count_reg] & mask == 0 {
-            break;
+            return Ok(Next::Continue);
         }
         let ptr = if is_ins(insn) {
             cpu.linear(super::SREG_ES, cpu.regs[ptr_reg] & mask)
@@ -1031,11 +1038,15 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
         }
         advance(cpu, ptr_reg, step, mask);
         if !rep {
-            break;
+            return Ok(Next::Continue);
         }
         advance(cpu, count_reg, u32::MAX, mask);
     }
-    Ok(Next::Continue)
+    if cpu.regs[count_reg] & mask == 0 {
+        Ok(Next::Continue)
+    } else {
+        Ok(Next::Jump(insn.ip32()))
+    }
 }
 
 fn is_ins(insn: &Instruction) -> bool {

@@ -184,14 +184,11 @@ pub fn host_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The current privilege level: 0 in real mode, else CS's RPL (which
-/// always equals it here).
+/// The current privilege level: 0 in real mode, else the RPL CS was
+/// loaded with (right after CR0.PE is set that is still 0, whatever the
+/// real-mode CS value).
 pub fn cpl(cpu: &CpuState) -> u32 {
-    if cpu.cr0 & 1 == 0 {
-        0
-    } else {
-        cpu.sregs[1] & 3
-    }
+    if cpu.cr0 & 1 == 0 { 0 } else { cpu.cpl }
 }
 
 pub const SREG_ES: usize = 0;
