@@ -5,7 +5,7 @@
 #![no_main]
 
 use bt86_runtime::cpu::Stop;
-use bt86_runtime::{DebugConSink, Machine, MachineConfig};
+use bt86_runtime::{OutputSink, Machine, MachineConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let config = MachineConfig {
         ram_size: 2 << 20,
-        debugcon: DebugConSink::None,
+        debugcon: OutputSink::None,
         tu_budget: Some(1_000),
         arena_size: 4 << 20,
         ..MachineConfig::default()
