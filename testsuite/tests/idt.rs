@@ -665,3 +665,39 @@ fn a_triple_fault_resets_the_machine_and_the_guest_boots_again() {
         "no IDT: the exception is reported, no reset"
     );
 }
+
+#[test]
+fn single_stepping_works_every_time_tf_is_set_again() {
+    const COUNT: u32 = 0x30F0;
+    let body = assemble_at(BODY, |a| {
+        let mut again = a.create_label();
+        a.mov(ecx, 3u32)?;
+        a.set_label(&mut again)?;
+        a.pushfd()?;
+        a.or(dword_ptr(esp), 0x100)?;
+        a.popfd()?; // TF on: traps after each of the next 4 instructions
+        a.nop()?;
+        a.pushfd()?;
+        a.and(dword_ptr(esp), !0x100u32)?;
+        a.popfd()?; // TF was set when it started: one more trap
+        a.dec(ecx)?;
+        a.jnz(again)?;
+        a.hlt()
+    });
+    let handler = assemble_at(handler_addr(9), |a| {
+        a.inc(dword_ptr(COUNT))?;
+        a.iretd()
+    });
+    let r = run(
+        &[Gate {
+            v: 1,
+            handler: 9,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![(9, handler)],
+    );
+    r.assert_halted();
+    assert_eq!(r.mem_u32(COUNT), 3 * 4);
+}

@@ -249,3 +249,42 @@ fn a_16_bit_code_segment_with_a_base_runs_16_bit_code_at_base_plus_ip() {
         "16-bit protected-mode code class"
     );
 }
+
+#[test]
+fn pop_ds_changes_the_mode_for_the_rest_of_the_block() {
+    let r = run(|a| {
+        a.push(DATA_2M)?;
+        a.pop(ds)?;
+        a.mov(dword_ptr(0x40), 0xABCDu32)?; // same block as the pop: DS base applies
+        a.push(FLAT_DATA)?;
+        a.pop(ds)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x20_0040), 0xABCD);
+}
+
+#[test]
+fn a_segment_load_that_changes_the_mode_on_a_later_run_is_not_chained_past() {
+    // set_ds runs twice: first it keeps flat mode (the chain after it may
+    // be patched), then it loads a based DS, and the store after the call
+    // must see that base.
+    let r = run(|a| {
+        let mut set_ds = a.create_label();
+        let mut done = a.create_label();
+        a.mov(ebx, FLAT_DATA)?;
+        a.call(set_ds)?;
+        a.mov(dword_ptr(0x80), 1u32)?;
+        a.mov(ebx, DATA_2M)?;
+        a.call(set_ds)?;
+        a.mov(dword_ptr(0x80), 2u32)?;
+        a.jmp(done)?;
+        a.set_label(&mut set_ds)?;
+        a.mov(ds, bx)?;
+        a.ret()?;
+        a.set_label(&mut done)?;
+        load(a, ds, FLAT_DATA)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x80), 1);
+    assert_eq!(r.mem_u32(0x20_0080), 2);
+}

@@ -35,7 +35,14 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     // SAFETY: guaranteed by the caller (see above); CpuState and System are
     // separate allocations, so the two mutable borrows do not overlap.
     let (cpu, insn, sys) = unsafe { (&mut *cpu, &*insn, &mut *((*cpu).ctx as *mut System)) };
+    let before = mode_state(cpu);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
+    // An instruction that changed how code must be translated (a segment
+    // load, CR0) leaves the TU, whose chain must not be patched across modes.
+    let result = match result {
+        Ok(Ok(Next::Continue)) if mode_state(cpu) != before => Ok(Ok(Next::Jump(insn.next_ip32()))),
+        r => r,
+    };
     match result {
         Ok(Ok(Next::Continue)) => HELPER_CONTINUE,
         Ok(Ok(Next::Jump(eip))) => {
@@ -72,6 +79,17 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
             HELPER_EXIT
         }
     }
+}
+
+/// What the mode key is computed from (see `Machine::mode`).
+fn mode_state(cpu: &CpuState) -> (u32, u32, bool, bool, bool) {
+    (
+        cpu.cr0 & CR0_PE,
+        cpl(cpu),
+        cpu.seg_db[super::SREG_CS],
+        cpu.seg_db[super::SREG_SS],
+        cpu.flat_segments(),
+    )
 }
 
 fn unsupported(insn: &Instruction, why: &str) -> Next {

@@ -428,6 +428,8 @@ pub fn emit_host(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeErro
 /// X is parked in r10, loaded with the value, and restored after; the fault
 /// handler restores it from r10 too (`Fixup::Borrowed`).
 fn emit_borrowed(b: &mut TuBuilder, insn: &Instruction, rex: Register) -> Result<(), EncodeError> {
+    // The site's fixup becomes `Borrowed`: esp must not lag behind any more.
+    b.flush_esp();
     let mut factory = InstructionInfoFactory::new();
     let used: Vec<Register> = factory
         .info(insn)

@@ -312,6 +312,13 @@ impl<'a> TuBuilder<'a> {
         });
     }
 
+    /// Leaves the TU for the run loop at guest `eip` through an exit that
+    /// is never chained (the run loop looks at the new state first).
+    pub fn exit_to_run_loop(&mut self, eip: u32) {
+        self.flush_esp();
+        self.e.exit_with(eip, ExitReason::Helper);
+    }
+
     /// A patchable host `call` to guest `target` (a translated call: the
     /// host pushes the landing pad that follows it).
     pub fn call_chained(&mut self, target: u32) {
@@ -430,8 +437,12 @@ pub fn ends_tu(insn: &Instruction) -> bool {
     match ident::family(insn) {
         Family::Branch | Family::Invalid => true,
         Family::System => !matches!(insn.mnemonic(), Mnemonic::Cli | Mnemonic::Clc),
-        // popf may set TF (single-stepping is a mode of its own).
-        Family::Stack => matches!(insn.mnemonic(), Mnemonic::Popf | Mnemonic::Popfd),
+        // popf may set TF (single-stepping is a mode of its own) or IF; a
+        // segment load may change the mode.
+        Family::Stack => {
+            matches!(insn.mnemonic(), Mnemonic::Popf | Mnemonic::Popfd)
+                || (insn.mnemonic() == Mnemonic::Pop && insn.op0_register().is_segment_register())
+        }
         _ => false,
     }
 }

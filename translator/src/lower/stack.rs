@@ -274,7 +274,9 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     }
     let size = op_size(insn);
     if size == 2 {
-        asm!(b.e; movzx r11d, WORD [cpu + off::SYS_FLAGS + 2]; shl r11d, 16);
+        // The upper half keeps the system flags; no flag-changing glue
+        // before the load, which may fault.
+        asm!(b.e; mov r11d, DWORD [cpu + off::SYS_FLAGS]);
         let m = b.stack_mem(0);
         b.e.put(load(2, Register::R11W, m));
     } else {
@@ -298,7 +300,10 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         ; push r11
         ; popfq
     );
-    Ok(Flow::Next)
+    // Back to the run loop, never chained: popf may have set IF (a pending
+    // interrupt is due) or TF (single-stepping is a mode of its own).
+    b.exit_to_run_loop(insn.next_ip32());
+    Ok(Flow::Ends)
 }
 
 /// enter imm16, 0 inline; nesting levels above 0 go to the runtime.

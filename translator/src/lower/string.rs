@@ -33,18 +33,20 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
     let si_seg = si.then(|| insn.memory_segment());
     let di_base = di && b.needs_segment_base(Register::ES);
     let si_base = si_seg.is_some_and(|s| b.needs_segment_base(s));
+    // Segment bases first, as 32-bit sums (the guest's linear address
+    // wraps at 4 GiB), then the GS base.
+    if let (true, Some(seg)) = (si_base, si_seg) {
+        bias32(b, Register::ESI, off::SEG_BASE, seg);
+    }
+    if di_base {
+        bias32(b, Register::EDI, off::SEG_BASE, Register::ES);
+    }
     asm!(b.e; mov r11, QWORD [cpu + off::GS_BASE]);
     if si {
         asm!(b.e; lea rsi, [rsi + r11]);
     }
     if di {
         asm!(b.e; lea rdi, [rdi + r11]);
-    }
-    if let (true, Some(seg)) = (si_base, si_seg) {
-        bias(b, Register::RSI, off::SEG_BASE, seg);
-    }
-    if di_base {
-        bias(b, Register::RDI, off::SEG_BASE, Register::ES);
     }
     b.fixup_from_here(Fixup::StringBias {
         si: si_seg.map(|s| s.number() as u8),
@@ -70,10 +72,10 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         asm!(b.e; lea rdi, [rdi + r11]);
     }
     if let (true, Some(seg)) = (si_base, si_seg) {
-        bias(b, Register::RSI, off::SEG_NEG, seg);
+        bias32(b, Register::ESI, off::SEG_NEG, seg);
     }
     if di_base {
-        bias(b, Register::RDI, off::SEG_NEG, Register::ES);
+        bias32(b, Register::EDI, off::SEG_NEG, Register::ES);
     }
     if si {
         asm!(b.e; mov esi, esi);
@@ -104,12 +106,12 @@ pub fn address_size_16(insn: &Instruction) -> bool {
     })
 }
 
-/// `reg += the 32-bit value at cpu.table[seg]` (a segment base or its
-/// negation), flag-free, through r10.
-fn bias(b: &mut TuBuilder, reg: Register, table: i32, seg: Register) {
+/// `reg32 = reg32 + the 32-bit value at cpu.table[seg]` (a segment base or
+/// its negation) modulo 2^32, flag-free, through r10.
+fn bias32(b: &mut TuBuilder, reg: Register, table: i32, seg: Register) {
     let at =
         MemoryOperand::with_base_displ(Register::R14, (table + 4 * seg.number() as i32) as i64);
     b.e.put(Instruction::with2(Code::Mov_r32_rm32, Register::R10D, at).expect("mov"));
-    let sum = MemoryOperand::with_base_index(reg, Register::R10);
-    b.e.put(Instruction::with2(Code::Lea_r64_m, reg, sum).expect("lea"));
+    let sum = MemoryOperand::with_base_index(reg.full_register(), Register::R10);
+    b.e.put(Instruction::with2(Code::Lea_r32_m, reg, sum).expect("lea"));
 }

@@ -24,6 +24,10 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 ; mov DWORD [cpu + off::SHADOW_EIP], next
                 ; mov DWORD [cpu + off::SHADOW], 1
             );
+            // Back to the run loop, never chained: an interrupt that came
+            // while IF was clear is taken after the next instruction.
+            b.exit_to_run_loop(insn.next_ip32());
+            return Ok(Flow::Ends);
         }
         _ => b.call_emulate(insn),
     }
