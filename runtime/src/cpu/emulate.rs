@@ -110,6 +110,15 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         _ => "system",
     };
     sys.counters.helper(kind);
+    // Protected-mode-only instructions do not exist in real mode.
+    if cpu.cr0 & CR0_PE == 0
+        && matches!(
+            insn.mnemonic(),
+            M::Ltr | M::Str | M::Lldt | M::Sldt | M::Arpl | M::Lar | M::Lsl | M::Verr | M::Verw
+        )
+    {
+        return Err(Exception::new(vector::UD).into());
+    }
     match insn.mnemonic() {
         M::In => port_in(cpu, sys, insn),
         M::Out => port_out(cpu, sys, insn),
