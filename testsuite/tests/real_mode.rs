@@ -206,3 +206,17 @@ fn switch_modes(code_seg: u16, start: u16) {
         "{classes:?}"
     );
 }
+
+#[test]
+fn ip_wraps_at_64_kib_in_real_mode() {
+    // inc ax at 1000:FFFF falls through to 1000:0000, where inc bx; hlt.
+    let (m, stop) = real(
+        &[(0x1FFFF, vec![0x40]), (0x10000, vec![0x43, 0xF4])],
+        0x1000,
+        0xFFFF,
+        0,
+    );
+    assert!(matches!(stop, Stop::Halted { eip: 2 }), "{stop:?}");
+    assert_eq!(m.cpu().regs[0] & 0xFFFF, 1);
+    assert_eq!(m.cpu().regs[3] & 0xFFFF, 1);
+}

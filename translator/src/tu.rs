@@ -78,10 +78,16 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
         if ends_tu(&insn) {
             break;
         }
+        if bitness == 16 && ip > 0xFFFF {
+            // IP wraps at 64 KiB: the next instruction is at CS:0.
+            ip &= 0xFFFF;
+            break;
+        }
     }
     let mut len = ip.wrapping_sub(eip);
     if bitness == 16 {
         len &= 0xFFFF;
+        ip &= 0xFFFF;
     }
     Ok(FormedTu {
         insns,
