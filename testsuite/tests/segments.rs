@@ -16,6 +16,8 @@ const EXEC_ONLY: u32 = 0x30; // execute-only code
 const ABSENT: u32 = 0x38; // not present data
 const CODE16: u32 = 0x40; // 16-bit code, base CODE16_BASE
 const CODE16_BASE: u32 = 0x12_0000;
+const STACK16: u32 = 0x48; // 16-bit stack (B clear), base STACK16_BASE
+const STACK16_BASE: u32 = 0x5_0000;
 
 fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
     let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
@@ -46,12 +48,13 @@ fn run_with(
             descriptor(0, 0xF_FFFF, 0x98, 0xC),
             descriptor(0, 0xF_FFFF, 0x12, 0xC),
             descriptor(CODE16_BASE, 0xFFFF, 0x9A, 0x0),
+            descriptor(STACK16_BASE, 0xFFFF, 0x92, 0x0),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
         }
-        a.mov(word_ptr(GDTR), 0x47u32)?;
+        a.mov(word_ptr(GDTR), 0x4Fu32)?;
         a.mov(dword_ptr(GDTR + 2), GDT)?;
         a.lgdt(ptr(GDTR))?;
         a.mov(eax, FLAT_DATA)?;
@@ -287,4 +290,42 @@ fn a_segment_load_that_changes_the_mode_on_a_later_run_is_not_chained_past() {
     r.assert_halted();
     assert_eq!(r.mem_u32(0x80), 1);
     assert_eq!(r.mem_u32(0x20_0080), 2);
+}
+
+#[test]
+fn an_interrupt_on_a_16_bit_stack_wraps_sp_at_64_kib() {
+    const IDT: u32 = 0x2000;
+    const IDTR: u32 = 0x1810;
+    const HANDLER: u32 = BODY + 0x200;
+    let handler = assemble_at(HANDLER, |a| {
+        a.mov(esi, esp)?;
+        a.hlt()
+    });
+    let r = run_with(
+        |a| {
+            a.mov(dword_ptr(IDT + 0x40 * 8), (0x08 << 16) | (HANDLER & 0xFFFF))?;
+            a.mov(
+                dword_ptr(IDT + 0x40 * 8 + 4),
+                (HANDLER & 0xFFFF_0000) | 0x8E00,
+            )?;
+            a.mov(word_ptr(IDTR), 0x7FFu32)?;
+            a.mov(dword_ptr(IDTR + 2), IDT)?;
+            a.lidt(ptr(IDTR))?;
+            load(a, ss, STACK16)?;
+            a.mov(esp, 0x1234_0004u32)?; // SP = 4: the 12-byte frame wraps
+            a.int(0x40)
+        },
+        vec![(HANDLER, handler)],
+    );
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x1234_FFF8, "only SP moved, modulo 64 KiB");
+    // The frame sits at the top of the segment: EIP, CS, EFLAGS.
+    let (eip, cs, eflags) = (
+        r.mem_u32(STACK16_BASE + 0xFFF8),
+        r.mem_u32(STACK16_BASE + 0xFFFC),
+        r.mem_u32(STACK16_BASE),
+    );
+    assert!(eip > BODY && eip < BODY + 0x80, "pushed EIP {eip:#x}");
+    assert_eq!(cs, 0x08);
+    assert_eq!(eflags & 2, 2, "EFLAGS wrapped around to offset 0");
 }

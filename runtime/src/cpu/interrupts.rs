@@ -152,10 +152,13 @@ fn try_deliver(
     } else {
         None
     };
-    let (ss_base, esp) = match &switch {
-        Some((_, esp, sd)) => (sd.base, *esp),
-        None => (cpu.seg_base[SREG_SS], cpu.regs[4]),
+    // The stack the frame goes on, and whether it is 16-bit (SS.B clear:
+    // offsets wrap at 64 KiB and only SP changes).
+    let (ss_base, esp, big) = match &switch {
+        Some((_, esp, sd)) => (sd.base, *esp, sd.big()),
+        None => (cpu.seg_base[SREG_SS], cpu.regs[4], cpu.seg_db[SREG_SS]),
     };
+    let wrap = |offset: u32| if big { offset } else { offset & 0xFFFF };
     let mut frame = Vec::with_capacity(6);
     if switch.is_some() {
         frame.extend([cpu.sregs[SREG_SS] & 0xFFFF, cpu.regs[4]]);
@@ -164,10 +167,15 @@ fn try_deliver(
     if kind == exc_kind::HARDWARE && has_error_code(v) {
         frame.push(exc.error);
     }
-    let new_esp = esp.wrapping_sub(4 * frame.len() as u32);
-    let at = |offset: u32| ss_base.wrapping_add(offset);
+    let pushed = esp.wrapping_sub(4 * frame.len() as u32);
+    let new_esp = if big {
+        pushed
+    } else {
+        (esp & 0xFFFF_0000) | (pushed & 0xFFFF)
+    };
+    let at = |offset: u32| ss_base.wrapping_add(wrap(offset));
     // Check the whole frame before writing any of it.
-    sys.mem.read_u32(at(new_esp))?;
+    sys.mem.read_u32(at(pushed))?;
     sys.mem.read_u32(at(esp.wrapping_sub(4)))?;
     for (i, w) in frame.iter().enumerate() {
         sys.mem
