@@ -58,17 +58,21 @@ pub fn deliver(
     let mut exc = exc;
     let mut kind = kind;
     let mut eip = eip;
-    // At most three rounds: the event, a second exception (serially or as
-    // #DF), and a fault while delivering #DF, which is a triple fault.
-    for _ in 0..3 {
+    // Each failed delivery raises the next exception: serially, or as #DF
+    // by the SDM's table (Vol. 3A, table 6-5); a fault while delivering
+    // #DF is a triple fault. Serial chains end there or succeed; the bound
+    // only guards against a loop the table cannot produce.
+    let mut delivering_df = false;
+    for _ in 0..16 {
         match try_deliver(cpu, sys, exc, eip, kind) {
             Ok(()) => return Ok(()),
             Err(Fail::Stop(s)) => return Err(s),
             Err(Fail::Exc(second)) => {
-                let first = exc.vector;
-                if kind == exc_kind::HARDWARE && first == vector::DF {
+                if delivering_df {
                     return Err(Stop::TripleFault { eip });
                 }
+                let first = exc.vector;
+                // Software and external interrupts are benign events.
                 let double = kind == exc_kind::HARDWARE
                     && ((contributory(first) && contributory(second.vector))
                         || (first == vector::PF
@@ -78,6 +82,7 @@ pub fn deliver(
                 } else {
                     second
                 };
+                delivering_df = double;
                 kind = exc_kind::HARDWARE;
                 eip = insn_eip;
             }
