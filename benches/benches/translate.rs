@@ -4,7 +4,7 @@
 
 use bt86_translator::abi::ModeKey;
 use bt86_translator::{CodeSource, Instrument, Translator, TuKey};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use iced_x86::code_asm::*;
 
 const BASE: u32 = 0x10_0000;
@@ -40,7 +40,9 @@ struct Blob<'a>(&'a [u8]);
 
 impl CodeSource for Blob<'_> {
     fn read_code(&mut self, addr: u32, buf: &mut [u8]) -> usize {
-        let Some(off) = addr.checked_sub(BASE).map(|o| o as usize) else { return 0 };
+        let Some(off) = addr.checked_sub(BASE).map(|o| o as usize) else {
+            return 0;
+        };
         let src = self.0.get(off..).unwrap_or(&[]);
         let n = src.len().min(buf.len());
         buf[..n].copy_from_slice(&src[..n]);
@@ -70,7 +72,9 @@ fn tu_starts(code: &[u8]) -> Vec<u32> {
 fn translate(c: &mut Criterion) {
     let code = blob();
     let starts = tu_starts(&code);
-    let instrs = iced_x86::Decoder::with_ip(32, &code, BASE as u64, iced_x86::DecoderOptions::NONE).iter().count();
+    let instrs = iced_x86::Decoder::with_ip(32, &code, BASE as u64, iced_x86::DecoderOptions::NONE)
+        .iter()
+        .count();
     let mut g = c.benchmark_group("translate");
     g.throughput(Throughput::Elements(instrs as u64));
     g.bench_function("compiled_code_blob", |b| {
@@ -78,7 +82,11 @@ fn translate(c: &mut Criterion) {
         b.iter(|| {
             t.flush();
             for &eip in &starts {
-                let key = TuKey { phys: eip, eip, mode: ModeKey::FLAT32_CPL0 };
+                let key = TuKey {
+                    phys: eip,
+                    eip,
+                    mode: ModeKey::FLAT32_CPL0,
+                };
                 t.get(key, &mut Blob(&code)).unwrap();
             }
         })
@@ -87,12 +95,16 @@ fn translate(c: &mut Criterion) {
 }
 
 fn machine(c: &mut Criterion) {
-    use bt86_runtime::{OutputSink, Machine, MachineConfig};
+    use bt86_runtime::{Machine, MachineConfig, OutputSink};
     c.bench_function("machine/create_run_hlt_drop", |b| {
         b.iter_batched(
             || (),
             |()| {
-                let cfg = MachineConfig { ram_size: 16 << 20, debugcon: OutputSink::None, ..Default::default() };
+                let cfg = MachineConfig {
+                    ram_size: 16 << 20,
+                    debugcon: OutputSink::None,
+                    ..Default::default()
+                };
                 let mut m = Machine::new(cfg).unwrap();
                 m.load_flat(&[0xF4], 0x1000, None).unwrap();
                 m.run()
