@@ -459,6 +459,29 @@ impl bt86_runtime::devices::InterruptController for Line {
     }
 }
 
+/// Runs `body` with the vector-0x20 handler while another thread raises
+/// IRQ vector 0x20 after `delay` and tells the machine.
+fn run_with_late_interrupt(body: Vec<u8>, delay: std::time::Duration) -> Run {
+    let line = Line::default();
+    let mut raiser = None;
+    let gate = Gate {
+        v: 0x20,
+        handler: 10,
+        kind: 0x8E,
+    };
+    let r = run_prepared(&[gate], 0x7FF, body, vec![irq_handler()], |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+        let (h, line) = (m.exit_handle(), line.clone());
+        raiser = Some(std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            line.raise(0x20);
+            h.interrupt();
+        }));
+    });
+    raiser.expect("prepared").join().unwrap();
+    r
+}
+
 /// A handler for vector 0x20 that stores edi and a count at SEEN, then irets.
 fn irq_handler() -> (u32, Vec<u8>) {
     (
@@ -482,28 +505,7 @@ fn an_interrupt_raised_by_another_thread_reaches_a_spinning_guest() {
         a.cli()?;
         a.hlt()
     });
-    let line = Line::default();
-    let mut raiser = None;
-    let r = run_prepared(
-        &[Gate {
-            v: 0x20,
-            handler: 10,
-            kind: 0x8E,
-        }],
-        0x7FF,
-        body,
-        vec![irq_handler()],
-        |m| {
-            m.set_interrupt_controller(Box::new(line.clone()));
-            let (h, line) = (m.exit_handle(), line.clone());
-            raiser = Some(std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(30));
-                line.raise(0x20);
-                h.interrupt();
-            }));
-        },
-    );
-    raiser.unwrap().join().unwrap();
+    let r = run_with_late_interrupt(body, std::time::Duration::from_millis(30));
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN + 4), 1);
 }
@@ -517,8 +519,6 @@ fn hlt_with_interrupts_on_sleeps_until_an_interrupt_without_spinning() {
         a.cli()?;
         a.hlt()
     });
-    let line = Line::default();
-    let mut raiser = None;
     let cpu_time = || {
         let mut t = libc::timespec {
             tv_sec: 0,
@@ -530,27 +530,8 @@ fn hlt_with_interrupts_on_sleeps_until_an_interrupt_without_spinning() {
     };
     let start = cpu_time();
     let wall = std::time::Instant::now();
-    let r = run_prepared(
-        &[Gate {
-            v: 0x20,
-            handler: 10,
-            kind: 0x8E,
-        }],
-        0x7FF,
-        body,
-        vec![irq_handler()],
-        |m| {
-            m.set_interrupt_controller(Box::new(line.clone()));
-            let (h, line) = (m.exit_handle(), line.clone());
-            raiser = Some(std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                line.raise(0x20);
-                h.interrupt();
-            }));
-        },
-    );
+    let r = run_with_late_interrupt(body, std::time::Duration::from_millis(300));
     let (busy, waited) = (cpu_time() - start, wall.elapsed().as_secs_f64());
-    raiser.unwrap().join().unwrap();
     r.assert_halted();
     assert_eq!(
         r.reg(esi),
