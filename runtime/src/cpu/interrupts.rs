@@ -217,9 +217,14 @@ fn deliver_real(
     exc: Exception,
     eip: u32,
 ) -> Result<(), Stop> {
-    let v = exc.vector;
-    if v * 4 + 3 > sys.idtr.limit as u32 {
-        return Err(Stop::TripleFault { eip });
+    // A vector beyond the IVT limit is a #GP, then a #DF, then shutdown.
+    let mut v = exc.vector;
+    while v * 4 + 3 > sys.idtr.limit as u32 {
+        v = match v {
+            vector::DF => return Err(Stop::TripleFault { eip }),
+            vector::GP => vector::DF,
+            _ => vector::GP,
+        };
     }
     let entry = sys
         .mem

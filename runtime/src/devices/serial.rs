@@ -69,6 +69,8 @@ pub struct Serial {
     out: Box<dyn Write + Send>,
     irq: Box<dyn IrqLine>,
     rx: VecDeque<u8>,
+    /// The last byte read from RBR: what reading an empty RBR returns.
+    rbr: u8,
     ier: u8,
     lcr: u8,
     mcr: u8,
@@ -90,6 +92,7 @@ impl Serial {
             out,
             irq,
             rx: VecDeque::with_capacity(FIFO_SIZE),
+            rbr: 0,
             ier: 0,
             lcr: 0,
             mcr: 0,
@@ -104,13 +107,19 @@ impl Serial {
     }
 
     /// Host input for the guest to read. Returns false (and sets the
-    /// overrun error) if the receive buffer is full.
+    /// overrun error) if the receive buffer was full.
     pub fn receive(&mut self, byte: u8) -> bool {
         let cap = if self.fifo { FIFO_SIZE } else { 1 };
         let ok = self.rx.len() < cap;
         if ok {
             self.rx.push_back(byte);
         } else {
+            // A full FIFO drops the new byte; without FIFO the holding
+            // register is overwritten. Both are overruns.
+            if !self.fifo {
+                self.rx.clear();
+                self.rx.push_back(byte);
+            }
             self.lsr_errors |= LSR_OE;
         }
         self.update_irq();
@@ -179,7 +188,12 @@ impl PortDevice for Serial {
         let dlab = self.lcr & LCR_DLAB != 0;
         let v = match port.0 & 7 {
             RBR_THR_DLL if dlab => self.divisor as u8,
-            RBR_THR_DLL => self.rx.pop_front().unwrap_or(0),
+            RBR_THR_DLL => {
+                if let Some(b) = self.rx.pop_front() {
+                    self.rbr = b;
+                }
+                self.rbr
+            }
             IER_DLM if dlab => (self.divisor >> 8) as u8,
             IER_DLM => self.ier,
             IIR_FCR => {
@@ -393,5 +407,24 @@ mod tests {
         let (mut u, _, _) = uart();
         wr(&mut u, SCR, 0xA5);
         assert_eq!(rd(&mut u, SCR), 0xA5);
+    }
+}
+
+#[cfg(test)]
+mod receive_tests {
+    use super::*;
+
+    #[test]
+    fn reading_an_empty_rbr_returns_the_last_byte_and_non_fifo_overruns_overwrite() {
+        let mut u = Serial::new(Box::new(std::io::sink()), Box::new(NoIrq));
+        u.receive(7);
+        assert!(!u.receive(8), "no FIFO: one byte of room");
+        assert_eq!(
+            u.read(Port(COM1), 1),
+            8,
+            "the newer byte overwrote the holding register"
+        );
+        assert_eq!(u.read(Port(COM1), 1), 8, "empty: the last byte again");
+        assert_ne!(u.read(Port(COM1 + LSR), 1) as u8 & LSR_OE, 0);
     }
 }
