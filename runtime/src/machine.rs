@@ -384,6 +384,7 @@ impl Machine {
         self.sys.gdtr = crate::cpu::TableReg::default();
         self.sys.idtr = crate::cpu::TableReg::default();
         (self.sys.tr, self.sys.tss_base, self.sys.tss_limit) = (0, 0, 0);
+        (self.sys.ldtr, self.sys.ldt_base, self.sys.ldt_limit) = (0, 0, 0);
         self.sys.halted = false;
         self.sys.dr = [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400];
         (

@@ -18,6 +18,8 @@ const CODE16: u32 = 0x40; // 16-bit code, base CODE16_BASE
 const CODE16_BASE: u32 = 0x12_0000;
 const STACK16: u32 = 0x48; // 16-bit stack (B clear), base STACK16_BASE
 const STACK16_BASE: u32 = 0x5_0000;
+const LDT_SEL: u32 = 0x50; // an LDT at LDT_ADDR with two descriptors
+const LDT_ADDR: u32 = 0x6000;
 
 fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
     let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
@@ -49,12 +51,13 @@ fn run_with(
             descriptor(0, 0xF_FFFF, 0x12, 0xC),
             descriptor(CODE16_BASE, 0xFFFF, 0x9A, 0x0),
             descriptor(STACK16_BASE, 0xFFFF, 0x92, 0x0),
+            descriptor(LDT_ADDR, 0xF, 0x82, 0x0),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
         }
-        a.mov(word_ptr(GDTR), 0x4Fu32)?;
+        a.mov(word_ptr(GDTR), 0x57u32)?;
         a.mov(dword_ptr(GDTR + 2), GDT)?;
         a.lgdt(ptr(GDTR))?;
         a.mov(eax, FLAT_DATA)?;
@@ -198,7 +201,7 @@ fn segment_loads_check_the_descriptor() {
         (ds, EXEC_ONLY, 13, EXEC_ONLY), // execute-only code into DS
         (ds, ABSENT, 11, ABSENT),       // not present: #NP
         (ss, ABSENT, 12, ABSENT),       // not present into SS: #SS
-        (es, 0x48, 13, 0x48),           // beyond the GDT limit
+        (es, 0x60, 13, 0x60),           // beyond the GDT limit
     ] {
         let r = run(move |a| load(a, seg, sel));
         match r.stop {
@@ -320,12 +323,52 @@ fn an_interrupt_on_a_16_bit_stack_wraps_sp_at_64_kib() {
     r.assert_halted();
     assert_eq!(r.reg(esi), 0x1234_FFF8, "only SP moved, modulo 64 KiB");
     // The frame sits at the top of the segment: EIP, CS, EFLAGS.
-    let (eip, cs, eflags) = (
+    let (eip, pushed_cs, eflags) = (
         r.mem_u32(STACK16_BASE + 0xFFF8),
         r.mem_u32(STACK16_BASE + 0xFFFC),
         r.mem_u32(STACK16_BASE),
     );
     assert!(eip > BODY && eip < BODY + 0x80, "pushed EIP {eip:#x}");
-    assert_eq!(cs, 0x08);
+    assert_eq!(pushed_cs, 0x08);
     assert_eq!(eflags & 2, 2, "EFLAGS wrapped around to offset 0");
+}
+
+#[test]
+fn segments_can_come_from_the_ldt() {
+    let (lo, hi) = descriptor(0x24_0000, 0xF_FFFF, 0x92, 0xC);
+    let r = run(|a| {
+        a.mov(dword_ptr(LDT_ADDR + 8), lo)?; // LDT entry 1: data, base 0x240000
+        a.mov(dword_ptr(LDT_ADDR + 12), hi)?;
+        a.mov(eax, LDT_SEL)?;
+        a.lldt(ax)?;
+        a.sldt(ecx)?;
+        load(a, es, 0x08 | 4)?; // index 1, TI = LDT
+        a.mov(dword_ptr(0x44).es(), 0x1D71u32)?;
+        a.mov(edx, es)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x24_0044), 0x1D71);
+    assert_eq!(r.reg(ecx), LDT_SEL);
+    assert_eq!(r.reg(edx), 0x0C);
+}
+
+#[test]
+fn an_ldt_selector_without_an_ldt_or_beyond_its_limit_is_a_general_protection_fault() {
+    for (with_ldt, sel) in [(false, 0x0Cu32), (true, 0x14)] {
+        let r = run(move |a| {
+            if with_ldt {
+                a.mov(eax, LDT_SEL)?;
+                a.lldt(ax)?;
+            }
+            load(a, ds, sel)
+        });
+        match r.stop {
+            Stop::Unhandled { exc, .. } => assert_eq!(
+                (exc.vector, exc.error),
+                (13, sel & !3),
+                "ldt loaded: {with_ldt}"
+            ),
+            s => panic!("expected #GP, got {s:?}"),
+        }
+    }
 }

@@ -72,19 +72,25 @@ pub fn tss_stack(sys: &System, ring: u32) -> Result<(u16, u32), Exception> {
     Ok((ss, esp))
 }
 
-/// Reads the GDT descriptor `sel` names; #GP(sel) for LDT selectors (no
-/// LDT yet) and selectors beyond the limit, #NP(sel) if not present.
+/// Reads the GDT or LDT descriptor `sel` names; #GP(sel) beyond the
+/// table's limit (or with no LDT loaded), #NP(sel) if not present.
 pub fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> {
     let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
-    if sel & 4 != 0 {
-        return Err(gp);
-    }
+    // TI selects the LDT (Intel SDM Vol. 3A, 3.4.2).
+    let (table, limit) = if sel & 4 != 0 {
+        if sys.ldtr & !3 == 0 {
+            return Err(gp);
+        }
+        (sys.ldt_base, sys.ldt_limit)
+    } else {
+        (sys.gdtr.base, sys.gdtr.limit as u32)
+    };
     let off = (sel & !7) as u32;
-    if off + 7 > sys.gdtr.limit as u32 {
+    if off + 7 > limit {
         return Err(gp);
     }
-    let lo = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off))?;
-    let hi = sys.mem.read_u32(sys.gdtr.base.wrapping_add(off + 4))?;
+    let lo = sys.mem.read_u32(table.wrapping_add(off))?;
+    let hi = sys.mem.read_u32(table.wrapping_add(off + 4))?;
     let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
     let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
     let flags = ((hi >> 20) & 0xF) as u8;

@@ -300,25 +300,15 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Sldt => {
-            // No LDT is ever loaded yet.
             let size = if insn.op0_kind() == OpKind::Register {
                 insn.op0_register().size() as u32
             } else {
                 2
             };
-            write_op(cpu, sys, insn, 0, size, 0)?;
+            write_op(cpu, sys, insn, 0, size, sys.ldtr as u32)?;
             Ok(Next::Continue)
         }
-        M::Lldt => {
-            require_ring0(cpu)?;
-            if read_op(cpu, sys, insn, 0, 2)? & !3 != 0 {
-                return Err(unsupported_stop(
-                    insn,
-                    "a local descriptor table (comes with the system CPU)",
-                ));
-            }
-            Ok(Next::Continue)
-        }
+        M::Lldt => load_ldt(cpu, sys, insn),
         M::Retf => far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
         _ => Ok(unsupported(
@@ -828,6 +818,27 @@ fn sysexit(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
     cpu.set_segment_db(super::SREG_SS, ((cs + 24) | 3) as u16, 0, u32::MAX, true);
     cpu.regs[4] = cpu.regs[1];
     Ok(Next::Jump(cpu.regs[2]))
+}
+
+/// lldt: a null selector leaves no LDT; otherwise the GDT descriptor must
+/// be an LDT (system type 2).
+fn load_ldt(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    require_ring0(cpu)?;
+    let sel = read_op(cpu, sys, insn, 0, 2)? as u16;
+    if sel & !3 == 0 {
+        (sys.ldtr, sys.ldt_base, sys.ldt_limit) = (0, 0, 0);
+        return Ok(Next::Continue);
+    }
+    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
+    if sel & 4 != 0 {
+        return Err(gp.into());
+    }
+    let d = read_descriptor(sys, sel)?;
+    if d.system_type() != Some(2) {
+        return Err(gp.into());
+    }
+    (sys.ldtr, sys.ldt_base, sys.ldt_limit) = (sel, d.base, d.limit);
+    Ok(Next::Continue)
 }
 
 /// ltr: load the task register from an available 32-bit TSS descriptor

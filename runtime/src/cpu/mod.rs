@@ -144,6 +144,10 @@ pub struct System {
     pub tr: u16,
     pub tss_base: u32,
     pub tss_limit: u32,
+    /// The LDT register: selector and the cached table base and limit.
+    pub ldtr: u16,
+    pub ldt_base: u32,
+    pub ldt_limit: u32,
     pub dr: [u32; 8],
     /// The guest TSC is the host TSC minus this.
     pub tsc_offset: u64,
@@ -166,6 +170,9 @@ impl System {
             tr: 0,
             tss_base: 0,
             tss_limit: 0,
+            ldtr: 0,
+            ldt_base: 0,
+            ldt_limit: 0,
             dr: [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400],
             tsc_offset: host_tsc(),
             sysenter_cs: 0,
