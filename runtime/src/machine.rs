@@ -610,6 +610,12 @@ impl Machine {
                         addr: c.fault_addr,
                     };
                     let (eip, insn_eip, kind) = (c.eip, c.exc_insn, c.exc_kind);
+                    if exc.vector == vector::DE && kind == exc_kind::HARDWARE {
+                        // A guest that divides by zero once may do it often:
+                        // emulate that divide from now on (no host signal).
+                        let linear = c.seg_base[crate::cpu::SREG_CS].wrapping_add(insn_eip);
+                        self.translator.emulate_div(linear);
+                    }
                     if let Err(stop) = self.exception(exc, eip, insn_eip, kind) {
                         break stop;
                     }

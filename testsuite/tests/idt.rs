@@ -682,3 +682,69 @@ fn single_stepping_works_every_time_tf_is_set_again() {
     r.assert_halted();
     assert_eq!(r.mem_u32(COUNT), 3 * 4);
 }
+
+#[test]
+fn a_divide_that_faulted_once_is_emulated_and_still_exact() {
+    // The same div runs 4 times with divisors 7, 0, 7, 0 and the idiv
+    // twice with an overflowing and a valid operand pair: after their
+    // first #DE both run in the runtime, which must give the same results.
+    const COUNT: u32 = 0x30F0;
+    const RESULTS: u32 = 0x3200;
+    let body = assemble_at(BODY, |a| {
+        let mut again = a.create_label();
+        a.xor(esi, esi)?;
+        a.set_label(&mut again)?;
+        a.mov(ecx, esi)?;
+        a.and(ecx, 1)?;
+        a.xor(ecx, 1)?;
+        a.imul_3(ecx, ecx, 7)?; // 7 on even rounds, 0 on odd ones
+        a.xor(edx, edx)?;
+        a.mov(eax, 100u32)?;
+        a.div(ecx)?; // 2 bytes: the handler skips it
+        a.mov(dword_ptr(esi * 8 + RESULTS), eax)?;
+        a.mov(dword_ptr(esi * 8 + RESULTS + 4), edx)?;
+        a.inc(esi)?;
+        a.cmp(esi, 4)?;
+        a.jne(again)?;
+        for (hi, lo, d) in [
+            (0xFFFF_FFFFu32, 0x8000_0000u32, 0xFFFF_FFFFu32),
+            (0xFFFF_FFFF, 0xFFFF_FFF9, 2),
+        ] {
+            a.mov(edx, hi)?;
+            a.mov(eax, lo)?;
+            a.mov(ebx, d)?;
+            a.idiv(ebx)?;
+            a.push(eax)?;
+            a.push(edx)?;
+        }
+        a.hlt()
+    });
+    let handler = assemble_at(handler_addr(12), |a| {
+        a.inc(dword_ptr(COUNT))?;
+        a.mov(eax, 0xDEDEu32)?;
+        a.mov(edx, 0xDEDEu32)?;
+        a.add(dword_ptr(esp), 2)?;
+        a.iretd()
+    });
+    let r = run(
+        &[Gate {
+            v: 0,
+            handler: 12,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![(12, handler)],
+    );
+    r.assert_halted();
+    assert_eq!(
+        r.mem_u32(COUNT),
+        3,
+        "two divides by zero and one idiv overflow"
+    );
+    let results: Vec<u32> = (0..8).map(|i| r.mem_u32(RESULTS + 4 * i)).collect();
+    assert_eq!(results, vec![14, 2, 0xDEDE, 0xDEDE, 14, 2, 0xDEDE, 0xDEDE]);
+    // -7 / 2 = -3 remainder -1 (after the overflowing pair faulted).
+    assert_eq!(r.mem_u32(STACK - 12), (-3i32) as u32);
+    assert_eq!(r.mem_u32(STACK - 16), (-1i32) as u32);
+}

@@ -90,6 +90,10 @@ pub struct Translator {
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
+    /// Divide instructions (by linear address) that raised #DE: retranslated
+    /// to be emulated, so a guest that divides by zero on purpose does not
+    /// pay a host signal each time.
+    emulated_divs: hashbrown::HashSet<u32>,
     instrument: Instrument,
     /// Bumped by every flush: a chain patch requested before a flush is void.
     generation: u64,
@@ -118,6 +122,7 @@ impl Translator {
             jump_caches,
             current_jc: 0,
             call_stack,
+            emulated_divs: hashbrown::HashSet::new(),
             poll: std::sync::Arc::new(
                 poll::PollPage::new().map_err(|e| ArenaError::Os("poll page", e))?,
             ),
@@ -176,6 +181,8 @@ impl Translator {
                 key.mode,
                 self.instrument,
                 self.poll.addr(),
+                key.phys,
+                &self.emulated_divs,
                 &insns,
             );
             let lowered = builder
@@ -257,6 +264,16 @@ impl Translator {
     }
 
     /// Drops every translation and chain.
+    /// Has the divide at linear `addr` emulated from now on (a flush drops
+    /// the translations that ran it natively). Returns false if it already was.
+    pub fn emulate_div(&mut self, addr: u32) -> bool {
+        if !self.emulated_divs.insert(addr) {
+            return false;
+        }
+        self.flush();
+        true
+    }
+
     pub fn flush(&mut self) {
         // The stubs stay: they do not depend on any translation.
         self.arena.truncate(self.stubs_len);

@@ -311,6 +311,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Lldt => load_ldt(cpu, sys, insn),
         M::Retf => far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
+        M::Div | M::Idiv => divide(cpu, sys, insn),
         _ => Ok(unsupported(
             insn,
             "not implemented yet (the system CPU comes with a later version)",
@@ -889,6 +890,70 @@ fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     cpu.set_eflags((old & !writable) | (v & writable));
     cpu.regs[4] = sp_add(cpu, esp, size);
     Ok(Next::Jump(insn.next_ip32()))
+}
+
+/// div and idiv of 8, 16 or 32 bits (Intel SDM Vol. 2A DIV, IDIV), for
+/// divides that raised #DE before (see `Translator::emulate_div`). The
+/// flags are undefined and left alone.
+fn divide(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    let size = if insn.op0_kind() == OpKind::Register {
+        insn.op0_register().size() as u32
+    } else {
+        insn.memory_size().size() as u32
+    };
+    let de = || Fail::from(Exception::new(vector::DE));
+    let divisor = read_op(cpu, sys, insn, 0, size)?;
+    if divisor == 0 {
+        return Err(de());
+    }
+    let bits = size * 8;
+    let (eax, edx) = (cpu.regs[0], cpu.regs[2]);
+    let dividend: u64 = match size {
+        1 => (eax & 0xFFFF) as u64,
+        2 => (((edx & 0xFFFF) << 16) | (eax & 0xFFFF)) as u64,
+        _ => ((edx as u64) << 32) | eax as u64,
+    };
+    let (q, r) = if insn.mnemonic() == Mnemonic::Idiv {
+        let sext = |v: u64, b: u32| ((v << (64 - b)) as i64) >> (64 - b);
+        let (n, d) = (
+            sext(dividend, 2 * bits) as i128,
+            sext(divisor as u64, bits) as i128,
+        );
+        let (q, r) = (n / d, n % d);
+        let (min, max) = (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1);
+        if q < min || q > max {
+            return Err(de());
+        }
+        (q as u64, r as u64)
+    } else {
+        let (q, r) = (dividend / divisor as u64, dividend % divisor as u64);
+        if q >> bits != 0 {
+            return Err(de());
+        }
+        (q, r)
+    };
+    let mask = if bits == 32 {
+        u32::MAX
+    } else {
+        (1 << bits) - 1
+    };
+    match size {
+        1 => set_reg(
+            cpu,
+            Register::AX,
+            ((r as u32 & 0xFF) << 8) | (q as u32 & 0xFF),
+        ),
+        _ => {
+            let (qr, rr) = if size == 2 {
+                (Register::AX, Register::DX)
+            } else {
+                (Register::EAX, Register::EDX)
+            };
+            set_reg(cpu, qr, q as u32 & mask);
+            set_reg(cpu, rr, r as u32 & mask);
+        }
+    }
+    Ok(Next::Continue)
 }
 
 /// enter with a nesting level above 0 (Intel SDM Vol. 2A ENTER).

@@ -65,6 +65,10 @@ pub struct TuBuilder<'a> {
     insns: &'a [Instruction],
     /// The exit-request page TU heads poll.
     poll_page: usize,
+    /// Linear address of the TU's first byte (CS base + EIP).
+    tu_linear: u32,
+    /// Divides (by linear address) the runtime emulates.
+    emulated_divs: &'a hashbrown::HashSet<u32>,
     /// Guest esp is r12 + this: runs of push/pop/call/ret move r12 once.
     esp_pending: i32,
 }
@@ -84,6 +88,8 @@ impl<'a> TuBuilder<'a> {
         mode: ModeKey,
         instrument: Instrument,
         poll_page: usize,
+        tu_linear: u32,
+        emulated_divs: &'a hashbrown::HashSet<u32>,
         insns: &'a [Instruction],
     ) -> Self {
         TuBuilder {
@@ -96,6 +102,8 @@ impl<'a> TuBuilder<'a> {
             cold: Vec::new(),
             insns,
             poll_page,
+            tu_linear,
+            emulated_divs,
             esp_pending: 0,
         }
     }
@@ -153,6 +161,12 @@ impl<'a> TuBuilder<'a> {
             guest_eip,
             fixup,
         });
+    }
+
+    /// The linear address of a guest instruction of this TU.
+    fn linear(&self, insn: &Instruction) -> u32 {
+        self.tu_linear
+            .wrapping_add(insn.ip32().wrapping_sub(self.tu_eip))
     }
 
     /// Whether a memory access through segment `seg` must add its base:
@@ -412,6 +426,14 @@ impl<'a> TuBuilder<'a> {
 /// Lowers one guest instruction.
 fn lower_insn(b: &mut TuBuilder, insn: &Instruction, _idx: usize) -> Result<Flow, EncodeError> {
     use ident::Family;
+    if matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv)
+        && b.emulated_divs.contains(&b.linear(insn))
+    {
+        // This divide raised #DE before: the runtime divides, so the next
+        // #DE needs no host signal.
+        b.call_emulate(insn);
+        return Ok(Flow::Next);
+    }
     match ident::family(insn) {
         Family::Ident => ident::lower(b, insn).map(|()| Flow::Next),
         Family::Nop => Ok(Flow::Next),
