@@ -54,7 +54,7 @@ fn random_byte_sequences_never_crash_the_host() {
                 continue; // keep esp inside RAM so pushes work at first
             }
             prologue.push(op);
-            let v = if rng.next() % 2 == 0 {
+            let v = if rng.next().is_multiple_of(2) {
                 rng.next() as u32 % (2 << 20)
             } else {
                 rng.next() as u32

@@ -58,10 +58,10 @@ fn skip_reason(stem: &str, test: &Value) -> Option<&'static str> {
         Some(0x8C | 0x8E)
     ) {
         let op = bytes.iter().position(|&b| b == 0x8C || b == 0x8E)?;
-        if let Some(modrm) = bytes.get(op + 1) {
-            if matches!((modrm >> 3) & 7, 4 | 5) {
-                return Some("fs/gs");
-            }
+        if let Some(modrm) = bytes.get(op + 1)
+            && matches!((modrm >> 3) & 7, 4 | 5)
+        {
+            return Some("fs/gs");
         }
     }
     if test

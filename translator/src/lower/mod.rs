@@ -116,8 +116,8 @@ impl<'a> TuBuilder<'a> {
         self.site(self.tu_eip, Fixup::None);
         self.head();
         let mut flow = Flow::Next;
-        for idx in 0..self.insns.len() {
-            let insn = &self.insns[idx];
+        let insns = self.insns;
+        for insn in insns {
             if !stack::defers_esp(insn) {
                 self.flush_esp();
             }
@@ -127,7 +127,7 @@ impl<'a> TuBuilder<'a> {
                 d => Fixup::SpDelta(d),
             };
             self.site(insn.ip32(), fixup);
-            flow = lower_insn(&mut self, insn, idx)?;
+            flow = lower_insn(&mut self, insn)?;
             if flow == Flow::Ends {
                 break;
             }
@@ -424,7 +424,7 @@ impl<'a> TuBuilder<'a> {
 }
 
 /// Lowers one guest instruction.
-fn lower_insn(b: &mut TuBuilder, insn: &Instruction, _idx: usize) -> Result<Flow, EncodeError> {
+fn lower_insn(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     use ident::Family;
     if matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv)
         && b.emulated_divs.contains(&b.linear(insn))
