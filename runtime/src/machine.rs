@@ -403,7 +403,7 @@ impl Machine {
             }
             BootImage::Flat { image, load, entry } => self.load_flat(&image.clone(), *load, *entry),
         };
-        self.sys.counters.exit("reset");
+        self.sys.counters.exit(crate::cpu::ExitKind::Reset);
         log::info!(target: "bt86::machine", "triple fault: machine reset");
         loaded.is_ok()
     }
@@ -568,7 +568,7 @@ impl Machine {
                 && self.cpu.seg_base[crate::cpu::SREG_CS] == cs_base;
             match reason {
                 Some(ExitReason::Branch) => {
-                    self.sys.counters.exit("branch");
+                    self.sys.counters.exit(crate::cpu::ExitKind::Branch);
                     let generation = self.translator.generation();
                     let patch_at = self.cpu.exit_arg;
                     if link {
@@ -583,7 +583,7 @@ impl Machine {
                     }
                 }
                 Some(ExitReason::IndirectMiss) => {
-                    self.sys.counters.exit("indirect miss");
+                    self.sys.counters.exit(crate::cpu::ExitKind::IndirectMiss);
                     if link {
                         match self.code_for(self.cpu.eip) {
                             Ok(Some(target)) => {
@@ -596,13 +596,13 @@ impl Machine {
                     }
                 }
                 Some(ExitReason::Request) => {
-                    self.sys.counters.exit("request");
+                    self.sys.counters.exit(crate::cpu::ExitKind::Request);
                     if self.translator.poll().take() & REQUEST_STOP != 0 {
                         break Stop::Stopped;
                     }
                 }
                 Some(ExitReason::Exception) => {
-                    self.sys.counters.exit("exception");
+                    self.sys.counters.exit(crate::cpu::ExitKind::Exception);
                     let c = &self.cpu;
                     let exc = Exception {
                         vector: c.exc_vector,
@@ -620,7 +620,7 @@ impl Machine {
                         break stop;
                     }
                 }
-                Some(ExitReason::Helper) => self.sys.counters.exit("helper"),
+                Some(ExitReason::Helper) => self.sys.counters.exit(crate::cpu::ExitKind::Helper),
                 Some(ExitReason::Budget) => break Stop::Budget,
                 None => {
                     break Stop::Internal(format!("unknown exit reason {}", self.cpu.exit_reason));
@@ -658,7 +658,7 @@ impl Machine {
             return None;
         }
         let v = irq.acknowledge()?;
-        self.sys.counters.exit("interrupt");
+        self.sys.counters.exit(crate::cpu::ExitKind::Interrupt);
         self.sys.halted = false;
         Some(v)
     }

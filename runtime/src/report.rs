@@ -8,7 +8,7 @@ use translator::abi::CpuState;
 use translator::stats::{ClassRow, CodeClass};
 use translator::{Instrument, Translator};
 
-use crate::cpu::System;
+use crate::cpu::{ExitKind, HelperKind, System};
 
 pub struct Report {
     pub rows: Vec<(&'static str, ClassRow)>,
@@ -33,13 +33,7 @@ impl Report {
             ("returns_to_call_site".to_string(), kept(cpu.ret_hits)),
             (
                 "jump_cache_misses".to_string(),
-                Some(
-                    sys.counters
-                        .exits
-                        .get("indirect miss")
-                        .copied()
-                        .unwrap_or(0),
-                ),
+                Some(sys.counters.exits[ExitKind::IndirectMiss as usize]),
             ),
             (
                 "jump_cache_inserts".to_string(),
@@ -54,11 +48,15 @@ impl Report {
             ("port_reads".to_string(), Some(sys.counters.port_reads)),
             ("port_writes".to_string(), Some(sys.counters.port_writes)),
         ];
-        for (k, v) in &sys.counters.helper_calls {
-            counters.push((format!("helper_calls.{k}"), Some(*v)));
+        for (k, v) in HelperKind::ALL.iter().zip(sys.counters.helper_calls) {
+            if v > 0 {
+                counters.push((format!("helper_calls.{}", k.name()), Some(v)));
+            }
         }
-        for (k, v) in &sys.counters.exits {
-            counters.push((format!("exits.{}", k.replace(' ', "_")), Some(*v)));
+        for (k, v) in ExitKind::ALL.iter().zip(sys.counters.exits) {
+            if v > 0 {
+                counters.push((format!("exits.{}", k.name()), Some(v)));
+            }
         }
         Report {
             rows,

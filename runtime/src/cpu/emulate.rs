@@ -12,7 +12,7 @@ use translator::abi::{
 
 use super::descriptor::{read_descriptor, set_tss_busy};
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
-use super::{Exception, Fail, Stop, System, bcd, cpl, cpuid};
+use super::{Exception, Fail, HelperKind, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
 
 /// What happens after an emulated instruction.
@@ -102,12 +102,15 @@ fn unsupported(insn: &Instruction, why: &str) -> Next {
 fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     use Mnemonic as M;
     let kind = match insn.mnemonic() {
-        M::In | M::Out | M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => "io",
-        M::Cpuid => "cpuid",
-        M::Rdtsc => "rdtsc",
-        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => "bcd",
-        _ if insn.is_string_instruction() => "string",
-        _ => "system",
+        M::In | M::Out | M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => {
+            HelperKind::Io
+        }
+        M::Cpuid => HelperKind::Cpuid,
+        M::Rdtsc => HelperKind::Rdtsc,
+        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => HelperKind::Bcd,
+        M::Div | M::Idiv => HelperKind::Divide,
+        _ if insn.is_string_instruction() => HelperKind::String,
+        _ => HelperKind::System,
     };
     sys.counters.helper(kind);
     // Protected-mode-only instructions do not exist in real mode.

@@ -164,14 +164,24 @@ fn try_deliver(
         None => (cpu.seg_base[SREG_SS], cpu.regs[4], cpu.seg_db[SREG_SS]),
     };
     let wrap = |offset: u32| if big { offset } else { offset & 0xFFFF };
-    let mut frame = Vec::with_capacity(6);
+    // The frame, first pushed first: [SS, ESP,] EFLAGS, CS, EIP[, error].
+    let mut words = [0u32; 6];
+    let mut n = 0;
+    let mut push = |w: u32| {
+        words[n] = w;
+        n += 1;
+    };
     if switch.is_some() {
-        frame.extend([cpu.sregs[SREG_SS] & 0xFFFF, cpu.regs[4]]);
+        push(cpu.sregs[SREG_SS] & 0xFFFF);
+        push(cpu.regs[4]);
     }
-    frame.extend([cpu.eflags(), cpu.sregs[SREG_CS] & 0xFFFF, eip]);
+    push(cpu.eflags());
+    push(cpu.sregs[SREG_CS] & 0xFFFF);
+    push(eip);
     if kind == exc_kind::HARDWARE && has_error_code(v) {
-        frame.push(exc.error);
+        push(exc.error);
     }
+    let frame = &words[..n];
     let pushed = esp.wrapping_sub(4 * frame.len() as u32);
     let new_esp = if big {
         pushed

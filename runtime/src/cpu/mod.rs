@@ -102,20 +102,92 @@ pub enum Stop {
 /// own in the CPU state).
 #[derive(Clone, Debug, Default)]
 pub struct ExecCounters {
-    pub helper_calls: std::collections::BTreeMap<&'static str, u64>,
-    pub exits: std::collections::BTreeMap<&'static str, u64>,
+    pub helper_calls: [u64; HelperKind::ALL.len()],
+    pub exits: [u64; ExitKind::ALL.len()],
     pub exceptions: u64,
     pub port_reads: u64,
     pub port_writes: u64,
 }
 
+/// What the `Emulate` helper was called for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelperKind {
+    Io,
+    Cpuid,
+    Rdtsc,
+    Bcd,
+    String,
+    Divide,
+    System,
+}
+
+impl HelperKind {
+    pub const ALL: [HelperKind; 7] = [
+        HelperKind::Io,
+        HelperKind::Cpuid,
+        HelperKind::Rdtsc,
+        HelperKind::Bcd,
+        HelperKind::String,
+        HelperKind::Divide,
+        HelperKind::System,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HelperKind::Io => "io",
+            HelperKind::Cpuid => "cpuid",
+            HelperKind::Rdtsc => "rdtsc",
+            HelperKind::Bcd => "bcd",
+            HelperKind::String => "string",
+            HelperKind::Divide => "divide",
+            HelperKind::System => "system",
+        }
+    }
+}
+
+/// Why the run loop got control back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Branch,
+    IndirectMiss,
+    Request,
+    Exception,
+    Helper,
+    Interrupt,
+    Reset,
+}
+
+impl ExitKind {
+    pub const ALL: [ExitKind; 7] = [
+        ExitKind::Branch,
+        ExitKind::IndirectMiss,
+        ExitKind::Request,
+        ExitKind::Exception,
+        ExitKind::Helper,
+        ExitKind::Interrupt,
+        ExitKind::Reset,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::Branch => "branch",
+            ExitKind::IndirectMiss => "indirect_miss",
+            ExitKind::Request => "request",
+            ExitKind::Exception => "exception",
+            ExitKind::Helper => "helper",
+            ExitKind::Interrupt => "interrupt",
+            ExitKind::Reset => "reset",
+        }
+    }
+}
+
 impl ExecCounters {
-    pub fn helper(&mut self, kind: &'static str) {
-        *self.helper_calls.entry(kind).or_default() += 1;
+    pub fn helper(&mut self, kind: HelperKind) {
+        self.helper_calls[kind as usize] += 1;
     }
 
-    pub fn exit(&mut self, kind: &'static str) {
-        *self.exits.entry(kind).or_default() += 1;
+    pub fn exit(&mut self, kind: ExitKind) {
+        self.exits[kind as usize] += 1;
     }
 }
 
