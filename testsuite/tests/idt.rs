@@ -579,6 +579,61 @@ fn sti_lets_one_more_instruction_run_before_a_pending_interrupt() {
     );
 }
 
+/// Asserts vector 0x20 once the guest stores a nonzero word at `FLAG`:
+/// an interrupt that comes in the middle of a TU, deterministically.
+struct RaisedByGuest {
+    flag: *mut u32,
+}
+
+const FLAG: u32 = SEEN + 8;
+
+// SAFETY: the pointer is into guest RAM, which outlives the machine's run
+// and is only touched with volatile accesses.
+unsafe impl Send for RaisedByGuest {}
+
+impl bt86_runtime::devices::InterruptController for RaisedByGuest {
+    fn pending(&mut self) -> bool {
+        // SAFETY: FLAG is inside guest RAM.
+        unsafe { self.flag.read_volatile() != 0 }
+    }
+    fn acknowledge(&mut self) -> Option<u8> {
+        // SAFETY: as above.
+        unsafe { self.flag.write_volatile(0) };
+        Some(0x20)
+    }
+}
+
+#[test]
+fn sti_with_if_already_set_holds_nothing_off() {
+    let body = assemble_at(BODY, |a| {
+        a.xor(edi, edi)?;
+        a.sti()?;
+        a.nop()?;
+        a.mov(dword_ptr(FLAG), 1u32)?; // the interrupt comes while IF is 1
+        a.sti()?; // IF is already 1: no shadow
+        a.mov(edi, 0x1234u32)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let r = run_prepared(
+        &[Gate {
+            v: 0x20,
+            handler: 10,
+            kind: 0x8E,
+        }],
+        0x7FF,
+        body,
+        vec![irq_handler()],
+        |m| {
+            let flag = (m.memory().shadow_base() + FLAG as u64) as *mut u32;
+            m.set_interrupt_controller(Box::new(RaisedByGuest { flag }));
+        },
+    );
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
+    assert_eq!(r.mem_u32(SEEN), 0, "right after the second sti");
+}
+
 #[test]
 fn an_external_interrupt_on_an_exception_vector_pushes_no_error_code() {
     let body = assemble_at(BODY, |a| {

@@ -177,7 +177,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             }
             if insn.mnemonic() == M::Cli {
                 cpu.sys_flags &= !flags::IF;
-            } else {
+            } else if cpu.sys_flags & flags::IF == 0 {
+                // Only sti that turns IF on holds interrupts off.
                 cpu.sys_flags |= flags::IF;
                 set_shadow(cpu, insn);
             }

@@ -15,14 +15,18 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             asm!(b.e; pushfq; and DWORD [cpu + off::SYS_FLAGS], !flags::IF as i32; popfq);
         }
         Mnemonic::Sti if ring0 => {
-            // The interrupt shadow: nothing is taken before the next instruction.
+            // The interrupt shadow, only when sti turns IF on: nothing is
+            // taken before the next instruction.
             let next = insn.next_ip32() as i32;
             asm!(b.e
                 ; pushfq
+                ; test DWORD [cpu + off::SYS_FLAGS], flags::IF as i32
+                ; jnz >on
                 ; or DWORD [cpu + off::SYS_FLAGS], flags::IF as i32
-                ; popfq
                 ; mov DWORD [cpu + off::SHADOW_EIP], next
                 ; mov DWORD [cpu + off::SHADOW], 1
+                ; on:
+                ; popfq
             );
             // Back to the run loop, never chained: an interrupt that came
             // while IF was clear is taken after the next instruction.
