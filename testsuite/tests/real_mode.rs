@@ -220,3 +220,25 @@ fn ip_wraps_at_64_kib_in_real_mode() {
     assert_eq!(m.cpu().regs[0] & 0xFFFF, 1);
     assert_eq!(m.cpu().regs[3] & 0xFFFF, 1);
 }
+
+#[test]
+fn a_call_at_the_end_of_the_segment_pushes_the_wrapped_ip() {
+    // call 0x0010 at 1000:FFFD returns to 1000:0000; the target pops that
+    // return IP into ax and halts.
+    let call = code16(0xFFFD, |a| a.call(0x0010u64));
+    assert_eq!(call.len(), 3);
+    let target = code16(0x0010, |a| {
+        a.pop(ax)?;
+        a.hlt()
+    });
+    let (m, stop) = real(
+        // The stack slot starts as 0xAAAA, so a missing push shows.
+        &[(0x1FFFD, call), (0x10010, target), (0x7FFC, vec![0xAA; 4])],
+        0x1000,
+        0xFFFD,
+        0x8000,
+    );
+    assert!(matches!(stop, Stop::Halted { eip: 0x12 }), "{stop:?}");
+    assert_eq!(m.cpu().regs[0] & 0xFFFF, 0);
+    assert_eq!(m.cpu().regs[4] & 0xFFFF, 0x8000);
+}
