@@ -242,3 +242,38 @@ fn a_call_at_the_end_of_the_segment_pushes_the_wrapped_ip() {
     assert_eq!(m.cpu().regs[0] & 0xFFFF, 0);
     assert_eq!(m.cpu().regs[4] & 0xFFFF, 0x8000);
 }
+
+#[test]
+fn enter_on_a_16_bit_stack_moves_only_sp_and_takes_sp_as_the_frame_pointer() {
+    // Both enters start at SP 4 with ESP's upper half 1, so SP wraps below
+    // 0 and the upper half must stay. Nested (emulated), 16-bit operands:
+    // push BP, push [BP-2] from the enclosing frame, push the frame pointer.
+    let nested = code16(0x100, |a| {
+        a.mov(esp, 0x0001_0004u32)?;
+        a.mov(ebp, 0x9000u32)?;
+        a.mov(word_ptr(0x8FFEu32), 0x1111u32)?;
+        a.enter(6u32, 2u32)?;
+        a.hlt()
+    });
+    let (m, stop) = real(&[(0x100, nested)], 0, 0x100, 0);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    assert_eq!(m.cpu().regs[4], 0x0001_FFF8, "esp");
+    assert_eq!(m.cpu().regs[5], 0x0002, "ebp");
+    let mem = m.memory();
+    assert_eq!(mem.read_u16(0x0002).unwrap(), 0x9000, "old bp");
+    assert_eq!(mem.read_u16(0x0000).unwrap(), 0x1111, "display entry");
+    assert_eq!(mem.read_u16(0xFFFE).unwrap(), 0x0002, "frame pointer");
+
+    // Level 0 (translated), 32-bit operands: EBP becomes SP zero-extended.
+    let flat = code16(0x100, |a| {
+        a.mov(esp, 0x0001_0004u32)?;
+        a.mov(ebp, 0x1234_5678u32)?;
+        a.db(&[0x66, 0xC8, 0x04, 0x00, 0x00])?; // o32 enter 4, 0
+        a.hlt()
+    });
+    let (m, stop) = real(&[(0x100, flat)], 0, 0x100, 0);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    assert_eq!(m.cpu().regs[4], 0x0001_FFFC, "esp");
+    assert_eq!(m.cpu().regs[5], 0, "ebp");
+    assert_eq!(m.memory().read_u32(0).unwrap(), 0x1234_5678, "old ebp");
+}

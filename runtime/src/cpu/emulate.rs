@@ -962,13 +962,14 @@ fn divide(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Ne
 
 /// enter with a nesting level above 0 (Intel SDM Vol. 2A ENTER).
 fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let size = if insn.code() == Code::Enterw_imm16_imm8 {
+    let size: u32 = if insn.code() == Code::Enterw_imm16_imm8 {
         2
     } else {
         4
     };
     let frame = insn.immediate16() as u32;
     let level = (insn.immediate8_2nd() & 31) as u32;
+    let down = size.wrapping_neg();
     let mut esp = cpu.regs[4];
     let mut ebp = cpu.regs[5];
     // Check every access first so a fault leaves the registers alone.
@@ -976,17 +977,22 @@ fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     for a in [esp.wrapping_sub(size), esp.wrapping_sub(total)] {
         stack_read(cpu, sys, a, size)?;
     }
-    esp = esp.wrapping_sub(size);
+    esp = sp_add(cpu, esp, down);
     stack_write(cpu, sys, esp, size, ebp)?;
-    let frame_ptr = esp;
+    // With a 16-bit stack the frame pointer is SP, and only SP moves.
+    let frame_ptr = if cpu.seg_db[super::SREG_SS] {
+        esp
+    } else {
+        esp & 0xFFFF
+    };
     for _ in 1..level {
         ebp = ebp.wrapping_sub(size);
         let v = stack_read(cpu, sys, ebp, size)?;
-        esp = esp.wrapping_sub(size);
+        esp = sp_add(cpu, esp, down);
         stack_write(cpu, sys, esp, size, v)?;
     }
     if level > 0 {
-        esp = esp.wrapping_sub(size);
+        esp = sp_add(cpu, esp, down);
         stack_write(cpu, sys, esp, size, frame_ptr)?;
     }
     if size == 2 {
@@ -994,7 +1000,7 @@ fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
     } else {
         cpu.regs[5] = frame_ptr;
     }
-    cpu.regs[4] = esp.wrapping_sub(frame);
+    cpu.regs[4] = sp_add(cpu, esp, frame.wrapping_neg());
     Ok(Next::Continue)
 }
 

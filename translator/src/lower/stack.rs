@@ -319,10 +319,13 @@ fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     b.e.put(store(size, m, sized(size, Register::EBP)));
     adjust_esp(b, -(size as i32));
     b.flush_esp();
+    // The frame pointer is SP with a 16-bit stack.
     if size == 2 {
         asm!(b.e; mov bp, r12w);
-    } else {
+    } else if b.stack32() {
         asm!(b.e; mov ebp, r12d);
+    } else {
+        asm!(b.e; movzx ebp, r12w);
     }
     adjust_esp(b, -frame);
     Ok(Flow::Next)
