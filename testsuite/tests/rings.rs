@@ -379,6 +379,30 @@ fn iret_to_ring_3_nulls_data_segments_only_ring_0_may_use() {
     assert_eq!(r.reg(edi), 0, "ES too");
 }
 
+#[test]
+fn retf_imm_to_an_outer_16_bit_stack_moves_only_sp() {
+    // UDATA becomes a 16-bit (B = 0) stack segment; retf 8 to ring 3 with
+    // SP 0xFFFC adds the 8 parameter bytes to SP alone, which wraps.
+    let body = assemble_at(BODY, |a| {
+        a.mov(dword_ptr(GDT + 0x20 + 4), 0x008F_F200u32)?;
+        a.push(UDATA)?;
+        a.push(0x0005_FFFCu32)?;
+        a.push(0u32)?;
+        a.push(0u32)?;
+        a.push(UCODE)?;
+        a.push(USER)?;
+        a.db(&[0xCA, 0x08, 0x00]) // retf 8
+    });
+    let user = assemble_at(USER, |a| {
+        a.mov(ebx, esp)?;
+        a.int(0x81)
+    });
+    let r = run(&[(0x81, 2, 0xEE)], body, user, vec![recorder(2, 5)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 4), UCODE, "from ring 3");
+    assert_eq!(r.reg(ebx), 0x0005_0004);
+}
+
 /// Measurement, not a check: ns per `int 0x80` from ring 3 and back, and
 /// per #DE round trip in ring 0 (run with --ignored --nocapture).
 #[test]

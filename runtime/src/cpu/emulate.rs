@@ -780,7 +780,8 @@ fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resul
         let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
         let d = check_return_ss(sys, ss, new_cpl)?;
         cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
-        new_esp = outer_esp.wrapping_add(params);
+        // The parameters come off the outer stack, by its own size.
+        new_esp = sp_add(cpu, outer_esp, params);
     }
     let outer = new_cpl > cpl(cpu);
     cpu.set_segment_db(
