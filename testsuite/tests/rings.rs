@@ -403,6 +403,67 @@ fn retf_imm_to_an_outer_16_bit_stack_moves_only_sp() {
     assert_eq!(r.reg(ebx), 0x0005_0004);
 }
 
+#[test]
+fn a_32_bit_popf_clears_rf_in_ring_0_and_ring_3() {
+    // iret to ring 0 (translated popf) with RF set, then to ring 3
+    // (emulated popf) with RF set: after each popfd the frame of the next
+    // int shows RF clear; a 16-bit popf leaves it.
+    const RF: u32 = 1 << 16;
+    let after = handler_addr(9);
+    let ring0 = assemble_at(BODY, |a| {
+        a.pushfd()?;
+        a.or(dword_ptr(esp), RF)?;
+        a.push(KCODE)?;
+        a.push(after)?;
+        a.iretd()
+    });
+    let ring0_after = assemble_at(after, |a| {
+        a.db(&[0x66, 0x6A, 0x00])?; // push word 0
+        a.popf()?; // 16 bits: RF stays
+        a.int(0x82)?;
+        a.pushfd()?;
+        a.popfd()?;
+        a.int(0x83)?;
+        a.push(UDATA)?;
+        a.push(USER_STACK)?;
+        a.push(0x202 | RF)?;
+        a.push(UCODE)?;
+        a.push(USER)?;
+        a.iretd()
+    });
+    let user = assemble_at(USER, |a| {
+        a.pushfd()?;
+        a.popfd()?;
+        a.int(0x81)
+    });
+    let saver = |k: u32, slot: u32| {
+        (
+            handler_addr(k),
+            assemble_at(handler_addr(k), move |a| {
+                a.mov(eax, dword_ptr(esp + 8))?;
+                a.mov(dword_ptr(SEEN + 0x20 + 4 * slot), eax)?;
+                a.iretd()
+            }),
+        )
+    };
+    let r = run(
+        &[(0x81, 2, 0xEE), (0x82, 3, 0x8E), (0x83, 4, 0x8E)],
+        ring0,
+        user,
+        vec![
+            recorder(2, 3),
+            saver(3, 0),
+            saver(4, 1),
+            (after, ring0_after),
+        ],
+    );
+    r.assert_halted();
+    assert_ne!(r.mem_u32(SEEN + 0x20) & RF, 0, "16-bit popf keeps RF");
+    assert_eq!(r.mem_u32(SEEN + 0x24) & RF, 0, "popfd in ring 0");
+    assert_eq!(r.mem_u32(SEEN + 4), UCODE, "from ring 3");
+    assert_eq!(r.mem_u32(SEEN + 8) & RF, 0, "popfd in ring 3");
+}
+
 /// Measurement, not a check: ns per `int 0x80` from ring 3 and back, and
 /// per #DE round trip in ring 0 (run with --ignored --nocapture).
 #[test]

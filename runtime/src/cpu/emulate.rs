@@ -892,7 +892,11 @@ fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next
     let v = stack_read(cpu, sys, esp, size)?;
     let old = cpu.eflags();
     let writable = writable_flags(cpu, size, flags::VM | flags::RF | flags::VIF | flags::VIP);
-    cpu.set_eflags((old & !writable) | (v & writable));
+    let mut ef = (old & !writable) | (v & writable);
+    if size == 4 {
+        ef &= !flags::RF;
+    }
+    cpu.set_eflags(ef);
     cpu.regs[4] = sp_add(cpu, esp, size);
     Ok(Next::Jump(insn.next_ip32()))
 }

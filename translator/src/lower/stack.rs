@@ -265,8 +265,9 @@ fn pushf(b: &mut TuBuilder, size: u32) {
     adjust_esp(b, -(size as i32));
 }
 
-/// popf at CPL 0: every writable flag but VM/RF/VIF/VIP changes. At other
-/// privilege levels the runtime applies the IOPL rules.
+/// popf at CPL 0: every writable flag but VM/RF/VIF/VIP changes, and a
+/// 32-bit popf clears RF. At other privilege levels the runtime applies
+/// the IOPL rules.
 fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     if b.mode.cpl() != 0 || b.mode.0 & ModeKey::VM86 != 0 {
         b.call_emulate(insn);
@@ -286,12 +287,17 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     adjust_esp(b, size as i32);
     const SYS: u32 =
         flags::WRITABLE & !flags::HOST_LIVE & !(flags::VM | flags::RF | flags::VIF | flags::VIP);
-    const KEEP: u32 = flags::VM | flags::RF | flags::VIF | flags::VIP;
+    // A 32-bit popf clears RF; a 16-bit one leaves the upper half alone.
+    let keep = if size == 2 {
+        flags::VM | flags::RF | flags::VIF | flags::VIP
+    } else {
+        flags::VM | flags::VIF | flags::VIP
+    };
     asm!(b.e
         ; mov r10d, r11d
         ; and r10d, SYS as i32
         ; mov r9d, DWORD [cpu + off::SYS_FLAGS]
-        ; and r9d, KEEP as i32
+        ; and r9d, keep as i32
         ; or r10d, r9d
         ; or r10d, flags::FIXED1 as i32
         ; mov DWORD [cpu + off::SYS_FLAGS], r10d
