@@ -183,10 +183,37 @@ impl Serial {
     }
 }
 
+/// The UART's registers are bytes: a wider access is split into byte
+/// accesses at consecutive ports, as the ISA bus does. Bytes past the
+/// UART's eight ports read as all ones and are not written.
 impl PortDevice for Serial {
-    fn read(&mut self, port: Port, _size: u8) -> u32 {
+    fn read(&mut self, port: Port, size: u8) -> u32 {
+        (0..size as u16).fold(0, |acc, i| {
+            let reg = (port.0 & 7) + i;
+            let byte = if reg < PORT_COUNT {
+                self.read_reg(reg)
+            } else {
+                0xFF
+            };
+            acc | (byte as u32) << (8 * i)
+        })
+    }
+
+    fn write(&mut self, port: Port, size: u8, value: u32) -> IoAction {
+        for i in 0..size as u16 {
+            let reg = (port.0 & 7) + i;
+            if reg < PORT_COUNT {
+                self.write_reg(reg, (value >> (8 * i)) as u8);
+            }
+        }
+        IoAction::None
+    }
+}
+
+impl Serial {
+    fn read_reg(&mut self, reg: u16) -> u8 {
         let dlab = self.lcr & LCR_DLAB != 0;
-        let v = match port.0 & 7 {
+        let v = match reg {
             RBR_THR_DLL if dlab => self.divisor as u8,
             RBR_THR_DLL => {
                 if let Some(b) = self.rx.pop_front() {
@@ -216,16 +243,15 @@ impl PortDevice for Serial {
                 v
             }
             SCR => self.scr,
-            _ => 0xFF, // port & 7 has no other values
+            _ => 0xFF, // registers are 0..8
         };
         self.update_irq();
-        v as u32
+        v
     }
 
-    fn write(&mut self, port: Port, _size: u8, value: u32) -> IoAction {
-        let v = value as u8;
+    fn write_reg(&mut self, reg: u16, v: u8) {
         let dlab = self.lcr & LCR_DLAB != 0;
-        match port.0 & 7 {
+        match reg {
             RBR_THR_DLL if dlab => self.divisor = (self.divisor & 0xFF00) | v as u16,
             RBR_THR_DLL => self.transmit(v),
             IER_DLM if dlab => self.divisor = (self.divisor & 0x00FF) | ((v as u16) << 8),
@@ -256,7 +282,6 @@ impl PortDevice for Serial {
             _ => {} // LSR and MSR are read-only
         }
         self.update_irq();
-        IoAction::None
     }
 }
 
@@ -307,6 +332,27 @@ mod tests {
 
     fn wr(u: &mut Serial, reg: u16, v: u8) {
         u.write(Port(COM1 + reg), 1, v as u32);
+    }
+
+    #[test]
+    fn wide_accesses_are_split_into_byte_registers() {
+        let (mut u, sink, _) = uart();
+        // A word to LCR/MCR sets both; DLAB on, a word sets DLL and DLM.
+        u.write(Port(COM1 + LCR), 2, 0x0B83);
+        assert_eq!(u.read(Port(COM1 + LCR), 2), 0x0B83);
+        u.write(Port(COM1 + RBR_THR_DLL), 2, 0x1234);
+        assert_eq!(u.divisor, 0x1234);
+        assert_eq!(u.read(Port(COM1 + RBR_THR_DLL), 2), 0x1234);
+        // DLAB off: a dword from THR sends its low byte and writes IER,
+        // FCR and LCR with the others.
+        wr(&mut u, LCR, 0x03);
+        u.write(Port(COM1 + RBR_THR_DLL), 4, 0x03_00_00_41);
+        assert_eq!(&*sink.0.lock().unwrap(), b"A");
+        assert_eq!((u.ier, u.fifo, u.lcr), (0, false, 0x03));
+        // Past the eighth port nothing is written and all ones read.
+        u.write(Port(COM1 + SCR), 2, 0x5A5A);
+        assert_eq!(u.read(Port(COM1 + SCR), 2), 0xFF5A);
+        assert_eq!(u.read(Port(COM1 + SCR), 4), 0xFFFF_FF5A);
     }
 
     #[test]
