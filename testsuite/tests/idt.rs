@@ -263,6 +263,57 @@ fn a_not_present_gate_raises_np_with_the_gate_in_the_error_code() {
     assert_eq!(r.mem_u32(SEEN + 4), BODY);
 }
 
+/// Points the #UD gate at selector 0x18: beyond the GDT limit, or (with
+/// `grow_gdt`) a not-present code segment there. The fault comes on
+/// `handler`'s vector with EXT set.
+fn bad_handler_cs(grow_gdt: bool, v: u32) -> Run {
+    let body = assemble_at(BODY, move |a| {
+        if grow_gdt {
+            a.mov(dword_ptr(GDT + 0x18), 0x0000_FFFFu32)?;
+            a.mov(dword_ptr(GDT + 0x1C), 0x00CF_1A00u32)?; // P = 0
+            a.mov(word_ptr(GDTR), 0x1Fu32)?;
+            a.lgdt(ptr(GDTR))?;
+        }
+        a.mov(word_ptr(IDT + 6 * 8 + 2), 0x18u32)?;
+        a.ud2()?;
+        a.mov(esi, 1u32)?;
+        a.hlt()
+    });
+    run(
+        &[
+            Gate {
+                v: 6,
+                handler: 0,
+                kind: 0x8E,
+            },
+            Gate {
+                v,
+                handler: 4,
+                kind: 0x8E,
+            },
+        ],
+        0x7FF,
+        body,
+        vec![recording_handler(4, 2, 2, true)],
+    )
+}
+
+#[test]
+fn a_handler_cs_beyond_the_gdt_is_a_general_protection_fault_with_ext() {
+    let r = bad_handler_cs(false, 13);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.mem_u32(SEEN), 0x18 + 1, "selector and EXT");
+}
+
+#[test]
+fn a_not_present_handler_cs_is_a_segment_not_present_fault_with_ext() {
+    let r = bad_handler_cs(true, 11);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.mem_u32(SEEN), 0x18 + 1, "selector and EXT");
+}
+
 #[test]
 fn a_fault_while_delivering_a_contributory_fault_is_a_double_fault() {
     // #DE's gate is not present: #NP during #DE delivery -> #DF.

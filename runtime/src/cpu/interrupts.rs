@@ -135,10 +135,16 @@ fn try_deliver(
     if sel & !3 == 0 {
         return Err(Exception::with_error(vector::GP, ext).into());
     }
-    let d = read_descriptor(sys, sel)?;
+    let cs_error = (sel & !3) as u32 + ext;
+    // A selector beyond its table (#GP) or a segment not present (#NP):
+    // the error code carries EXT too.
+    let d = read_descriptor(sys, sel).map_err(|e| match e.vector {
+        vector::GP | vector::NP => Exception::with_error(e.vector, cs_error),
+        _ => e,
+    })?;
     let cpl = cpl(cpu);
     if !d.code() || d.dpl() > cpl {
-        return Err(Exception::with_error(vector::GP, (sel & !3) as u32 + ext).into());
+        return Err(Exception::with_error(vector::GP, cs_error).into());
     }
     let new_cpl = if d.conforming() { cpl } else { d.dpl() };
     // To an inner ring, the handler runs on that ring's stack from the TSS
@@ -149,7 +155,11 @@ fn try_deliver(
         if ss & !3 == 0 || (ss & 3) as u32 != new_cpl {
             return Err(ts.into());
         }
-        let sd = read_descriptor(sys, ss).map_err(|_| ts)?;
+        // A stack segment that is not present is #SS, not #TS.
+        let sd = read_descriptor(sys, ss).map_err(|e| match e.vector {
+            vector::NP => Exception::with_error(vector::SS, (ss & !3) as u32 + ext),
+            _ => ts,
+        })?;
         if !sd.writable_data() || sd.dpl() != new_cpl {
             return Err(ts.into());
         }
