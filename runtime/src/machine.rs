@@ -556,6 +556,8 @@ impl Machine {
                     Err(stop) => break stop,
                 },
             };
+            // RF (set by iret) is cleared as the next instruction starts.
+            self.cpu.sys_flags &= !flags::RF;
             self.enter(host);
             if in_shadow {
                 self.cpu.shadow = 0;

@@ -404,10 +404,10 @@ fn retf_imm_to_an_outer_16_bit_stack_moves_only_sp() {
 }
 
 #[test]
-fn a_32_bit_popf_clears_rf_in_ring_0_and_ring_3() {
-    // iret to ring 0 (translated popf) with RF set, then to ring 3
-    // (emulated popf) with RF set: after each popfd the frame of the next
-    // int shows RF clear; a 16-bit popf leaves it.
+fn rf_from_iret_is_cleared_as_the_next_instruction_starts_and_faults_push_it() {
+    // iret with RF set, then int 0x82 at once: a software interrupt pushes
+    // RF = 0. Then ud2: a fault pushes RF = 1; the handler skips the ud2
+    // and its iret sets RF again, which the next int 0x83 clears.
     const RF: u32 = 1 << 16;
     let after = handler_addr(9);
     let ring0 = assemble_at(BODY, |a| {
@@ -418,50 +418,42 @@ fn a_32_bit_popf_clears_rf_in_ring_0_and_ring_3() {
         a.iretd()
     });
     let ring0_after = assemble_at(after, |a| {
-        a.db(&[0x66, 0x6A, 0x00])?; // push word 0
-        a.popf()?; // 16 bits: RF stays
         a.int(0x82)?;
-        a.pushfd()?;
-        a.popfd()?;
+        a.ud2()?;
         a.int(0x83)?;
-        a.push(UDATA)?;
-        a.push(USER_STACK)?;
-        a.push(0x202 | RF)?;
-        a.push(UCODE)?;
-        a.push(USER)?;
-        a.iretd()
+        a.hlt()
     });
-    let user = assemble_at(USER, |a| {
-        a.pushfd()?;
-        a.popfd()?;
-        a.int(0x81)
-    });
-    let saver = |k: u32, slot: u32| {
+    // Records the frame's EFLAGS in slot `slot`, adds `skip` to EIP.
+    let saver = |k: u32, slot: u32, skip: u32| {
         (
             handler_addr(k),
             assemble_at(handler_addr(k), move |a| {
                 a.mov(eax, dword_ptr(esp + 8))?;
                 a.mov(dword_ptr(SEEN + 0x20 + 4 * slot), eax)?;
+                a.add(dword_ptr(esp), skip)?;
                 a.iretd()
             }),
         )
     };
     let r = run(
-        &[(0x81, 2, 0xEE), (0x82, 3, 0x8E), (0x83, 4, 0x8E)],
+        &[(0x82, 3, 0x8E), (6, 4, 0x8E), (0x83, 5, 0x8E)],
         ring0,
-        user,
+        Vec::new(),
         vec![
-            recorder(2, 3),
-            saver(3, 0),
-            saver(4, 1),
+            saver(3, 0, 0),
+            saver(4, 1, 2),
+            saver(5, 2, 0),
             (after, ring0_after),
         ],
     );
     r.assert_halted();
-    assert_ne!(r.mem_u32(SEEN + 0x20) & RF, 0, "16-bit popf keeps RF");
-    assert_eq!(r.mem_u32(SEEN + 0x24) & RF, 0, "popfd in ring 0");
-    assert_eq!(r.mem_u32(SEEN + 4), UCODE, "from ring 3");
-    assert_eq!(r.mem_u32(SEEN + 8) & RF, 0, "popfd in ring 3");
+    assert_eq!(r.mem_u32(SEEN + 0x20) & RF, 0, "int n right after iret");
+    assert_ne!(r.mem_u32(SEEN + 0x24) & RF, 0, "a fault");
+    assert_eq!(
+        r.mem_u32(SEEN + 0x28) & RF,
+        0,
+        "after the iret from the fault"
+    );
 }
 
 /// Measurement, not a check: ns per `int 0x80` from ring 3 and back, and

@@ -25,6 +25,27 @@ fn has_error_code(vector: u32) -> bool {
     )
 }
 
+/// Fault-class exceptions (the #DB this CPU raises is the single-step
+/// trap): their frames push RF = 1 so the faulting instruction restarts
+/// past any instruction breakpoint (Intel SDM Vol. 3B, 17.3.1.1).
+fn is_fault(vector: u32) -> bool {
+    matches!(
+        vector,
+        vector::DE
+            | vector::BR
+            | vector::UD
+            | vector::NM
+            | vector::TS
+            | vector::NP
+            | vector::SS
+            | vector::GP
+            | vector::PF
+            | vector::MF
+            | vector::AC
+            | vector::XM
+    )
+}
+
 fn contributory(vector: u32) -> bool {
     matches!(
         vector,
@@ -185,7 +206,12 @@ fn try_deliver(
         push(cpu.sregs[SREG_SS] & 0xFFFF);
         push(cpu.regs[4]);
     }
-    push(cpu.eflags());
+    let rf = if kind == exc_kind::HARDWARE && is_fault(v) {
+        flags::RF
+    } else {
+        0
+    };
+    push(cpu.eflags() | rf);
     push(cpu.sregs[SREG_CS] & 0xFFFF);
     push(eip);
     if kind == exc_kind::HARDWARE && has_error_code(v) {
