@@ -152,41 +152,9 @@ pub mod native32;
 pub use bt86_runtime::cpu::Exception;
 
 /// EFLAGS bits, for building and checking guest flag images.
-pub mod fl {
-    pub const CF: u32 = 1 << 0;
-    pub const PF: u32 = 1 << 2;
-    pub const AF: u32 = 1 << 4;
-    pub const ZF: u32 = 1 << 6;
-    pub const SF: u32 = 1 << 7;
-    pub const TF: u32 = 1 << 8;
-    pub const IF: u32 = 1 << 9;
-    pub const DF: u32 = 1 << 10;
-    pub const OF: u32 = 1 << 11;
-    pub const IOPL: u32 = 3 << 12;
-    pub const NT: u32 = 1 << 14;
-    pub const RF: u32 = 1 << 16;
-    pub const VM: u32 = 1 << 17;
-    pub const AC: u32 = 1 << 18;
-    pub const VIF: u32 = 1 << 19;
-    pub const VIP: u32 = 1 << 20;
-    pub const ID: u32 = 1 << 21;
-    /// Bit 1 of EFLAGS always reads as 1.
-    pub const FIXED1: u32 = 1 << 1;
-    pub const STATUS: u32 = CF | PF | AF | ZF | SF | OF;
-}
-
+pub use bt86_translator::abi::flags as fl;
 /// Guest exception vectors.
-pub mod vec {
-    pub const DE: u32 = 0;
-    pub const DB: u32 = 1;
-    pub const BP: u32 = 3;
-    pub const OF: u32 = 4;
-    pub const BR: u32 = 5;
-    pub const UD: u32 = 6;
-    pub const NP: u32 = 11;
-    pub const GP: u32 = 13;
-    pub const PF: u32 = 14;
-}
+pub use bt86_translator::abi::vector as vec;
 
 impl Run {
     pub fn mem_u8(&self, addr: u32) -> u8 {

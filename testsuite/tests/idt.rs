@@ -515,12 +515,7 @@ impl bt86_runtime::devices::InterruptController for Line {
 fn run_with_late_interrupt(body: Vec<u8>, delay: std::time::Duration) -> Run {
     let line = Line::default();
     let mut raiser = None;
-    let gate = Gate {
-        v: 0x20,
-        handler: 10,
-        kind: 0x8E,
-    };
-    let r = run_prepared(&[gate], 0x7FF, body, vec![irq_handler()], |m| {
+    let r = run_irq(body, |m| {
         m.set_interrupt_controller(Box::new(line.clone()));
         let (h, line) = (m.exit_handle(), line.clone());
         raiser = Some(std::thread::spawn(move || {
@@ -543,6 +538,17 @@ fn irq_handler() -> (u32, Vec<u8>) {
             a.iretd()
         }),
     )
+}
+
+/// Runs `body` with `irq_handler` behind the vector-0x20 interrupt gate;
+/// `prepare` attaches the interrupt controller.
+fn run_irq(body: Vec<u8>, prepare: impl FnOnce(&mut bt86_runtime::Machine)) -> Run {
+    let gate = Gate {
+        v: 0x20,
+        handler: 10,
+        kind: 0x8E,
+    };
+    run_prepared(&[gate], 0x7FF, body, vec![irq_handler()], prepare)
 }
 
 #[test]
@@ -608,19 +614,9 @@ fn sti_lets_one_more_instruction_run_before_a_pending_interrupt() {
     });
     let line = Line::default();
     line.raise(0x20); // pending from the start, IF off until the sti
-    let r = run_prepared(
-        &[Gate {
-            v: 0x20,
-            handler: 10,
-            kind: 0x8E,
-        }],
-        0x7FF,
-        body,
-        vec![irq_handler()],
-        |m| {
-            m.set_interrupt_controller(Box::new(line.clone()));
-        },
-    );
+    let r = run_irq(body, |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
     assert_eq!(
@@ -666,20 +662,10 @@ fn sti_with_if_already_set_holds_nothing_off() {
         a.cli()?;
         a.hlt()
     });
-    let r = run_prepared(
-        &[Gate {
-            v: 0x20,
-            handler: 10,
-            kind: 0x8E,
-        }],
-        0x7FF,
-        body,
-        vec![irq_handler()],
-        |m| {
-            let flag = (m.memory().shadow_base() + FLAG as u64) as *mut u32;
-            m.set_interrupt_controller(Box::new(RaisedByGuest { flag }));
-        },
-    );
+    let r = run_irq(body, |m| {
+        let flag = (m.memory().shadow_base() + FLAG as u64) as *mut u32;
+        m.set_interrupt_controller(Box::new(RaisedByGuest { flag }));
+    });
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
     assert_eq!(r.mem_u32(SEEN), 0, "right after the second sti");

@@ -408,11 +408,10 @@ fn rf_from_iret_is_cleared_as_the_next_instruction_starts_and_faults_push_it() {
     // iret with RF set, then int 0x82 at once: a software interrupt pushes
     // RF = 0. Then ud2: a fault pushes RF = 1; the handler skips the ud2
     // and its iret sets RF again, which the next int 0x83 clears.
-    const RF: u32 = 1 << 16;
     let after = handler_addr(9);
     let ring0 = assemble_at(BODY, |a| {
         a.pushfd()?;
-        a.or(dword_ptr(esp), RF)?;
+        a.or(dword_ptr(esp), fl::RF)?;
         a.push(KCODE)?;
         a.push(after)?;
         a.iretd()
@@ -447,10 +446,10 @@ fn rf_from_iret_is_cleared_as_the_next_instruction_starts_and_faults_push_it() {
         ],
     );
     r.assert_halted();
-    assert_eq!(r.mem_u32(SEEN + 0x20) & RF, 0, "int n right after iret");
-    assert_ne!(r.mem_u32(SEEN + 0x24) & RF, 0, "a fault");
+    assert_eq!(r.mem_u32(SEEN + 0x20) & fl::RF, 0, "int n right after iret");
+    assert_ne!(r.mem_u32(SEEN + 0x24) & fl::RF, 0, "a fault");
     assert_eq!(
-        r.mem_u32(SEEN + 0x28) & RF,
+        r.mem_u32(SEEN + 0x28) & fl::RF,
         0,
         "after the iret from the fault"
     );
