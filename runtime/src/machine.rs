@@ -439,6 +439,7 @@ impl Machine {
                 | bit(c.seg_db[crate::cpu::SREG_CS], ModeKey::CODE32)
                 | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
                 | bit(c.flat_segments(), ModeKey::FLAT)
+                | bit(crate::cpu::v86(c), ModeKey::VM86)
                 | bit(one_insn, ModeKey::ONE_INSN)
                 | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),
         )

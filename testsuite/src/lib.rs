@@ -144,6 +144,7 @@ pub fn run_image_with(
     }
 }
 pub mod native32;
+pub mod pm;
 
 // ---------------------------------------------------------------------
 // Helpers for the instruction-family tests (stack, branch, string, alu,

@@ -4,160 +4,7 @@
 
 use bt86_testsuite::*;
 
-const GDT: u32 = 0x1000;
-const GDTR: u32 = 0x1800;
-const IDTR: u32 = 0x1810;
-const IDT: u32 = 0x2000;
-const TSS: u32 = 0x4000;
-const SEEN: u32 = 0x3000;
-const BODY: u32 = 0x10_4000;
-const USER: u32 = 0x10_C000;
-const HANDLERS: u32 = 0x10_8000;
-const RING0_STACK: u32 = 0x7_0000;
-const USER_STACK: u32 = 0x6_0000;
-
-const KCODE: u32 = 0x08;
-const KDATA: u32 = 0x10;
-const UCODE: u32 = 0x18 | 3;
-const UDATA: u32 = 0x20 | 3;
-const TSS_SEL: u32 = 0x28;
-
-fn handler_addr(k: u32) -> u32 {
-    HANDLERS + k * 0x100
-}
-
-/// GDT, TSS (ring-0 stack), IDT with `gates` (vector, handler, type/DPL
-/// byte), the SYSENTER MSRs, then `body` at BODY with CS = KCODE.
-fn system(gates: &[(u32, u32, u32)]) -> Vec<u8> {
-    system_with_iomap(gates, None)
-}
-
-/// Like `system`, with an I/O permission bitmap in the TSS that allows
-/// only `allowed` ports (all ports denied but those).
-fn system_with_iomap(gates: &[(u32, u32, u32)], allowed: Option<&[u16]>) -> Vec<u8> {
-    let gates = gates.to_vec();
-    let allowed: Option<Vec<u16>> = allowed.map(|a| a.to_vec());
-    let tss_limit: u32 = if allowed.is_some() {
-        0x68 + 0x2000
-    } else {
-        0x67
-    };
-    assemble_at(LOAD, move |a| {
-        a.mov(esp, STACK)?;
-        let gdt: [(u32, u32); 5] = [
-            (0x0000_FFFF, 0x00CF_9A00),
-            (0x0000_FFFF, 0x00CF_9200),
-            (0x0000_FFFF, 0x00CF_FA00),
-            (0x0000_FFFF, 0x00CF_F200),
-            (
-                (TSS << 16) | (tss_limit & 0xFFFF),
-                0x0000_8900 | (tss_limit & 0xF_0000),
-            ),
-        ];
-        for (i, (lo, hi)) in gdt.iter().enumerate() {
-            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
-            a.mov(dword_ptr(GDT + 8 * (i as u32 + 1) + 4), *hi)?;
-        }
-        a.mov(word_ptr(GDTR), 0x2Fu32)?;
-        a.mov(dword_ptr(GDTR + 2), GDT)?;
-        a.lgdt(ptr(GDTR))?;
-        a.mov(dword_ptr(TSS + 4), RING0_STACK)?;
-        a.mov(dword_ptr(TSS + 8), KDATA)?;
-        // The I/O bitmap starts right after the TSS: beyond its limit (no
-        // bitmap, every port denied) unless `allowed` asks for one.
-        a.mov(word_ptr(TSS + 0x66), 0x68u32)?;
-        if let Some(ports) = &allowed {
-            a.mov(edi, TSS + 0x68)?;
-            a.mov(ecx, 0x800u32)?;
-            a.mov(eax, 0xFFFF_FFFFu32)?;
-            a.cld()?;
-            a.rep().stosd()?;
-            for p in ports {
-                a.mov(eax, *p as u32)?;
-                a.btr(dword_ptr(TSS + 0x68), eax)?;
-            }
-        }
-        a.mov(eax, TSS_SEL)?;
-        a.ltr(ax)?;
-        for (v, k, kind) in &gates {
-            let off = handler_addr(*k);
-            a.mov(dword_ptr(IDT + v * 8), (KCODE << 16) | (off & 0xFFFF))?;
-            a.mov(
-                dword_ptr(IDT + v * 8 + 4),
-                (off & 0xFFFF_0000) | (kind << 8),
-            )?;
-        }
-        a.mov(word_ptr(IDTR), 0x7FFu32)?;
-        a.mov(dword_ptr(IDTR + 2), IDT)?;
-        a.lidt(ptr(IDTR))?;
-        for (msr, v) in [
-            (0x174u32, KCODE),
-            (0x175, RING0_STACK - 0x1000),
-            (0x176, handler_addr(7)),
-        ] {
-            a.mov(ecx, msr)?;
-            a.mov(eax, v)?;
-            a.xor(edx, edx)?;
-            a.wrmsr()?;
-        }
-        a.mov(eax, KDATA)?;
-        a.mov(ds, ax)?;
-        a.mov(ss, ax)?;
-        a.mov(es, ax)?;
-        a.db(&[0xEA])?;
-        a.dd(&[BODY])?;
-        a.dw(&[KCODE as u16])
-    })
-}
-
-/// Ring-0 body: iret to USER in ring 3 with `eflags`, DS left at `data_sel`.
-fn to_user(eflags: u32, data_sel: u32) -> Vec<u8> {
-    assemble_at(BODY, move |a| {
-        a.mov(eax, data_sel)?;
-        a.mov(ds, ax)?;
-        a.push(UDATA)?;
-        a.push(USER_STACK)?;
-        a.push(eflags)?;
-        a.push(UCODE)?;
-        a.push(USER)?;
-        a.iretd()
-    })
-}
-
-/// A ring-0 handler that copies `words` of its frame to SEEN, stores its
-/// own esp at SEEN + 0x40 and CS at SEEN + 0x44, then halts.
-fn recorder(k: u32, words: u32) -> (u32, Vec<u8>) {
-    (
-        handler_addr(k),
-        assemble_at(handler_addr(k), move |a| {
-            for i in 0..words {
-                a.mov(eax, dword_ptr(esp + 4 * i))?;
-                a.mov(dword_ptr(SEEN + 4 * i), eax)?;
-            }
-            a.mov(dword_ptr(SEEN + 0x40), esp)?;
-            a.mov(eax, cs)?;
-            a.mov(dword_ptr(SEEN + 0x44), eax)?;
-            a.hlt()
-        }),
-    )
-}
-
-fn run(
-    gates: &[(u32, u32, u32)],
-    body: Vec<u8>,
-    user: Vec<u8>,
-    handlers: Vec<(u32, Vec<u8>)>,
-) -> Run {
-    let mut blocks = vec![(LOAD, system(gates)), (BODY, body), (USER, user)];
-    blocks.extend(handlers);
-    run_blocks(
-        Options {
-            stats: true,
-            ..Options::default()
-        },
-        &blocks,
-    )
-}
+use bt86_testsuite::pm::*;
 
 #[test]
 fn int_from_ring_3_switches_to_the_tss_stack_and_pushes_the_user_stack() {
@@ -554,4 +401,178 @@ fn the_tss_io_bitmap_decides_port_access_in_ring_3() {
         USER + 14,
         "the word access that reaches port 0x3FA faults"
     );
+}
+
+const GATE: u32 = GDT_FREE;
+
+/// `call far sel:0` (the offset is ignored through a gate).
+fn call_far(a: &mut CodeAssembler, sel: u32) -> Result<(), IcedError> {
+    a.db(&[0x9A, 0, 0, 0, 0])?;
+    a.dw(&[sel as u16])
+}
+
+/// `jmp far sel:0`.
+fn jmp_far(a: &mut CodeAssembler, sel: u32) -> Result<(), IcedError> {
+    a.db(&[0xEA, 0, 0, 0, 0])?;
+    a.dw(&[sel as u16])
+}
+
+#[test]
+fn call_gate_from_ring_3_copies_parameters_to_the_ring_0_stack_and_retf_returns() {
+    // Two dword parameters; the ring-0 procedure records its frame and
+    // returns with retf 8, which pops them off both stacks.
+    let proc_addr = handler_addr(1);
+    let procedure = assemble_at(proc_addr, |a| {
+        for i in 0..6 {
+            a.mov(eax, dword_ptr(esp + 4 * i))?;
+            a.mov(dword_ptr(SEEN + 4 * i), eax)?;
+        }
+        a.mov(dword_ptr(SEEN + 0x40), esp)?;
+        a.mov(eax, cs)?;
+        a.mov(dword_ptr(SEEN + 0x44), eax)?;
+        a.db(&[0xCA, 0x08, 0x00]) // retf 8
+    });
+    let user = assemble_at(USER, |a| {
+        a.push(0x2222u32)?;
+        a.push(0x1111u32)?;
+        call_far(a, GATE | 3)?; // at USER + 10, 7 bytes
+        a.mov(ebx, esp)?;
+        a.mov(eax, cs)?;
+        a.mov(edi, eax)?;
+        a.int(0x81)
+    });
+    let body = to_user_with(0x202, KDATA, &[(GATE, gate(KCODE, proc_addr, 0xEC, 2))]);
+    let r = run(
+        &[(0x81, 2, 0xEE)],
+        body,
+        user,
+        vec![(proc_addr, procedure), recorder(2, 5)],
+    );
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), USER_STACK, "retf 8 popped the parameters");
+    assert_eq!(r.reg(edi), UCODE, "back in ring 3");
+}
+
+#[test]
+fn call_gate_frame_holds_return_address_parameters_and_the_outer_stack() {
+    let proc_addr = handler_addr(1);
+    let procedure = assemble_at(proc_addr, |a| {
+        for i in 0..6 {
+            a.mov(eax, dword_ptr(esp + 4 * i))?;
+            a.mov(dword_ptr(SEEN + 0x80 + 4 * i), eax)?;
+        }
+        a.mov(dword_ptr(SEEN + 0xA0), esp)?;
+        a.mov(eax, cs)?;
+        a.mov(dword_ptr(SEEN + 0xA4), eax)?;
+        a.hlt()
+    });
+    let user = assemble_at(USER, |a| {
+        a.push(0x2222u32)?;
+        a.push(0x1111u32)?;
+        call_far(a, GATE | 3) // at USER + 10
+    });
+    let body = to_user_with(0x202, KDATA, &[(GATE, gate(KCODE, proc_addr, 0xEC, 2))]);
+    let r = run(&[], body, user, vec![(proc_addr, procedure)]);
+    r.assert_halted();
+    let frame: Vec<u32> = (0..6).map(|i| r.mem_u32(SEEN + 0x80 + 4 * i)).collect();
+    assert_eq!(
+        frame,
+        [USER + 17, UCODE, 0x1111, 0x2222, USER_STACK - 8, UDATA],
+        "EIP, CS, the parameters in order, ESP, SS"
+    );
+    assert_eq!(r.mem_u32(SEEN + 0xA0), RING0_STACK - 24);
+    assert_eq!(r.mem_u32(SEEN + 0xA4), KCODE, "CPL 0");
+}
+
+#[test]
+fn a_16_bit_call_gate_pushes_words() {
+    // One word parameter: SS, SP, the word, CS, IP, 2 bytes each. The
+    // 16-bit gate's offset is 16 bits: the procedure's code segment
+    // starts at 1 MiB.
+    let proc_addr = handler_addr(1);
+    let kcode_1m = GATE + 8;
+    let procedure = assemble_at(proc_addr, |a| {
+        for i in 0..5 {
+            a.movzx(eax, word_ptr(esp + 2 * i))?;
+            a.mov(dword_ptr(SEEN + 0x80 + 4 * i), eax)?;
+        }
+        a.mov(dword_ptr(SEEN + 0xA0), esp)?;
+        a.hlt()
+    });
+    let user = assemble_at(USER, |a| {
+        a.push(0x5555u32)?; // a dword push; the gate copies its low word
+        call_far(a, GATE | 3) // at USER + 5
+    });
+    let body = to_user_with(
+        0x202,
+        KDATA,
+        &[
+            (GATE, gate(kcode_1m, proc_addr - LOAD, 0xE4, 1)),
+            (kcode_1m, segment(LOAD, 0xFFFFF, 0x9A, 0x4)),
+        ],
+    );
+    let r = run(&[], body, user, vec![(proc_addr, procedure)]);
+    r.assert_halted();
+    let frame: Vec<u32> = (0..5).map(|i| r.mem_u32(SEEN + 0x80 + 4 * i)).collect();
+    assert_eq!(
+        frame,
+        [
+            (USER + 12) & 0xFFFF,
+            UCODE,
+            0x5555,
+            (USER_STACK - 4) & 0xFFFF,
+            UDATA
+        ]
+    );
+    assert_eq!(r.sreg(cs), kcode_1m);
+    assert_eq!(r.mem_u32(SEEN + 0xA0), RING0_STACK - 10);
+}
+
+#[test]
+fn jmp_through_a_call_gate_stays_at_the_same_level() {
+    // A ring-0 gate to ring-0 code: jmp works; a DPL-3 gate to ring-0
+    // code jumped to from ring 3 is #GP(code selector).
+    let target = handler_addr(1);
+    let ring0 = assemble_at(BODY, |a| {
+        set_descriptor(a, GATE, gate(KCODE, target, 0x8C, 0))?;
+        set_descriptor(a, GATE + 8, gate(KCODE, target, 0xEC, 0))?;
+        jmp_far(a, GATE)
+    });
+    let at_target = assemble_at(target, |a| {
+        a.mov(esi, 0x600Du32)?;
+        // Now from ring 3.
+        a.push(UDATA)?;
+        a.push(USER_STACK)?;
+        a.push(0x202u32)?;
+        a.push(UCODE)?;
+        a.push(USER)?;
+        a.iretd()
+    });
+    let user = assemble_at(USER, |a| jmp_far(a, (GATE + 8) | 3));
+    let r = run(
+        &[(13, 3, 0x8E)],
+        ring0,
+        user,
+        vec![(target, at_target), recorder(3, 2)],
+    );
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 0x600D);
+    assert_eq!(r.mem_u32(SEEN), KCODE, "#GP(code selector)");
+    assert_eq!(r.mem_u32(SEEN + 4), USER);
+}
+
+#[test]
+fn call_gate_checks_raise_gp_and_np_with_the_gate_selector() {
+    // (gate access byte, expected vector, expected error code)
+    for (access, v, error) in [
+        (0x8C, vec::GP, GATE), // DPL 0 < CPL 3
+        (0x6C, vec::NP, GATE), // not present
+    ] {
+        let user = assemble_at(USER, |a| call_far(a, GATE | 3));
+        let body = to_user_with(0x202, KDATA, &[(GATE, gate(KCODE, 0, access, 0))]);
+        let r = run(&[(v, 3, 0x8E)], body, user, vec![recorder(3, 2)]);
+        r.assert_halted();
+        assert_eq!(r.mem_u32(SEEN), error, "gate access {access:#x}");
+        assert_eq!(r.mem_u32(SEEN + 4), USER);
+    }
 }

@@ -2,6 +2,7 @@
 //! string operands add their segment's base; segment loads check the
 //! descriptor (Intel SDM Vol. 3A, 3.4 and 5.4-5.6).
 
+use bt86_testsuite::pm::segment;
 use bt86_testsuite::*;
 
 const GDT: u32 = 0x1000;
@@ -21,16 +22,6 @@ const STACK16_BASE: u32 = 0x5_0000;
 const LDT_SEL: u32 = 0x50; // an LDT at LDT_ADDR with two descriptors
 const LDT_ADDR: u32 = 0x6000;
 
-fn descriptor(base: u32, limit: u32, access: u32, flags: u32) -> (u32, u32) {
-    let lo = ((base & 0xFFFF) << 16) | (limit & 0xFFFF);
-    let hi = ((base >> 16) & 0xFF)
-        | (access << 8)
-        | (limit & 0xF_0000)
-        | (flags << 20)
-        | (base & 0xFF00_0000);
-    (lo, hi)
-}
-
 fn run(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
     run_with(body, vec![])
 }
@@ -42,16 +33,16 @@ fn run_with(
     let setup = assemble_at(LOAD, |a| {
         a.mov(esp, STACK)?;
         let gdt = [
-            descriptor(0, 0xF_FFFF, 0x9A, 0xC),
-            descriptor(0, 0xF_FFFF, 0x92, 0xC),
-            descriptor(0x20_0000, 0xF_FFFF, 0x92, 0x4),
-            descriptor(0x30_0000, 0xF_FFFF, 0x92, 0xC),
-            descriptor(0x40_0000, 0xF_FFFF, 0x92, 0x4),
-            descriptor(0, 0xF_FFFF, 0x98, 0xC),
-            descriptor(0, 0xF_FFFF, 0x12, 0xC),
-            descriptor(CODE16_BASE, 0xFFFF, 0x9A, 0x0),
-            descriptor(STACK16_BASE, 0xFFFF, 0x92, 0x0),
-            descriptor(LDT_ADDR, 0xF, 0x82, 0x0),
+            segment(0, 0xF_FFFF, 0x9A, 0xC),
+            segment(0, 0xF_FFFF, 0x92, 0xC),
+            segment(0x20_0000, 0xF_FFFF, 0x92, 0x4),
+            segment(0x30_0000, 0xF_FFFF, 0x92, 0xC),
+            segment(0x40_0000, 0xF_FFFF, 0x92, 0x4),
+            segment(0, 0xF_FFFF, 0x98, 0xC),
+            segment(0, 0xF_FFFF, 0x12, 0xC),
+            segment(CODE16_BASE, 0xFFFF, 0x9A, 0x0),
+            segment(STACK16_BASE, 0xFFFF, 0x92, 0x0),
+            segment(LDT_ADDR, 0xF, 0x82, 0x0),
         ];
         for (i, (lo, hi)) in gdt.iter().enumerate() {
             a.mov(dword_ptr(GDT + 8 * (i as u32 + 1)), *lo)?;
@@ -195,7 +186,7 @@ fn a_fault_through_a_segment_reports_the_linear_address() {
 }
 
 #[test]
-fn segment_loads_check_the_descriptor() {
+fn segment_loads_check_the_segment() {
     for (seg, sel, vector, error) in [
         (ss, 0x08u32, 13u32, 0x08u32),  // code into SS
         (ds, EXEC_ONLY, 13, EXEC_ONLY), // execute-only code into DS
@@ -335,7 +326,7 @@ fn an_interrupt_on_a_16_bit_stack_wraps_sp_at_64_kib() {
 
 #[test]
 fn segments_can_come_from_the_ldt() {
-    let (lo, hi) = descriptor(0x24_0000, 0xF_FFFF, 0x92, 0xC);
+    let (lo, hi) = segment(0x24_0000, 0xF_FFFF, 0x92, 0xC);
     let r = run(|a| {
         a.mov(dword_ptr(LDT_ADDR + 8), lo)?; // LDT entry 1: data, base 0x240000
         a.mov(dword_ptr(LDT_ADDR + 12), hi)?;

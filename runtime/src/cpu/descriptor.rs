@@ -12,6 +12,8 @@ pub struct Descriptor {
     pub access: u8,
     /// G, D/B, L, AVL.
     pub flags: u8,
+    /// The raw descriptor, for gates (whose fields are laid out otherwise).
+    pub raw: u64,
 }
 
 impl Descriptor {
@@ -50,6 +52,31 @@ impl Descriptor {
     pub fn system_type(&self) -> Option<u8> {
         (self.access & 0x10 == 0).then_some(self.access & 0x0F)
     }
+
+    /// A gate's target selector (the TSS of a task gate).
+    pub fn gate_selector(&self) -> u16 {
+        (self.raw >> 16) as u16
+    }
+
+    /// A gate's target offset (only the low 16 bits in a 16-bit gate).
+    pub fn gate_offset(&self) -> u32 {
+        let offset = (self.raw & 0xFFFF) as u32 | ((self.raw >> 32) as u32 & 0xFFFF_0000);
+        if self.access & 0x08 != 0 {
+            offset
+        } else {
+            offset & 0xFFFF
+        }
+    }
+
+    /// A call gate's parameter count (dwords or words to copy).
+    pub fn gate_params(&self) -> u32 {
+        (self.raw >> 32) as u32 & 0x1F
+    }
+
+    /// A 32-bit gate or TSS (type bit 3), rather than a 16-bit one.
+    pub fn system32(&self) -> bool {
+        self.access & 0x08 != 0
+    }
 }
 
 /// Sets or clears the busy bit of the TSS descriptor `sel`.
@@ -61,20 +88,35 @@ pub fn set_tss_busy(sys: &System, sel: u16, busy: bool) -> Result<(), Exception>
     Ok(())
 }
 
-/// The ring-`n` stack (SS, ESP) of the current 32-bit TSS.
+/// The ring-`n` stack (SS, ESP) of the current TSS: 32-bit, or a 16-bit
+/// TSS's SS:SP.
 pub fn tss_stack(sys: &System, ring: u32) -> Result<(u16, u32), Exception> {
-    let off = 4 + 8 * ring;
-    if sys.tr & !3 == 0 || off + 5 > sys.tss_limit {
+    let (off, width) = if sys.tss32 {
+        (4 + 8 * ring, 4)
+    } else {
+        (2 + 4 * ring, 2)
+    };
+    if sys.tr & !3 == 0 || off + width + 1 > sys.tss_limit {
         return Err(Exception::with_error(vector::TS, (sys.tr & !3) as u32));
     }
-    let esp = sys.mem.read_u32(sys.tss_base.wrapping_add(off))?;
-    let ss = sys.mem.read_u16(sys.tss_base.wrapping_add(off + 4))?;
+    let esp = sys.mem.read_sized(sys.tss_base.wrapping_add(off), width)?;
+    let ss = sys.mem.read_u16(sys.tss_base.wrapping_add(off + width))?;
     Ok((ss, esp))
 }
 
 /// Reads the GDT or LDT descriptor `sel` names; #GP(sel) beyond the
 /// table's limit (or with no LDT loaded), #NP(sel) if not present.
 pub fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> {
+    let d = fetch_descriptor(sys, sel)?;
+    if !d.present() {
+        return Err(Exception::with_error(vector::NP, (sel & !3) as u32));
+    }
+    Ok(d)
+}
+
+/// Like [`read_descriptor`], without the presence check: for callers that
+/// must check type and privilege first (far jmp/call, task switches).
+pub fn fetch_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> {
     let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
     // TI selects the LDT (Intel SDM Vol. 3A, 3.4.2).
     let (table, limit) = if sel & 4 != 0 {
@@ -99,14 +141,31 @@ pub fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> 
     } else {
         raw_limit
     };
-    let d = Descriptor {
+    Ok(Descriptor {
         base,
         limit,
         access: (hi >> 8) as u8,
         flags,
-    };
-    if !d.present() {
-        return Err(Exception::with_error(vector::NP, (sel & !3) as u32));
+        raw: ((hi as u64) << 32) | lo as u64,
+    })
+}
+
+/// The stack of inner ring `ring` from the TSS, checked for a transfer to
+/// that ring: SS (selector, descriptor) and ESP. A bad selector or
+/// descriptor is #TS(SS), a stack segment not present #SS(SS); `ext` is
+/// the EXT bit of the error codes.
+pub fn inner_stack(sys: &System, ring: u32, ext: u32) -> Result<(u16, u32, Descriptor), Exception> {
+    let (ss, esp) = tss_stack(sys, ring)?;
+    let ts = Exception::with_error(vector::TS, (ss & !3) as u32 | ext);
+    if ss & !3 == 0 || (ss & 3) as u32 != ring {
+        return Err(ts);
     }
-    Ok(d)
+    let d = fetch_descriptor(sys, ss).map_err(|e| if e.vector == vector::GP { ts } else { e })?;
+    if !d.writable_data() || d.dpl() != ring {
+        return Err(ts);
+    }
+    if !d.present() {
+        return Err(Exception::with_error(vector::SS, (ss & !3) as u32 | ext));
+    }
+    Ok((ss, esp, d))
 }

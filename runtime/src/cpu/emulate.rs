@@ -10,13 +10,14 @@ use translator::abi::{
     CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
-use super::descriptor::{read_descriptor, set_tss_busy};
+use super::descriptor::{fetch_descriptor, read_descriptor, set_tss_busy};
 use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
+use super::transfer;
 use super::{Exception, Fail, HelperKind, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
 
 /// What happens after an emulated instruction.
-enum Next {
+pub(super) enum Next {
     /// Fall through to the next instruction inside the TU.
     Continue,
     /// Leave the TU and go on at this EIP.
@@ -25,7 +26,7 @@ enum Next {
     Stop(Stop),
 }
 
-type Result<T> = std::result::Result<T, Fail>;
+pub(super) type Result<T> = std::result::Result<T, Fail>;
 
 /// # Safety
 /// Called only by generated code through the helper table, with `cpu`
@@ -55,14 +56,12 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
             cpu.exit_reason = ExitReason::Helper as u32;
             HELPER_EXIT
         }
-        Ok(Err(Fail::Stop(stop))) => {
-            sys.stop = Some(stop);
-            cpu.exit_reason = ExitReason::Helper as u32;
-            HELPER_EXIT
-        }
-        Ok(Err(Fail::Exc(exc))) => {
-            cpu.eip = insn.ip32();
-            cpu.exc_insn = insn.ip32();
+        Ok(Err(Fail::Exc(exc) | Fail::Task(exc))) => {
+            // An exception of a new task comes at its first instruction.
+            if !matches!(result, Ok(Err(Fail::Task(_)))) {
+                cpu.eip = insn.ip32();
+            }
+            cpu.exc_insn = cpu.eip;
             cpu.exc_vector = exc.vector;
             cpu.exc_error = exc.error;
             cpu.exc_kind = exc_kind::HARDWARE;
@@ -113,8 +112,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         _ => HelperKind::System,
     };
     sys.counters.helper(kind);
-    // Protected-mode-only instructions do not exist in real mode.
-    if cpu.cr0 & CR0_PE == 0
+    // Protected-mode-only instructions do not exist in real and v8086 mode.
+    if super::real_addressing(cpu)
         && matches!(
             insn.mnemonic(),
             M::Ltr | M::Str | M::Lldt | M::Sldt | M::Arpl | M::Lar | M::Lsl | M::Verr | M::Verw
@@ -185,6 +184,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Popf | M::Popfd => popf(cpu, sys, insn),
+        M::Pushf | M::Pushfd => pushf(cpu, sys, insn),
         M::Mov => mov_special(cpu, sys, insn),
         M::Clts => {
             require_ring0(cpu)?;
@@ -289,8 +289,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         }
         M::Pop => pop_sreg(cpu, sys, insn),
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, sys, insn),
-        M::Jmp | M::Call => far_transfer(cpu, sys, insn),
-        M::Iret | M::Iretd => iret(cpu, sys, insn),
+        M::Jmp | M::Call => transfer::far_transfer(cpu, sys, insn),
+        M::Iret | M::Iretd => transfer::iret(cpu, sys, insn),
         M::Sysenter => sysenter(cpu, sys),
         M::Sysexit => sysexit(cpu, sys),
         M::Ltr => load_task_register(cpu, sys, insn),
@@ -313,7 +313,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Lldt => load_ldt(cpu, sys, insn),
-        M::Retf => far_return(cpu, sys, insn),
+        M::Retf => transfer::far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
         M::Div | M::Idiv => divide(cpu, sys, insn),
         _ => Ok(unsupported(
@@ -446,14 +446,22 @@ fn sreg_index(r: Register) -> usize {
     r.number() - Register::ES.number()
 }
 
-/// Loads a segment register. Only flat segments exist so far: a selector
-/// must name a GDT descriptor with base 0 and a 4 GiB limit (or be null
-/// for DS/ES/FS/GS).
-fn load_sreg(cpu: &mut CpuState, sys: &System, r: Register, sel: u16) -> Result<()> {
+/// Loads a data or stack segment register (mov, pop, lds...), with the
+/// protection checks of protected mode.
+pub(super) fn load_sreg(
+    cpu: &mut CpuState,
+    sys: &System,
+    r: Register,
+    sel: u16,
+) -> std::result::Result<(), Exception> {
     if r == Register::CS {
-        return Err(Exception::new(vector::UD).into());
+        return Err(Exception::new(vector::UD));
     }
     let i = sreg_index(r);
+    if super::v86(cpu) {
+        cpu.set_segment_db(i, sel, (sel as u32) << 4, 0xFFFF, false);
+        return Ok(());
+    }
     if cpu.cr0 & CR0_PE == 0 {
         // Real mode: the base is the selector's paragraph; limit and D/B stay.
         let (limit, db) = (cpu.seg_limit[i], cpu.seg_db[i]);
@@ -462,7 +470,7 @@ fn load_sreg(cpu: &mut CpuState, sys: &System, r: Register, sel: u16) -> Result<
     }
     if sel & !3 == 0 {
         if r == Register::SS {
-            return Err(Exception::with_error(vector::GP, 0).into());
+            return Err(Exception::with_error(vector::GP, 0));
         }
         // A null selector: accesses through it are not checked yet, so it
         // keeps a flat base and limit.
@@ -470,28 +478,31 @@ fn load_sreg(cpu: &mut CpuState, sys: &System, r: Register, sel: u16) -> Result<
         return Ok(());
     }
     let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
-    let d = match read_descriptor(sys, sel) {
-        Err(e) if e.vector == vector::NP && r == Register::SS => {
-            return Err(Exception::with_error(vector::SS, (sel & !3) as u32).into());
-        }
-        r => r?,
-    };
+    let d = fetch_descriptor(sys, sel)?;
     let (rpl, cpl) = ((sel & 3) as u32, cpl(cpu));
     if d.system_type().is_some() {
-        return Err(gp.into());
+        return Err(gp);
     }
     if r == Register::SS {
         if rpl != cpl || !d.writable_data() || d.dpl() != cpl {
-            return Err(gp.into());
+            return Err(gp);
         }
     } else {
         let readable_code = d.code() && d.access & 0x02 != 0;
         if d.code() && !readable_code {
-            return Err(gp.into());
+            return Err(gp);
         }
         if !d.conforming() && (d.dpl() < cpl || d.dpl() < rpl) {
-            return Err(gp.into());
+            return Err(gp);
         }
+    }
+    if !d.present() {
+        let v = if r == Register::SS {
+            vector::SS
+        } else {
+            vector::NP
+        };
+        return Err(Exception::with_error(v, (sel & !3) as u32));
     }
     cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
     Ok(())
@@ -499,7 +510,7 @@ fn load_sreg(cpu: &mut CpuState, sys: &System, r: Register, sel: u16) -> Result<
 
 /// The linear address of stack offset `offset` (SP wraps at 64 KiB with a
 /// 16-bit stack).
-fn stack_linear(cpu: &CpuState, offset: u32) -> u32 {
+pub(super) fn stack_linear(cpu: &CpuState, offset: u32) -> u32 {
     let offset = if cpu.seg_db[super::SREG_SS] {
         offset
     } else {
@@ -509,7 +520,7 @@ fn stack_linear(cpu: &CpuState, offset: u32) -> u32 {
 }
 
 /// `esp + delta` as the new stack pointer: only SP changes with a 16-bit stack.
-fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
+pub(super) fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
     if cpu.seg_db[super::SREG_SS] {
         esp.wrapping_add(delta)
     } else {
@@ -518,12 +529,18 @@ fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
 }
 
 /// Reads `size` bytes at ss:`offset`.
-fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
+pub(super) fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
     Ok(sys.mem.read_sized(stack_linear(cpu, offset), size)?)
 }
 
 /// Writes `size` bytes at ss:`offset`.
-fn stack_write(cpu: &CpuState, sys: &System, offset: u32, size: u32, v: u32) -> Result<()> {
+pub(super) fn stack_write(
+    cpu: &CpuState,
+    sys: &System,
+    offset: u32,
+    size: u32,
+    v: u32,
+) -> Result<()> {
     Ok(sys.mem.write_sized(stack_linear(cpu, offset), size, v)?)
 }
 
@@ -554,249 +571,6 @@ fn load_far_pointer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) ->
     load_sreg(cpu, sys, sreg, sel)?;
     set_reg(cpu, insn.op0_register(), offset);
     Ok(Next::Continue)
-}
-
-/// Far jmp/call to a code segment at the same privilege level (what
-/// kernels do to load CS after lgdt), or in real mode to any paragraph.
-/// Gates and task switches come with the system CPU.
-fn far_transfer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let (sel, offset, size) = match insn.op0_kind() {
-        OpKind::FarBranch32 => (insn.far_branch_selector(), insn.far_branch32(), 4),
-        OpKind::FarBranch16 => (insn.far_branch_selector(), insn.far_branch16() as u32, 2),
-        _ => {
-            let ea = effective_address(cpu, insn);
-            let size = if insn.code() == Code::Jmp_m1616 || insn.code() == Code::Call_m1616 {
-                2
-            } else {
-                4
-            };
-            (
-                sys.mem.read_u16(ea.wrapping_add(size))?,
-                sys.mem.read_sized(ea, size)?,
-                size,
-            )
-        }
-    };
-    if cpu.cr0 & 1 == 0 {
-        // Real mode: the selector is the paragraph of the new CS.
-        if insn.mnemonic() == Mnemonic::Call {
-            push_far_return(cpu, sys, insn, size)?;
-        }
-        real_mode_cs(cpu, sel);
-        return Ok(Next::Jump(offset));
-    }
-    if sel & !3 == 0 {
-        return Err(Exception::with_error(vector::GP, 0).into());
-    }
-    let d = read_descriptor(sys, sel)?;
-    let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
-    if d.system_type().is_some() {
-        return Err(unsupported_stop(
-            insn,
-            "far transfer through a gate or to a TSS (comes with the system CPU)",
-        ));
-    }
-    let cpl = cpl(cpu);
-    let ok = d.code()
-        && if d.conforming() {
-            d.dpl() <= cpl
-        } else {
-            d.dpl() == cpl && (sel & 3) as u32 <= cpl
-        };
-    if !ok {
-        return Err(gp.into());
-    }
-    if insn.mnemonic() == Mnemonic::Call {
-        push_far_return(cpu, sys, insn, size)?;
-    }
-    cpu.set_segment_db(
-        super::SREG_CS,
-        (sel & !3) | cpl as u16,
-        d.base,
-        d.limit,
-        d.code32(),
-    );
-    Ok(Next::Jump(offset))
-}
-
-/// Pushes CS and the next IP/EIP for a far call.
-fn push_far_return(cpu: &mut CpuState, sys: &System, insn: &Instruction, size: u32) -> Result<()> {
-    let esp = cpu.regs[4];
-    stack_write(
-        cpu,
-        sys,
-        esp.wrapping_sub(size),
-        size,
-        cpu.sregs[super::SREG_CS],
-    )?;
-    stack_write(cpu, sys, esp.wrapping_sub(2 * size), size, insn.next_ip32())?;
-    cpu.regs[4] = sp_add(cpu, esp, (2 * size).wrapping_neg());
-    Ok(())
-}
-
-/// Loads CS in real mode: base = selector * 16, 16-bit code.
-pub(super) fn real_mode_cs(cpu: &mut CpuState, sel: u16) {
-    let limit = cpu.seg_limit[super::SREG_CS];
-    cpu.set_segment_db(super::SREG_CS, sel, (sel as u32) << 4, limit, false);
-}
-
-fn unsupported_stop(insn: &Instruction, why: &str) -> Fail {
-    Fail::Stop(Stop::Unsupported {
-        eip: insn.ip32(),
-        what: format!("`{insn}`: {why}"),
-    })
-}
-
-/// Checks the CS a far return or iret goes to (its RPL is the new CPL,
-/// never inner to the current one); returns that level and the descriptor.
-fn check_return_cs(
-    cpu: &CpuState,
-    sys: &System,
-    cs: u16,
-) -> Result<(u32, super::descriptor::Descriptor)> {
-    let gp = Exception::with_error(vector::GP, (cs & !3) as u32);
-    let rpl = (cs & 3) as u32;
-    if cs & !3 == 0 || rpl < cpl(cpu) {
-        return Err(gp.into());
-    }
-    let d = read_descriptor(sys, cs)?;
-    if !d.code() || (!d.conforming() && d.dpl() != rpl) || (d.conforming() && d.dpl() > rpl) {
-        return Err(gp.into());
-    }
-    Ok((rpl, d))
-}
-
-/// Checks the SS popped by a return to ring `rpl` and returns its
-/// descriptor.
-fn check_return_ss(sys: &System, ss: u16, rpl: u32) -> Result<super::descriptor::Descriptor> {
-    let gp = Exception::with_error(vector::GP, (ss & !3) as u32);
-    if ss & !3 == 0 || (ss & 3) as u32 != rpl {
-        return Err(gp.into());
-    }
-    let d = read_descriptor(sys, ss)?;
-    if !d.writable_data() || d.dpl() != rpl {
-        return Err(gp.into());
-    }
-    Ok(d)
-}
-
-/// After a return to an outer ring, data segment registers the new ring
-/// may not use become null (Intel SDM Vol. 2A, RET/IRET).
-fn null_inaccessible_segments(cpu: &mut CpuState, sys: &System) {
-    let new_cpl = cpl(cpu);
-    for i in [
-        super::SREG_ES,
-        super::SREG_DS,
-        super::SREG_FS,
-        super::SREG_GS,
-    ] {
-        let sel = cpu.sregs[i] as u16;
-        if sel & !3 == 0 {
-            continue;
-        }
-        let keep = read_descriptor(sys, sel).is_ok_and(|d| d.conforming() || d.dpl() >= new_cpl);
-        if !keep {
-            cpu.set_segment(i, 0, 0, u32::MAX);
-        }
-    }
-}
-
-/// iret within protected mode, to the same or an outer privilege level
-/// (Intel SDM Vol. 2A IRET).
-fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let size = if insn.code() == Code::Iretw { 2 } else { 4 };
-    if cpu.sys_flags & flags::NT != 0 {
-        return Err(unsupported_stop(insn, "iret with NT set (a task return)"));
-    }
-    let esp = cpu.regs[4];
-    let pop = |i: u32| stack_read(cpu, sys, esp.wrapping_add(i * size), size);
-    let (new_eip, new_cs, new_flags) = (pop(0)?, pop(1)? as u16, pop(2)?);
-    if cpu.cr0 & CR0_PE == 0 {
-        // Real mode: every flag but VM (and the VIF/VIP pair) loads.
-        let keep = if size == 2 {
-            0xFFFF_0000
-        } else {
-            flags::VM | flags::VIP | flags::VIF
-        };
-        cpu.set_eflags((cpu.eflags() & keep) | (new_flags & !keep));
-        real_mode_cs(cpu, new_cs);
-        cpu.regs[4] = sp_add(cpu, esp, 3 * size);
-        return Ok(Next::Jump(new_eip));
-    }
-    if size == 4 && new_flags & flags::VM != 0 && cpl(cpu) == 0 {
-        return Err(unsupported_stop(insn, "iret to virtual-8086 mode"));
-    }
-    let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
-    let outer = new_cpl > cpl(cpu);
-    let (new_esp, new_ss) = if outer {
-        let (e, s) = (pop(3)?, pop(4)? as u16);
-        let d = check_return_ss(sys, s, new_cpl)?;
-        (e, Some((s, d)))
-    } else {
-        (sp_add(cpu, esp, 3 * size), None)
-    };
-    let old = cpu.eflags();
-    let writable = writable_flags(cpu, size, flags::VM | flags::VIP | flags::VIF);
-    cpu.set_eflags((old & !writable) | (new_flags & writable));
-    cpu.set_segment_db(
-        super::SREG_CS,
-        new_cs,
-        cs_desc.base,
-        cs_desc.limit,
-        cs_desc.code32(),
-    );
-    cpu.regs[4] = new_esp;
-    if let Some((ss, d)) = new_ss {
-        cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
-        null_inaccessible_segments(cpu, sys);
-    }
-    Ok(Next::Jump(new_eip))
-}
-
-/// retf, to the same or an outer privilege level.
-fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
-    let size = if matches!(insn.code(), Code::Retfw | Code::Retfw_imm16) {
-        2
-    } else {
-        4
-    };
-    let params = if insn.op_count() > 0 {
-        insn.immediate16() as u32
-    } else {
-        0
-    };
-    let esp = cpu.regs[4];
-    let new_eip = stack_read(cpu, sys, esp, size)?;
-    let new_cs = stack_read(cpu, sys, esp.wrapping_add(size), size)? as u16;
-    if cpu.cr0 & CR0_PE == 0 {
-        real_mode_cs(cpu, new_cs);
-        cpu.regs[4] = sp_add(cpu, esp, 2 * size + params);
-        return Ok(Next::Jump(new_eip));
-    }
-    let (new_cpl, cs_desc) = check_return_cs(cpu, sys, new_cs)?;
-    let mut new_esp = sp_add(cpu, esp, 2 * size + params);
-    if new_cpl > cpl(cpu) {
-        let outer_esp = stack_read(cpu, sys, new_esp, size)?;
-        let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
-        let d = check_return_ss(sys, ss, new_cpl)?;
-        cpu.set_segment_db(super::SREG_SS, ss, d.base, d.limit, d.big());
-        // The parameters come off the outer stack, by its own size.
-        new_esp = sp_add(cpu, outer_esp, params);
-    }
-    let outer = new_cpl > cpl(cpu);
-    cpu.set_segment_db(
-        super::SREG_CS,
-        new_cs,
-        cs_desc.base,
-        cs_desc.limit,
-        cs_desc.code32(),
-    );
-    if outer {
-        // After CS: the check is against the new, outer privilege level.
-        null_inaccessible_segments(cpu, sys);
-    }
-    cpu.regs[4] = new_esp;
-    Ok(Next::Jump(new_eip))
 }
 
 /// sysenter (Intel SDM Vol. 2B): to ring 0 at SYSENTER_CS:SYSENTER_EIP,
@@ -857,20 +631,22 @@ fn load_task_register(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) 
         return Err(gp.into());
     }
     let d = read_descriptor(sys, sel)?;
-    if d.system_type() != Some(9) {
+    // An available 32-bit or 16-bit TSS.
+    if !matches!(d.system_type(), Some(1 | 9)) {
         return Err(gp.into());
     }
     set_tss_busy(sys, sel, true)?;
     sys.tr = sel;
     sys.tss_base = d.base;
     sys.tss_limit = d.limit;
+    sys.tss32 = d.system32();
     Ok(Next::Continue)
 }
 
 /// The EFLAGS bits popf/iret of `size` bytes may change at the current
 /// privilege level (Intel SDM Vol. 2B POPF): IOPL only at CPL 0, IF only
 /// at CPL <= IOPL, never the `excluded` ones.
-fn writable_flags(cpu: &CpuState, size: u32, excluded: u32) -> u32 {
+pub(super) fn writable_flags(cpu: &CpuState, size: u32, excluded: u32) -> u32 {
     let iopl = (cpu.eflags() & flags::IOPL) >> 12;
     let mut writable = flags::WRITABLE & !excluded;
     if cpl(cpu) > 0 {
@@ -885,8 +661,29 @@ fn writable_flags(cpu: &CpuState, size: u32, excluded: u32) -> u32 {
     writable
 }
 
+/// In v8086 mode pushf, popf, iret and int n need IOPL 3 (Intel SDM
+/// Vol. 3A, 20.2.7); #GP(0) sends them to the monitor otherwise.
+fn v86_iopl_check(cpu: &CpuState) -> Result<()> {
+    if super::v86(cpu) && cpu.sys_flags & flags::IOPL != flags::IOPL {
+        return Err(Exception::with_error(vector::GP, 0).into());
+    }
+    Ok(())
+}
+
+/// pushf in v8086 mode (elsewhere it is translated): VM and RF read as 0.
+fn pushf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    v86_iopl_check(cpu)?;
+    let size = (-insn.stack_pointer_increment()) as u32;
+    let image = cpu.eflags() & !(flags::VM | flags::RF);
+    let esp = cpu.regs[4];
+    stack_write(cpu, sys, esp.wrapping_sub(size), size, image)?;
+    cpu.regs[4] = sp_add(cpu, esp, size.wrapping_neg());
+    Ok(Next::Continue)
+}
+
 /// popf outside ring 0 (IOPL rules, Intel SDM Vol. 2B POPF).
 fn popf(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
+    v86_iopl_check(cpu)?;
     let size = insn.stack_pointer_increment() as u32;
     let esp = cpu.regs[4];
     let v = stack_read(cpu, sys, esp, size)?;
@@ -1046,17 +843,19 @@ fn io_size(insn: &Instruction) -> u8 {
     }
 }
 
-/// I/O permission (Intel SDM Vol. 1, 19.5): at CPL <= IOPL any port;
-/// otherwise every bit for the accessed ports in the TSS I/O bitmap must
-/// be clear, and a bitmap beyond the TSS limit denies access.
+/// I/O permission (Intel SDM Vol. 1, 19.5): at CPL <= IOPL any port
+/// (not in v8086 mode, where IOPL does not count); otherwise every bit
+/// for the accessed ports in the TSS I/O bitmap must be clear, and a
+/// bitmap beyond the TSS limit (or a 16-bit TSS, which has none) denies
+/// access.
 fn check_io(cpu: &CpuState, sys: &System, port: Port, size: u8) -> Result<()> {
     let iopl = (cpu.sys_flags & flags::IOPL) >> 12;
-    if cpl(cpu) <= iopl {
+    if cpl(cpu) <= iopl && !super::v86(cpu) {
         return Ok(());
     }
     let gp = || Fail::from(Exception::with_error(vector::GP, 0));
     const IOMAP_BASE: u32 = 0x66;
-    if sys.tr & !3 == 0 || IOMAP_BASE + 1 > sys.tss_limit {
+    if sys.tr & !3 == 0 || !sys.tss32 || IOMAP_BASE + 1 > sys.tss_limit {
         return Err(gp());
     }
     let map = sys.mem.read_u16(sys.tss_base.wrapping_add(IOMAP_BASE))? as u32;

@@ -1,22 +1,20 @@
 //! Exception and interrupt delivery through the IDT, and the returns from
 //! it (Intel SDM Vol. 3A, 6.12 and 6.15).
 //!
-//! Implemented: 32-bit interrupt and trap gates to flat code, at the same
-//! privilege level or to an inner one on the TSS stack, error codes, the
-//! software-interrupt DPL check, #DF when delivery itself faults, and the
-//! triple fault. Task gates and 16-bit gates stop the run as unsupported.
+//! Interrupt and trap gates (16- and 32-bit) to the same privilege level
+//! or to an inner one on the TSS stack, from protected or v8086 mode;
+//! task gates; error codes and the EXT bit; the software-interrupt DPL
+//! check; #DF when delivery itself faults, and the triple fault. In real
+//! mode, the interrupt vector table.
 
 use translator::abi::{CpuState, exc_kind, flags, vector};
 
-use super::descriptor::{read_descriptor, tss_stack};
-use super::{Exception, Fail, SREG_CS, SREG_SS, Stop, System, cpl};
-
-fn unsupported(eip: u32, what: &str) -> Fail {
-    Fail::Stop(Stop::Unsupported {
-        eip,
-        what: what.to_string(),
-    })
-}
+use super::descriptor::{inner_stack, read_descriptor};
+use super::task::{self, TaskSource};
+use super::transfer::{self, Stack};
+use super::{
+    Exception, Fail, SREG_CS, SREG_DS, SREG_ES, SREG_FS, SREG_GS, SREG_SS, Stop, System, cpl, v86,
+};
 
 fn has_error_code(vector: u32) -> bool {
     matches!(
@@ -76,9 +74,15 @@ pub fn deliver(
             soft: kind == exc_kind::SOFTWARE_INT,
         });
     }
-    let mut exc = exc;
-    let mut kind = kind;
-    let mut eip = eip;
+    let (mut exc, mut kind, mut eip, mut insn_eip) = (exc, kind, eip, insn_eip);
+    // int n in v8086 mode with IOPL < 3 is a #GP(0) for the monitor.
+    if kind == exc_kind::SOFTWARE_INT && v86(cpu) && cpu.sys_flags & flags::IOPL != flags::IOPL {
+        (exc, kind, eip) = (
+            Exception::with_error(vector::GP, 0),
+            exc_kind::HARDWARE,
+            insn_eip,
+        );
+    }
     // Each failed delivery raises the next exception: serially, or as #DF
     // by the SDM's table (Vol. 3A, table 6-5); a fault while delivering
     // #DF is a triple fault. Serial chains end there or succeed; the bound
@@ -87,7 +91,12 @@ pub fn deliver(
     for _ in 0..16 {
         match try_deliver(cpu, sys, exc, eip, kind) {
             Ok(()) => return Ok(()),
-            Err(Fail::Stop(s)) => return Err(s),
+            Err(Fail::Task(second)) => {
+                // A task gate switched tasks, and the new task faulted
+                // before its first instruction: a new event of that task.
+                (exc, kind, eip, insn_eip) = (second, exc_kind::HARDWARE, cpu.eip, cpu.eip);
+                delivering_df = false;
+            }
             Err(Fail::Exc(second)) => {
                 if delivering_df {
                     return Err(Stop::TripleFault { eip });
@@ -124,6 +133,7 @@ fn try_deliver(
     // EXT in error codes; only exceptions push an error code of their own.
     let hardware = matches!(kind, exc_kind::HARDWARE | exc_kind::EXTERNAL);
     let ext = hardware as u32;
+    let error = (kind == exc_kind::HARDWARE && has_error_code(v)).then_some(exc.error);
     let gate_error = v * 8 + 2 + ext;
     let off = v * 8;
     if off + 7 > sys.idtr.limit as u32 {
@@ -133,18 +143,10 @@ fn try_deliver(
     let hi = sys.mem.read_u32(sys.idtr.base.wrapping_add(off + 4))?;
     let gate_type = (hi >> 8) & 0x1F;
     let dpl = (hi >> 13) & 3;
-    let interrupt_gate = match gate_type {
-        0x0E => true,
-        0x0F => false,
-        0x05 => {
-            return Err(unsupported(
-                eip,
-                "delivery through a task gate (task switches come with the system CPU)",
-            ));
-        }
-        0x06 | 0x07 => return Err(unsupported(eip, "delivery through a 16-bit gate")),
-        _ => return Err(Exception::with_error(vector::GP, gate_error).into()),
-    };
+    // Interrupt and trap gates, 16- and 32-bit, and task gates.
+    if !matches!(gate_type, 0x05 | 0x06 | 0x07 | 0x0E | 0x0F) {
+        return Err(Exception::with_error(vector::GP, gate_error).into());
+    }
     if !hardware && dpl < cpl(cpu) {
         return Err(Exception::with_error(vector::GP, v * 8 + 2).into());
     }
@@ -152,7 +154,16 @@ fn try_deliver(
         return Err(Exception::with_error(vector::NP, gate_error).into());
     }
     let sel = (lo >> 16) as u16;
-    let target = (lo & 0xFFFF) | (hi & 0xFFFF_0000);
+    if gate_type == 0x05 {
+        return task_gate(cpu, sys, sel, eip, ext, error);
+    }
+    let interrupt_gate = gate_type & 1 == 0;
+    let width = if gate_type & 0x08 != 0 { 4 } else { 2 };
+    let target = if width == 4 {
+        (lo & 0xFFFF) | (hi & 0xFFFF_0000)
+    } else {
+        lo & 0xFFFF
+    };
     if sel & !3 == 0 {
         return Err(Exception::with_error(vector::GP, ext).into());
     }
@@ -164,76 +175,56 @@ fn try_deliver(
         _ => e,
     })?;
     let cpl = cpl(cpu);
-    if !d.code() || d.dpl() > cpl {
+    let from_v86 = v86(cpu);
+    // From v8086 mode only to a ring-0, nonconforming handler.
+    if !d.code() || d.dpl() > cpl || (from_v86 && (d.dpl() != 0 || d.conforming())) {
         return Err(Exception::with_error(vector::GP, cs_error).into());
     }
     let new_cpl = if d.conforming() { cpl } else { d.dpl() };
     // To an inner ring, the handler runs on that ring's stack from the TSS
-    // and the old SS:ESP go on it first.
-    let switch = if new_cpl < cpl {
-        let (ss, esp) = tss_stack(sys, new_cpl)?;
-        let ts = Exception::with_error(vector::TS, (ss & !3) as u32 + ext);
-        if ss & !3 == 0 || (ss & 3) as u32 != new_cpl {
-            return Err(ts.into());
-        }
-        // A stack segment that is not present is #SS, not #TS.
-        let sd = read_descriptor(sys, ss).map_err(|e| match e.vector {
-            vector::NP => Exception::with_error(vector::SS, (ss & !3) as u32 + ext),
-            _ => ts,
-        })?;
-        if !sd.writable_data() || sd.dpl() != new_cpl {
-            return Err(ts.into());
-        }
-        Some((ss, esp, sd))
+    // and the old SS:ESP go on it first (from v8086 mode, after the data
+    // segment registers).
+    let inner = if new_cpl < cpl {
+        Some(inner_stack(sys, new_cpl, ext)?)
     } else {
         None
     };
-    // The stack the frame goes on, and whether it is 16-bit (SS.B clear:
-    // offsets wrap at 64 KiB and only SP changes).
-    let (ss_base, esp, big) = match &switch {
-        Some((_, esp, sd)) => (sd.base, *esp, sd.big()),
-        None => (cpu.seg_base[SREG_SS], cpu.regs[4], cpu.seg_db[SREG_SS]),
-    };
-    let wrap = |offset: u32| if big { offset } else { offset & 0xFFFF };
-    // The frame, first pushed first: [SS, ESP,] EFLAGS, CS, EIP[, error].
-    let mut words = [0u32; 6];
-    let mut n = 0;
-    let mut push = |w: u32| {
-        words[n] = w;
-        n += 1;
-    };
-    if switch.is_some() {
-        push(cpu.sregs[SREG_SS] & 0xFFFF);
-        push(cpu.regs[4]);
+    let mut frame = Vec::with_capacity(10);
+    if from_v86 {
+        frame.extend([SREG_GS, SREG_FS, SREG_DS, SREG_ES].map(|i| cpu.sregs[i]));
+    }
+    if inner.is_some() {
+        frame.extend([cpu.sregs[SREG_SS], cpu.regs[4]]);
     }
     let rf = if kind == exc_kind::HARDWARE && is_fault(v) {
         flags::RF
     } else {
         0
     };
-    push(cpu.eflags() | rf);
-    push(cpu.sregs[SREG_CS] & 0xFFFF);
-    push(eip);
-    if kind == exc_kind::HARDWARE && has_error_code(v) {
-        push(exc.error);
-    }
-    let frame = &words[..n];
-    let pushed = esp.wrapping_sub(4 * frame.len() as u32);
-    let new_esp = if big {
-        pushed
-    } else {
-        (esp & 0xFFFF_0000) | (pushed & 0xFFFF)
+    frame.extend([cpu.eflags() | rf, cpu.sregs[SREG_CS], eip]);
+    frame.extend(error);
+    let stack = match &inner {
+        Some((_, esp, sd)) => Stack {
+            base: sd.base,
+            big: sd.big(),
+            esp: *esp,
+        },
+        None => Stack::current(cpu),
     };
-    let at = |offset: u32| ss_base.wrapping_add(wrap(offset));
-    // Check the whole frame before writing any of it.
-    sys.mem.read_u32(at(pushed))?;
-    sys.mem.read_u32(at(esp.wrapping_sub(4)))?;
-    for (i, w) in frame.iter().enumerate() {
-        sys.mem
-            .write_u32(at(esp.wrapping_sub(4 * (i as u32 + 1))), *w)?;
+    let new_esp = stack.push(sys, &frame, width)?;
+    let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
+    if interrupt_gate {
+        ef &= !flags::IF;
     }
-    if let Some((ss, _, sd)) = switch {
+    // EFLAGS first: without VM, loading CS sets the CPL.
+    cpu.set_eflags(ef);
+    if let Some((ss, _, sd)) = inner {
         cpu.set_segment_db(SREG_SS, ss, sd.base, sd.limit, sd.big());
+    }
+    if from_v86 {
+        for i in [SREG_GS, SREG_FS, SREG_DS, SREG_ES] {
+            cpu.set_segment(i, 0, 0, u32::MAX);
+        }
     }
     cpu.regs[4] = new_esp;
     cpu.set_segment_db(
@@ -243,12 +234,29 @@ fn try_deliver(
         d.limit,
         d.code32(),
     );
-    let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
-    if interrupt_gate {
-        ef &= !flags::IF;
-    }
-    cpu.set_eflags(ef);
     cpu.eip = target;
+    Ok(())
+}
+
+/// Delivery through a task gate: a switch to the gate's task (nested, so
+/// its iret comes back), which gets the error code on its stack.
+fn task_gate(
+    cpu: &mut CpuState,
+    sys: &mut System,
+    tss_sel: u16,
+    eip: u32,
+    ext: u32,
+    error: Option<u32>,
+) -> Result<(), Fail> {
+    let d = task::tss_descriptor(sys, tss_sel, TaskSource::Interrupt, ext)?;
+    task::switch(cpu, sys, tss_sel, d, TaskSource::Interrupt, eip, ext)?;
+    if let Some(error) = error {
+        let width = if sys.tss32 { 4 } else { 2 };
+        cpu.regs[4] = Stack::current(cpu)
+            .push(sys, &[error], width)
+            .map_err(Fail::Task)?;
+    }
+    transfer::task_entry(cpu, ext)?;
     Ok(())
 }
 

@@ -9,6 +9,8 @@ pub mod emulate;
 pub mod interrupts;
 mod operand;
 mod string;
+mod task;
+mod transfer;
 
 use translator::abi::CpuState;
 
@@ -54,11 +56,13 @@ impl From<crate::memory::MemFault> for Exception {
     }
 }
 
-/// Why an emulated instruction or an event delivery did not complete:
-/// a guest exception, or something that ends the run.
+/// Why an emulated instruction or an event delivery did not complete: a
+/// guest exception.
 pub(crate) enum Fail {
     Exc(Exception),
-    Stop(Stop),
+    /// An exception after a task switch committed: it belongs to the new
+    /// task, at its first instruction (`CpuState::eip`).
+    Task(Exception),
 }
 
 impl From<Exception> for Fail {
@@ -216,6 +220,8 @@ pub struct System {
     pub tr: u16,
     pub tss_base: u32,
     pub tss_limit: u32,
+    /// The TSS is a 32-bit one (else a 286 TSS).
+    pub tss32: bool,
     /// The LDT register: selector and the cached table base and limit.
     pub ldtr: u16,
     pub ldt_base: u32,
@@ -242,6 +248,7 @@ impl System {
             tr: 0,
             tss_base: 0,
             tss_limit: 0,
+            tss32: true,
             ldtr: 0,
             ldt_base: 0,
             ldt_limit: 0,
@@ -266,8 +273,26 @@ pub fn host_tsc() -> u64 {
 /// The current privilege level: 0 in real mode, else the RPL CS was
 /// loaded with (right after CR0.PE is set that is still 0, whatever the
 /// real-mode CS value).
+/// v8086 code runs at CPL 3.
 pub fn cpl(cpu: &CpuState) -> u32 {
-    if cpu.cr0 & 1 == 0 { 0 } else { cpu.cpl }
+    if cpu.cr0 & 1 == 0 {
+        0
+    } else if v86(cpu) {
+        3
+    } else {
+        cpu.cpl
+    }
+}
+
+/// Virtual-8086 mode: protected mode with EFLAGS.VM set.
+pub fn v86(cpu: &CpuState) -> bool {
+    cpu.cr0 & 1 != 0 && cpu.sys_flags & translator::abi::flags::VM != 0
+}
+
+/// Segments work as in real mode (base = selector * 16): real and v8086
+/// mode.
+pub fn real_addressing(cpu: &CpuState) -> bool {
+    cpu.cr0 & 1 == 0 || cpu.sys_flags & translator::abi::flags::VM != 0
 }
 
 pub const SREG_ES: usize = 0;

@@ -59,6 +59,8 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         M::Pop => return pop(b, insn),
         M::Pusha | M::Pushad => pusha(b, op_size(insn) / 8),
         M::Popa | M::Popad => popa(b, op_size(insn) / 8),
+        // IOPL-sensitive in v8086 mode: the runtime decides.
+        M::Pushf | M::Pushfd if b.mode.0 & ModeKey::VM86 != 0 => b.call_emulate(insn),
         M::Pushf | M::Pushfd => pushf(b, op_size(insn)),
         M::Popf | M::Popfd => return popf(b, insn),
         M::Enter => return enter(b, insn),
