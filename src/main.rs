@@ -39,6 +39,12 @@ struct RunArgs {
     #[arg(long, conflicts_with = "flat")]
     kernel: Option<PathBuf>,
 
+    /// A firmware ROM image (a multiple of 64 KiB, at most 16 MiB), mapped
+    /// at the top of the 4 GiB space and below 1 MiB; the CPU starts at
+    /// its reset vector F000:FFF0.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "flat"])]
+    bios: Option<PathBuf>,
+
     /// The kernel command line (multiboot).
     #[arg(long, default_value = "", requires = "kernel")]
     append: String,
@@ -178,7 +184,12 @@ fn run(args: RunArgs) -> Result<i32, String> {
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config).map_err(|e| e.to_string())?;
-    if let Some(k) = &args.kernel {
+    if let Some(b) = &args.bios {
+        let image = std::fs::read(b).map_err(|e| format!("cannot read {}: {e}", b.display()))?;
+        machine
+            .load_bios(&image)
+            .map_err(|e| format!("{}: {e}", b.display()))?;
+    } else if let Some(k) = &args.kernel {
         let image = std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
         machine
             .load_multiboot(&image, &args.append)

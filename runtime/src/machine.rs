@@ -227,6 +227,8 @@ enum BootImage {
         load: u32,
         entry: Option<u32>,
     },
+    /// A firmware ROM: it stays mapped, the CPU starts at the reset vector.
+    Firmware,
 }
 
 /// Reads guest code at CS base + EIP (linear = physical while paging is off).
@@ -340,6 +342,28 @@ impl Machine {
         };
     }
 
+    /// The CPU as after RESET (Intel SDM Vol. 3A, 9.1.1): real mode at
+    /// F000:FFF0 with the CS base at 0xFFFF0000 (the top of the ROM),
+    /// EDX = the CPUID signature, CR0 = 0x60000010.
+    fn reset_vector(&mut self) {
+        self.reset_real(0xF000, 0xFFF0);
+        let cpu = &mut self.cpu;
+        cpu.seg_base[crate::cpu::SREG_CS] = 0xFFFF_0000;
+        cpu.seg_neg[crate::cpu::SREG_CS] = 0xFFFF_0000u32.wrapping_neg();
+        cpu.regs[2] = crate::cpu::CPUID_SIGNATURE;
+        cpu.cr0 = 0x6000_0010;
+        self.sys.idtr.limit = 0xFFFF;
+    }
+
+    /// Installs a firmware ROM (`--bios`) and starts the CPU at its reset
+    /// vector.
+    pub fn load_bios(&mut self, image: &[u8]) -> Result<(), MachineError> {
+        self.sys.mem.map_rom(image).map_err(MachineError::Memory)?;
+        self.reset_vector();
+        self.boot = Some(BootImage::Firmware);
+        Ok(())
+    }
+
     /// Drops every translation (after the caller rewrote guest code).
     pub fn flush_translations(&mut self) {
         self.translator.flush();
@@ -373,7 +397,7 @@ impl Machine {
 
     /// A machine reset (after a triple fault): RAM cleared, the CPU and
     /// its tables back to their start, every translation dropped, and the
-    /// guest image loaded again (there is no firmware yet to boot it).
+    /// guest image loaded again, or the CPU at the firmware's reset vector.
     /// Returns false if nothing was loaded to start again.
     fn reboot(&mut self) -> bool {
         let Some(boot) = self.boot.take() else {
@@ -402,6 +426,11 @@ impl Machine {
                 self.load_multiboot(&image.clone(), &cmdline.clone())
             }
             BootImage::Flat { image, load, entry } => self.load_flat(&image.clone(), *load, *entry),
+            BootImage::Firmware => {
+                self.reset_vector();
+                self.boot = Some(BootImage::Firmware);
+                Ok(())
+            }
         };
         self.sys.counters.exit(crate::cpu::ExitKind::Reset);
         log::info!(target: "bt86::machine", "triple fault: machine reset");
@@ -494,6 +523,17 @@ impl Machine {
     ) -> Result<(), Stop> {
         self.sys.counters.exceptions += 1;
         if exc.vector == vector::PF && kind == exc_kind::HARDWARE {
+            if exc.error & 2 != 0 && self.sys.mem.is_rom(exc.addr) {
+                // The runtime drops writes to ROM; translated code cannot
+                // yet (its faulting instruction would have to be emulated).
+                return Err(Stop::Unsupported {
+                    eip: insn_eip,
+                    what: format!(
+                        "a write to ROM at {:#010x} by translated code (emulating it comes with the shadow MMU's MMIO support)",
+                        exc.addr
+                    ),
+                });
+            }
             self.cpu.cr2 = exc.addr;
         }
         match crate::cpu::interrupts::deliver(

@@ -25,6 +25,12 @@ pub const SPACE: usize = 1 << 32;
 pub const GUARD: usize = 16 << 30;
 /// Most RAM a guest can have: leaves the top of the space for ROM and MMIO.
 pub const MAX_RAM: usize = 3 << 30;
+/// The largest firmware ROM (a PC's BIOS flash), and the granule of its size.
+pub const MAX_ROM: usize = 16 << 20;
+pub const ROM_GRANULE: usize = 64 << 10;
+/// How much of the ROM's end also appears below 1 MiB (0xE0000-0xFFFFF).
+pub const LOW_ROM_WINDOW: usize = 128 << 10;
+const ONE_MIB: usize = 1 << 20;
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,6 +50,7 @@ impl MemFault {
 #[derive(Debug)]
 pub enum MemoryError {
     Size(usize),
+    RomSize(usize),
     Os(&'static str, io::Error),
 }
 
@@ -56,6 +63,12 @@ impl std::fmt::Display for MemoryError {
                 s >> 20,
                 MAX_RAM >> 20
             ),
+            MemoryError::RomSize(s) => write!(
+                f,
+                "a firmware image of {s} bytes is not supported: its size must be a nonzero multiple of {} KiB, at most {} MiB",
+                ROM_GRANULE >> 10,
+                MAX_ROM >> 20
+            ),
             MemoryError::Os(what, e) => write!(f, "guest memory: {what}: {e}"),
         }
     }
@@ -67,6 +80,9 @@ pub struct GuestMemory {
     size: usize,
     flat: *mut u8,
     shadow: *mut u8,
+    /// The firmware ROM, mapped read-only at the top of the space and
+    /// (its last 128 KiB) below 1 MiB, over RAM.
+    rom: Option<Box<[u8]>>,
 }
 
 // SAFETY: the mappings are owned by this value; moving it to another
@@ -128,6 +144,7 @@ impl GuestMemory {
             size,
             flat: flat.cast(),
             shadow,
+            rom: None,
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
@@ -143,16 +160,28 @@ impl GuestMemory {
         len: usize,
     ) -> Result<(), MemoryError> {
         debug_assert!(at + len <= SPACE + PAGE_SIZE && ram_off + len <= self.size);
+        self.map_fixed(fd, at, ram_off, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// Maps `len` bytes of `fd` from `file_off` at shadow offset `at`.
+    fn map_fixed(
+        &self,
+        fd: i32,
+        at: usize,
+        file_off: usize,
+        len: usize,
+        prot: i32,
+    ) -> Result<(), MemoryError> {
         // SAFETY: the target lies inside our own reservation, so MAP_FIXED
         // replaces only pages this value owns.
         let p = unsafe {
             libc::mmap(
                 self.shadow.add(at).cast(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
                 fd,
-                ram_off as libc::off_t,
+                file_off as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
@@ -163,6 +192,96 @@ impl GuestMemory {
 
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Installs a firmware ROM: at the top of the 4 GiB space, and its
+    /// last 128 KiB (all of it if smaller) again below 1 MiB, in front of
+    /// the RAM there. Both are read-only: generated code that writes to
+    /// them faults, and the runtime's writes are dropped.
+    pub fn map_rom(&mut self, image: &[u8]) -> Result<(), MemoryError> {
+        let len = image.len();
+        if len == 0 || !len.is_multiple_of(ROM_GRANULE) || len > MAX_ROM {
+            return Err(MemoryError::RomSize(len));
+        }
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"bt86-rom".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(os("memfd_create (ROM)"));
+        }
+        let result = (|| {
+            // SAFETY: fd is a fresh memfd; image is a valid buffer of len bytes.
+            let written = unsafe { libc::pwrite(fd, image.as_ptr().cast(), len, 0) };
+            if written != len as isize {
+                return Err(os("write (ROM)"));
+            }
+            let low = len.min(LOW_ROM_WINDOW);
+            self.map_fixed(fd, SPACE - len, 0, len, libc::PROT_READ)?;
+            self.map_fixed(fd, ONE_MIB - low, len - low, low, libc::PROT_READ)
+        })();
+        // SAFETY: fd is ours; the mappings keep the ROM alive.
+        unsafe { libc::close(fd) };
+        result?;
+        self.rom = Some(image.into());
+        Ok(())
+    }
+
+    /// The ROM byte at guest physical `addr`, if the ROM is there.
+    fn rom_index(&self, addr: u32) -> Option<usize> {
+        let rom = self.rom.as_ref()?;
+        let (addr, len) = (addr as usize, rom.len());
+        let low = len.min(LOW_ROM_WINDOW);
+        if addr >= SPACE - len {
+            Some(addr - (SPACE - len))
+        } else if (ONE_MIB - low..ONE_MIB).contains(&addr) {
+            Some(len - low + (addr - (ONE_MIB - low)))
+        } else {
+            None
+        }
+    }
+
+    /// Whether guest physical `addr` is ROM.
+    pub fn is_rom(&self, addr: u32) -> bool {
+        self.rom_index(addr).is_some()
+    }
+
+    /// Whether `len` bytes at `addr` are RAM that no ROM hides: the case
+    /// the flat view serves directly.
+    fn plain_ram(&self, addr: u32, len: usize) -> bool {
+        self.contains(addr, len)
+            && self.rom.as_ref().is_none_or(|rom| {
+                let low = rom.len().min(LOW_ROM_WINDOW);
+                addr as usize + len <= ONE_MIB - low || addr as usize >= ONE_MIB
+            })
+    }
+
+    /// Byte by byte through RAM and ROM, for accesses that touch ROM:
+    /// `f(i, place)` for each byte `i` of the access. Fails at the first
+    /// byte that is neither, before calling `f` for any.
+    fn each_byte(
+        &self,
+        addr: u32,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(usize, Place),
+    ) -> Result<(), MemFault> {
+        let place = |i: usize| {
+            let a = addr.wrapping_add(i as u32);
+            match self.rom_index(a) {
+                Some(r) => Some(Place::Rom(r)),
+                None if (a as usize) < self.size => Some(Place::Ram(a as usize)),
+                None => None,
+            }
+        };
+        if let Some(i) = (0..len).find(|&i| place(i).is_none()) {
+            return Err(MemFault {
+                addr: addr.wrapping_add(i as u32),
+                write,
+            });
+        }
+        for i in 0..len {
+            f(i, place(i).expect("checked above"));
+        }
+        Ok(())
     }
 
     /// Host address of guest linear 0: the GS base for generated code.
@@ -194,6 +313,16 @@ impl GuestMemory {
     }
 
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+        if !self.plain_ram(addr, buf.len()) && self.rom.is_some() {
+            let rom = self.rom.as_deref().unwrap_or_default();
+            return self.each_byte(addr, buf.len(), false, |i, p| {
+                buf[i] = match p {
+                    // SAFETY: a RAM offset inside the flat view.
+                    Place::Ram(o) => unsafe { self.flat.add(o).read() },
+                    Place::Rom(r) => rom[r],
+                }
+            });
+        }
         self.check(addr, buf.len(), false)?;
         // SAFETY: the range is inside the flat view (checked); a raw copy
         // tolerates concurrent changes by guest code.
@@ -203,7 +332,16 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Writes `data`; bytes that fall on ROM are dropped.
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        if !self.plain_ram(addr, data.len()) && self.rom.is_some() {
+            return self.each_byte(addr, data.len(), true, |i, p| {
+                if let Place::Ram(o) = p {
+                    // SAFETY: a RAM offset inside the flat view.
+                    unsafe { self.flat.add(o).write(data[i]) }
+                }
+            });
+        }
         self.check(addr, data.len(), true)?;
         // SAFETY: as in `read`.
         unsafe {
@@ -212,8 +350,14 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Reads up to `buf.len()` bytes and returns how many were RAM.
+    /// Reads up to `buf.len()` bytes and returns how many were RAM or ROM.
     pub fn read_prefix(&self, addr: u32, buf: &mut [u8]) -> usize {
+        if !self.plain_ram(addr, buf.len()) && self.rom.is_some() {
+            let n = (0..buf.len())
+                .find(|&i| self.read(addr.wrapping_add(i as u32), &mut [0]).is_err())
+                .unwrap_or(buf.len());
+            return self.read(addr, &mut buf[..n]).map_or(0, |()| n);
+        }
         let avail = self.size.saturating_sub(addr as usize).min(buf.len());
         if avail > 0 {
             // SAFETY: addr..addr+avail is inside the flat view.
@@ -224,7 +368,27 @@ impl GuestMemory {
         avail
     }
 
+    /// Fills `len` bytes with `byte`; bytes that fall on ROM are kept.
     pub fn fill(&self, addr: u32, len: usize, byte: u8) -> Result<(), MemFault> {
+        if let Some(rom) = &self.rom
+            && self.contains(addr, len)
+            && (addr as usize) < ONE_MIB - rom.len().min(LOW_ROM_WINDOW)
+            && addr as usize + len > ONE_MIB
+        {
+            // RAM around the low ROM window (a reset clearing all of RAM):
+            // the parts below and above it.
+            let below = ONE_MIB - rom.len().min(LOW_ROM_WINDOW) - addr as usize;
+            self.fill(addr, below, byte)?;
+            return self.fill(ONE_MIB as u32, addr as usize + len - ONE_MIB, byte);
+        }
+        if !self.plain_ram(addr, len) && self.rom.is_some() {
+            return self.each_byte(addr, len, true, |_, p| {
+                if let Place::Ram(o) = p {
+                    // SAFETY: a RAM offset inside the flat view.
+                    unsafe { self.flat.add(o).write(byte) }
+                }
+            });
+        }
         self.check(addr, len, true)?;
         // SAFETY: as in `read`.
         unsafe { std::ptr::write_bytes(self.flat.add(addr as usize), byte, len) };
@@ -271,6 +435,15 @@ impl GuestMemory {
     pub fn write_sized(&self, addr: u32, size: u32, v: u32) -> Result<(), MemFault> {
         self.write(addr, &v.to_le_bytes()[..size as usize])
     }
+}
+
+/// Where one byte of guest physical memory lives.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Offset in RAM.
+    Ram(usize),
+    /// Offset in the ROM image.
+    Rom(usize),
 }
 
 impl Drop for GuestMemory {

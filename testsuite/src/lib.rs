@@ -121,6 +121,20 @@ pub fn run_image_with(
     entry: u32,
     prepare: impl FnOnce(&mut Machine),
 ) -> Run {
+    run_machine(opts, |m| {
+        m.load_flat(image, load, Some(entry)).expect("load");
+        prepare(m);
+    })
+}
+
+/// Runs a machine with firmware ROM `rom` (`--bios`) from its reset vector.
+pub fn run_bios(opts: Options, rom: &[u8]) -> Run {
+    run_machine(opts, |m| m.load_bios(rom).expect("load the ROM"))
+}
+
+/// Builds a machine from `opts` with the output captured, lets `load`
+/// put a guest in it, and runs it.
+fn run_machine(opts: Options, load: impl FnOnce(&mut Machine)) -> Run {
     let cap = Capture::default();
     let config = MachineConfig {
         ram_size: opts.ram,
@@ -133,8 +147,7 @@ pub fn run_image_with(
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config).expect("machine");
-    machine.load_flat(image, load, Some(entry)).expect("load");
-    prepare(&mut machine);
+    load(&mut machine);
     let outcome = machine.run();
     let output = cap.0.lock().unwrap().clone();
     Run {

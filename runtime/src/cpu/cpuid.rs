@@ -12,7 +12,7 @@ mod edx1 {
 
 const MAX_BASIC_LEAF: u32 = 1;
 /// Family 6, model 8, stepping 3: a Pentium III (Coppermine).
-const SIGNATURE: u32 = (6 << 8) | (8 << 4) | 3;
+pub const SIGNATURE: u32 = (6 << 8) | (8 << 4) | 3;
 
 /// (eax, ebx, ecx, edx) for `leaf`. Leaves beyond the maximum return the
 /// highest basic leaf, as Intel CPUs do.

@@ -17,6 +17,7 @@ use translator::abi::CpuState;
 use crate::devices::PortBus;
 use crate::memory::GuestMemory;
 
+pub use cpuid::SIGNATURE as CPUID_SIGNATURE;
 pub use emulate::emulate_helper;
 
 /// A guest exception raised by emulated code: vector, error code, and the

@@ -1,0 +1,146 @@
+//! Starting from a firmware ROM (`--bios`): the reset vector F000:FFF0
+//! with CS base 0xFFFF0000, the ROM at the top of the 4 GiB space and its
+//! last 128 KiB below 1 MiB, writes to it dropped (by the runtime) or
+//! reported (by translated code), and a reset that starts it again.
+
+use bt86_runtime::{Machine, MachineConfig};
+use bt86_testsuite::*;
+
+const ROM_SIZE: usize = 64 << 10;
+
+/// A 64 KiB ROM: `reset` at offset 0xFFF0 (the reset vector), `main` at
+/// 0xE000 (F000:E000), and `data` at 0xFF00.
+fn rom(
+    reset: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    main: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    data: &[u8],
+) -> Vec<u8> {
+    let asm16 = |ip: u64, body: &mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>| {
+        let mut a = CodeAssembler::new(16).unwrap();
+        body(&mut a).unwrap();
+        a.assemble(ip).unwrap()
+    };
+    let mut image = vec![0xF4u8; ROM_SIZE];
+    let mut reset = Some(reset);
+    let reset = asm16(0xFFF0, &mut |a| reset.take().unwrap()(a));
+    assert!(reset.len() <= 16);
+    let mut main = Some(main);
+    let main = asm16(0xE000, &mut |a| main.take().unwrap()(a));
+    image[0xFFF0..0xFFF0 + reset.len()].copy_from_slice(&reset);
+    image[0xE000..0xE000 + main.len()].copy_from_slice(&main);
+    image[0xFF00..0xFF00 + data.len()].copy_from_slice(data);
+    image
+}
+
+/// `jmp far F000:E000`.
+fn to_main(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.db(&[0xEA, 0x00, 0xE0, 0x00, 0xF0])
+}
+
+#[test]
+fn the_cpu_starts_at_the_reset_vector_at_the_top_of_the_rom() {
+    let image = rom(
+        |a| {
+            // CS base is 0xFFFF0000 here: cs:[0xFF01] is the top copy.
+            a.mov(al, byte_ptr(0xFF01).cs())?;
+            a.out(0xE9, al)?;
+            to_main(a)
+        },
+        |a| {
+            // F000:FF00 is the copy below 1 MiB.
+            a.mov(ax, 0xF000u32)?;
+            a.mov(ds, ax)?;
+            a.mov(al, byte_ptr(0xFF00))?;
+            a.out(0xE9, al)?;
+            a.hlt()
+        },
+        b"LT",
+    );
+    let r = run_bios(Options::default(), &image);
+    r.assert_halted();
+    assert_eq!(r.output_str(), "TL");
+    assert_eq!(r.sreg(cs), 0xF000);
+    assert_eq!(r.reg(edx), 0x683, "EDX holds the CPUID signature at reset");
+    assert_eq!(r.machine.cpu().cr0, 0x6000_0010);
+}
+
+#[test]
+fn the_runtime_drops_writes_to_rom() {
+    // smsw to memory is emulated by the runtime: its write to the ROM
+    // below 1 MiB is dropped, and the byte reads back unchanged.
+    let image = rom(
+        to_main,
+        |a| {
+            a.mov(ax, 0xF000u32)?;
+            a.mov(ds, ax)?;
+            a.smsw(word_ptr(0xFF00))?;
+            a.mov(al, byte_ptr(0xFF00))?;
+            a.out(0xE9, al)?;
+            a.hlt()
+        },
+        b"=",
+    );
+    let r = run_bios(Options::default(), &image);
+    r.assert_halted();
+    assert_eq!(r.output_str(), "=");
+}
+
+#[test]
+fn a_translated_write_to_rom_stops_the_run_with_a_clear_message() {
+    let image = rom(
+        to_main,
+        |a| {
+            a.mov(ax, 0xF000u32)?;
+            a.mov(ds, ax)?;
+            a.mov(byte_ptr(0xFF00), al)?; // at F000:E005
+            a.hlt()
+        },
+        b"=",
+    );
+    let r = run_bios(Options::default(), &image);
+    let Stop::Unsupported { eip, what } = &r.stop else {
+        panic!("expected Unsupported, got {:?}", r.stop);
+    };
+    assert_eq!(*eip, 0xE005);
+    assert!(what.contains("write to ROM at 0x000fff00"), "{what}");
+}
+
+#[test]
+fn a_triple_fault_resets_to_the_reset_vector() {
+    // Each start prints B, then shuts down (an IVT limit of 0: int3 is
+    // #GP, #DF, shutdown); the reset starts the ROM again.
+    let image = rom(
+        to_main,
+        |a| {
+            a.mov(al, b'B' as u32)?;
+            a.out(0xE9, al)?;
+            a.lidt(ptr(0xFF00).cs())?;
+            a.int3()
+        },
+        &[0; 6],
+    );
+    let r = run_bios(
+        Options {
+            no_reboot: false,
+            budget: Some(40),
+            ..Options::default()
+        },
+        &image,
+    );
+    assert_eq!(r.stop, Stop::Budget);
+    assert!(r.output_str().starts_with("BBB"), "{}", r.output_str());
+    assert!(r.counter("exits.reset") >= 2);
+}
+
+#[test]
+fn rom_images_of_a_bad_size_are_refused_with_a_clear_error() {
+    for size in [0, 1000, 17 << 20] {
+        let mut m = Machine::new(MachineConfig {
+            ram_size: 16 << 20,
+            ..MachineConfig::default()
+        })
+        .unwrap();
+        let e = m.load_bios(&vec![0; size]).unwrap_err().to_string();
+        assert!(e.contains("multiple of 64 KiB"), "{size}: {e}");
+    }
+}
