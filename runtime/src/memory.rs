@@ -83,6 +83,8 @@ pub struct GuestMemory {
     /// The firmware ROM, mapped read-only at the top of the space and
     /// (its last 128 KiB) below 1 MiB, over RAM.
     rom: Option<Box<[u8]>>,
+    /// Where that low copy starts (1 MiB without a ROM).
+    low_rom: usize,
 }
 
 // SAFETY: the mappings are owned by this value; moving it to another
@@ -145,6 +147,7 @@ impl GuestMemory {
             flat: flat.cast(),
             shadow,
             rom: None,
+            low_rom: ONE_MIB,
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
@@ -222,6 +225,7 @@ impl GuestMemory {
         unsafe { libc::close(fd) };
         result?;
         self.rom = Some(image.into());
+        self.low_rom = ONE_MIB - len.min(LOW_ROM_WINDOW);
         Ok(())
     }
 
@@ -246,12 +250,10 @@ impl GuestMemory {
 
     /// Whether `len` bytes at `addr` are RAM that no ROM hides: the case
     /// the flat view serves directly.
+    #[inline]
     fn plain_ram(&self, addr: u32, len: usize) -> bool {
         self.contains(addr, len)
-            && self.rom.as_ref().is_none_or(|rom| {
-                let low = rom.len().min(LOW_ROM_WINDOW);
-                addr as usize + len <= ONE_MIB - low || addr as usize >= ONE_MIB
-            })
+            && (addr as usize + len <= self.low_rom || addr as usize >= ONE_MIB)
     }
 
     /// Byte by byte through RAM and ROM, for accesses that touch ROM:
@@ -290,40 +292,18 @@ impl GuestMemory {
     }
 
     /// Whether `len` bytes at `addr` are all RAM.
+    #[inline]
     pub fn contains(&self, addr: u32, len: usize) -> bool {
         (addr as usize)
             .checked_add(len)
             .is_some_and(|end| end <= self.size)
     }
 
-    fn check(&self, addr: u32, len: usize, write: bool) -> Result<(), MemFault> {
-        if self.contains(addr, len) {
-            Ok(())
-        } else {
-            let first_bad = if (addr as usize) < self.size {
-                self.size as u32
-            } else {
-                addr
-            };
-            Err(MemFault {
-                addr: first_bad,
-                write,
-            })
-        }
-    }
-
+    #[inline]
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
-        if !self.plain_ram(addr, buf.len()) && self.rom.is_some() {
-            let rom = self.rom.as_deref().unwrap_or_default();
-            return self.each_byte(addr, buf.len(), false, |i, p| {
-                buf[i] = match p {
-                    // SAFETY: a RAM offset inside the flat view.
-                    Place::Ram(o) => unsafe { self.flat.add(o).read() },
-                    Place::Rom(r) => rom[r],
-                }
-            });
+        if !self.plain_ram(addr, buf.len()) {
+            return self.read_slow(addr, buf);
         }
-        self.check(addr, buf.len(), false)?;
         // SAFETY: the range is inside the flat view (checked); a raw copy
         // tolerates concurrent changes by guest code.
         unsafe {
@@ -332,17 +312,26 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// `read` of anything but plain RAM: through the ROM, or a fault.
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+        let rom = self.rom.as_deref().unwrap_or_default();
+        self.each_byte(addr, buf.len(), false, |i, p| {
+            buf[i] = match p {
+                // SAFETY: a RAM offset inside the flat view.
+                Place::Ram(o) => unsafe { self.flat.add(o).read() },
+                Place::Rom(r) => rom[r],
+            }
+        })
+    }
+
     /// Writes `data`; bytes that fall on ROM are dropped.
+    #[inline]
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
-        if !self.plain_ram(addr, data.len()) && self.rom.is_some() {
-            return self.each_byte(addr, data.len(), true, |i, p| {
-                if let Place::Ram(o) = p {
-                    // SAFETY: a RAM offset inside the flat view.
-                    unsafe { self.flat.add(o).write(data[i]) }
-                }
-            });
+        if !self.plain_ram(addr, data.len()) {
+            return self.write_slow(addr, data);
         }
-        self.check(addr, data.len(), true)?;
         // SAFETY: as in `read`.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.flat.add(addr as usize), data.len())
@@ -350,38 +339,42 @@ impl GuestMemory {
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        self.each_byte(addr, data.len(), true, |i, p| {
+            if let Place::Ram(o) = p {
+                // SAFETY: a RAM offset inside the flat view.
+                unsafe { self.flat.add(o).write(data[i]) }
+            }
+        })
+    }
+
     /// Reads up to `buf.len()` bytes and returns how many were RAM or ROM.
     pub fn read_prefix(&self, addr: u32, buf: &mut [u8]) -> usize {
-        if !self.plain_ram(addr, buf.len()) && self.rom.is_some() {
-            let n = (0..buf.len())
-                .find(|&i| self.read(addr.wrapping_add(i as u32), &mut [0]).is_err())
-                .unwrap_or(buf.len());
-            return self.read(addr, &mut buf[..n]).map_or(0, |()| n);
-        }
-        let avail = self.size.saturating_sub(addr as usize).min(buf.len());
-        if avail > 0 {
-            // SAFETY: addr..addr+avail is inside the flat view.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.flat.add(addr as usize), buf.as_mut_ptr(), avail)
-            };
-        }
-        avail
+        let n = if self.plain_ram(addr, buf.len()) {
+            buf.len()
+        } else {
+            (0..buf.len())
+                .find(|&i| {
+                    self.read_slow(addr.wrapping_add(i as u32), &mut [0])
+                        .is_err()
+                })
+                .unwrap_or(buf.len())
+        };
+        self.read(addr, &mut buf[..n]).map_or(0, |()| n)
     }
 
     /// Fills `len` bytes with `byte`; bytes that fall on ROM are kept.
     pub fn fill(&self, addr: u32, len: usize, byte: u8) -> Result<(), MemFault> {
-        if let Some(rom) = &self.rom
-            && self.contains(addr, len)
-            && (addr as usize) < ONE_MIB - rom.len().min(LOW_ROM_WINDOW)
-            && addr as usize + len > ONE_MIB
-        {
+        let (start, end) = (addr as usize, addr as usize + len);
+        if self.contains(addr, len) && start < self.low_rom && end > ONE_MIB {
             // RAM around the low ROM window (a reset clearing all of RAM):
             // the parts below and above it.
-            let below = ONE_MIB - rom.len().min(LOW_ROM_WINDOW) - addr as usize;
-            self.fill(addr, below, byte)?;
-            return self.fill(ONE_MIB as u32, addr as usize + len - ONE_MIB, byte);
+            self.fill(addr, self.low_rom - start, byte)?;
+            return self.fill(ONE_MIB as u32, end - ONE_MIB, byte);
         }
-        if !self.plain_ram(addr, len) && self.rom.is_some() {
+        if !self.plain_ram(addr, len) {
             return self.each_byte(addr, len, true, |_, p| {
                 if let Place::Ram(o) = p {
                     // SAFETY: a RAM offset inside the flat view.
@@ -389,7 +382,6 @@ impl GuestMemory {
                 }
             });
         }
-        self.check(addr, len, true)?;
         // SAFETY: as in `read`.
         unsafe { std::ptr::write_bytes(self.flat.add(addr as usize), byte, len) };
         Ok(())
@@ -415,9 +407,18 @@ impl GuestMemory {
 
     /// Reads a value of `size` bytes (1, 2 or 4), zero-extended.
     pub fn read_sized(&self, addr: u32, size: u32) -> Result<u32, MemFault> {
-        let mut b = [0; 4];
-        self.read(addr, &mut b[..size as usize])?;
-        Ok(u32::from_le_bytes(b))
+        // One constant-size access per width: each becomes a plain load.
+        Ok(match size {
+            1 => self.read_u8(addr)? as u32,
+            2 => self.read_u16(addr)? as u32,
+            _ => self.read_u32(addr)?,
+        })
+    }
+
+    pub fn read_u64(&self, addr: u32) -> Result<u64, MemFault> {
+        let mut b = [0; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
 
     pub fn write_u8(&self, addr: u32, v: u8) -> Result<(), MemFault> {
@@ -433,7 +434,11 @@ impl GuestMemory {
     }
 
     pub fn write_sized(&self, addr: u32, size: u32, v: u32) -> Result<(), MemFault> {
-        self.write(addr, &v.to_le_bytes()[..size as usize])
+        match size {
+            1 => self.write_u8(addr, v as u8),
+            2 => self.write_u16(addr, v as u16),
+            _ => self.write_u32(addr, v),
+        }
     }
 }
 

@@ -576,3 +576,28 @@ fn call_gate_checks_raise_gp_and_np_with_the_gate_selector() {
         assert_eq!(r.mem_u32(SEEN + 4), USER);
     }
 }
+
+#[test]
+fn a_call_gate_copies_up_to_31_parameters() {
+    let proc_addr = handler_addr(1);
+    let procedure = assemble_at(proc_addr, |a| {
+        a.mov(dword_ptr(SEEN + 0xA0), esp)?;
+        a.mov(eax, dword_ptr(esp + 8))?; // the last one pushed: 1
+        a.mov(dword_ptr(SEEN + 0xA4), eax)?;
+        a.mov(eax, dword_ptr(esp + 8 + 30 * 4))?; // the first one: 31
+        a.mov(dword_ptr(SEEN + 0xA8), eax)?;
+        a.hlt()
+    });
+    let user = assemble_at(USER, |a| {
+        for i in (1..=31u32).rev() {
+            a.push(i)?;
+        }
+        call_far(a, GATE | 3)
+    });
+    let body = to_user_with(0x202, KDATA, &[(GATE, gate(KCODE, proc_addr, 0xEC, 31))]);
+    let r = run(&[], body, user, vec![(proc_addr, procedure)]);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 0xA0), RING0_STACK - 35 * 4);
+    assert_eq!(r.mem_u32(SEEN + 0xA4), 1);
+    assert_eq!(r.mem_u32(SEEN + 0xA8), 31);
+}

@@ -131,8 +131,8 @@ pub fn fetch_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception>
     if off + 7 > limit {
         return Err(gp);
     }
-    let lo = sys.mem.read_u32(table.wrapping_add(off))?;
-    let hi = sys.mem.read_u32(table.wrapping_add(off + 4))?;
+    let raw = sys.mem.read_u64(table.wrapping_add(off))?;
+    let (lo, hi) = (raw as u32, (raw >> 32) as u32);
     let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
     let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);
     let flags = ((hi >> 20) & 0xF) as u8;
@@ -146,7 +146,7 @@ pub fn fetch_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception>
         limit,
         access: (hi >> 8) as u8,
         flags,
-        raw: ((hi as u64) << 32) | lo as u64,
+        raw,
     })
 }
 

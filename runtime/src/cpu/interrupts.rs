@@ -189,20 +189,28 @@ fn try_deliver(
     } else {
         None
     };
-    let mut frame = Vec::with_capacity(10);
+    // At most GS FS DS ES SS ESP EFLAGS CS EIP error, first pushed first.
+    let mut frame = [0u32; 10];
+    let mut n = 0;
+    let mut push = |words: &[u32]| {
+        frame[n..n + words.len()].copy_from_slice(words);
+        n += words.len();
+    };
     if from_v86 {
-        frame.extend([SREG_GS, SREG_FS, SREG_DS, SREG_ES].map(|i| cpu.sregs[i]));
+        push(&[SREG_GS, SREG_FS, SREG_DS, SREG_ES].map(|i| cpu.sregs[i]));
     }
     if inner.is_some() {
-        frame.extend([cpu.sregs[SREG_SS], cpu.regs[4]]);
+        push(&[cpu.sregs[SREG_SS], cpu.regs[4]]);
     }
     let rf = if kind == exc_kind::HARDWARE && is_fault(v) {
         flags::RF
     } else {
         0
     };
-    frame.extend([cpu.eflags() | rf, cpu.sregs[SREG_CS], eip]);
-    frame.extend(error);
+    push(&[cpu.eflags() | rf, cpu.sregs[SREG_CS], eip]);
+    if let Some(e) = error {
+        push(&[e]);
+    }
     let stack = match &inner {
         Some((_, esp, sd)) => Stack {
             base: sd.base,
@@ -211,7 +219,7 @@ fn try_deliver(
         },
         None => Stack::current(cpu),
     };
-    let new_esp = stack.push(sys, &frame, width)?;
+    let new_esp = stack.push(sys, &frame[..n], width)?;
     let mut ef = cpu.eflags() & !(flags::TF | flags::NT | flags::RF | flags::VM);
     if interrupt_gate {
         ef &= !flags::IF;

@@ -57,20 +57,35 @@ impl Stack {
         words: &[u32],
         width: u32,
     ) -> std::result::Result<u32, Exception> {
-        let at = |i: usize| {
-            let offset = self.esp.wrapping_sub(width * (i as u32 + 1));
-            let offset = if self.big { offset } else { offset & 0xFFFF };
-            self.base.wrapping_add(offset)
-        };
-        if let Some(i) = (0..words.len()).find(|&i| !sys.mem.contains(at(i), width as usize)) {
-            return Err(MemFault {
-                addr: at(i),
-                write: true,
+        let len = width * words.len() as u32;
+        let top = self.esp.wrapping_sub(len);
+        if self.big || (top & 0xFFFF) + len <= 0x10000 {
+            // Contiguous: one write, checked whole.
+            let offset = if self.big { top } else { top & 0xFFFF };
+            // The largest frame: a call gate's SS, ESP, 31 parameters, CS, EIP.
+            let mut bytes = [0u8; 35 * 4];
+            for (i, w) in words.iter().rev().enumerate() {
+                let at = i * width as usize;
+                bytes[at..at + width as usize].copy_from_slice(&w.to_le_bytes()[..width as usize]);
             }
-            .into());
-        }
-        for (i, w) in words.iter().enumerate() {
-            sys.mem.write_sized(at(i), width, *w)?;
+            sys.mem
+                .write(self.base.wrapping_add(offset), &bytes[..len as usize])?;
+        } else {
+            // A 16-bit stack that wraps inside the frame.
+            let at = |i: usize| {
+                let offset = self.esp.wrapping_sub(width * (i as u32 + 1)) & 0xFFFF;
+                self.base.wrapping_add(offset)
+            };
+            if let Some(i) = (0..words.len()).find(|&i| !sys.mem.contains(at(i), width as usize)) {
+                return Err(MemFault {
+                    addr: at(i),
+                    write: true,
+                }
+                .into());
+            }
+            for (i, w) in words.iter().enumerate() {
+                sys.mem.write_sized(at(i), width, *w)?;
+            }
         }
         let pushed = self.esp.wrapping_sub(width * words.len() as u32);
         Ok(if self.big {
