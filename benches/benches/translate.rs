@@ -85,6 +85,7 @@ fn translate(c: &mut Criterion) {
                 let key = TuKey {
                     phys: eip,
                     eip,
+                    cs_limit: u32::MAX,
                     mode: ModeKey::FLAT32_CPL0,
                 };
                 t.get(key, &mut Blob(&code)).unwrap();

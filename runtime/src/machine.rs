@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, vector};
-use translator::{CodeSource, Instrument, TranslateError, Translator, TuKey};
+use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
 use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
@@ -209,7 +209,7 @@ pub struct Machine {
     instrument: Instrument,
     /// The mode and code segment base whose jump cache generated code uses.
     last_mode: ModeKey,
-    last_cs_base: u32,
+    last_cs: CodeSegment,
     wake: std::sync::Arc<Wake>,
     /// What was loaded, to load again when the machine resets.
     boot: Option<BootImage>,
@@ -231,15 +231,19 @@ enum BootImage {
     Firmware,
 }
 
-/// Reads guest code at CS base + EIP (linear = physical while paging is off).
+/// Reads guest code at CS base + EIP (linear = physical while paging is
+/// off), up to the CS limit.
 struct RamCode<'a> {
     mem: &'a GuestMemory,
-    cs_base: u32,
+    cs: CodeSegment,
 }
 
 impl CodeSource for RamCode<'_> {
     fn read_code(&mut self, eip: u32, buf: &mut [u8]) -> usize {
-        self.mem.read_prefix(self.cs_base.wrapping_add(eip), buf)
+        let in_limit = (self.cs.limit as u64 + 1).saturating_sub(eip as u64);
+        let n = buf.len().min(in_limit as usize);
+        self.mem
+            .read_prefix(self.cs.base.wrapping_add(eip), &mut buf[..n])
     }
 }
 
@@ -289,7 +293,7 @@ impl Machine {
             translator,
             instrument,
             last_mode: ModeKey::FLAT32_CPL0,
-            last_cs_base: 0,
+            last_cs: CodeSegment::FLAT,
             wake: Default::default(),
             boot: None,
             no_reboot: config.no_reboot,
@@ -469,9 +473,19 @@ impl Machine {
                 | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
                 | bit(c.flat_segments(), ModeKey::FLAT)
                 | bit(crate::cpu::v86(c), ModeKey::VM86)
+                | (0..6).fold(0, |k, i| {
+                    k | c.limit_class(i) << (ModeKey::LIMIT_SHIFT + 2 * i as u32)
+                })
                 | bit(one_insn, ModeKey::ONE_INSN)
                 | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),
         )
+    }
+
+    fn code_segment(&self) -> CodeSegment {
+        CodeSegment {
+            base: self.cpu.seg_base[crate::cpu::SREG_CS],
+            limit: self.cpu.seg_limit[crate::cpu::SREG_CS],
+        }
     }
 
     fn key(&self, eip: u32) -> TuKey {
@@ -479,6 +493,7 @@ impl Machine {
         TuKey {
             phys,
             eip,
+            cs_limit: self.cpu.seg_limit[crate::cpu::SREG_CS],
             mode: self.last_mode,
         }
     }
@@ -487,22 +502,26 @@ impl Machine {
     /// exception that was delivered (the CPU is now at its handler).
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
         let key = self.key(eip);
-        let cs_base = self.cpu.seg_base[crate::cpu::SREG_CS];
+        let cs = self.code_segment();
         match self.translator.get(
             key,
             &mut RamCode {
                 mem: &self.sys.mem,
-                cs_base,
+                cs,
             },
         ) {
             Ok(host) => Ok(Some(host)),
             Err(TranslateError::Fetch(f)) => {
-                // An instruction fetch from no memory: #PF (I/D set), and
-                // the run goes on at the handler if there is one.
-                let exc = Exception {
-                    vector: vector::PF,
-                    error: 0x10,
-                    addr: f.addr,
+                // An instruction fetch beyond the CS limit: #GP(0); from no
+                // memory: #PF (I/D set). The run goes on at the handler.
+                let exc = if f.addr > cs.limit || f.addr < eip {
+                    Exception::with_error(vector::GP, 0)
+                } else {
+                    Exception {
+                        vector: vector::PF,
+                        error: 0x10,
+                        addr: cs.base.wrapping_add(f.addr),
+                    }
                 };
                 self.exception(exc, eip, eip, exc_kind::HARDWARE)?;
                 Ok(None)
@@ -579,14 +598,13 @@ impl Machine {
             }
             let tf = self.cpu.sys_flags & flags::TF != 0;
             let mode = self.mode(tf || in_shadow);
-            let cs_base = self.cpu.seg_base[crate::cpu::SREG_CS];
-            if mode != self.last_mode || cs_base != self.last_cs_base {
+            let cs = self.code_segment();
+            if mode != self.last_mode || cs != self.last_cs {
                 // Jump-cache entries are keyed by EIP alone: each mode and
                 // code segment has its own.
-                self.translator
-                    .select_jump_cache(&mut self.cpu, mode, cs_base);
+                self.translator.select_jump_cache(&mut self.cpu, mode, cs);
                 self.last_mode = mode;
-                self.last_cs_base = cs_base;
+                self.last_cs = cs;
                 next = None;
             }
             let host = match next.take() {
@@ -608,7 +626,7 @@ impl Machine {
             // one-instruction TU always comes back here.
             let link = mode.0 & ModeKey::ONE_INSN == 0
                 && self.mode(false) == mode
-                && self.cpu.seg_base[crate::cpu::SREG_CS] == cs_base;
+                && self.code_segment() == cs;
             match reason {
                 Some(ExitReason::Branch) => {
                     self.sys.counters.exit(crate::cpu::ExitKind::Branch);

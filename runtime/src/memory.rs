@@ -13,7 +13,7 @@
 
 use std::io;
 
-use translator::abi::vector;
+use translator::abi::{limit, vector};
 
 pub const PAGE_SIZE: usize = 4096;
 /// Span of guest linear addresses: the 32-bit space.
@@ -23,6 +23,10 @@ pub const SPACE: usize = 1 << 32;
 /// `rep movsd` with ecx = 2^32 - 1 spans 16 GiB. Above the space, the
 /// first page of the guard is page 0's alias.
 pub const GUARD: usize = 16 << 30;
+/// The whole reservation: the guard below guest space, the space, the
+/// guard above it and the segment-limit probe areas (`abi::limit`).
+const RESERVE: usize = GUARD + limit::AREA_END as usize;
+const _: () = assert!(limit::AREA_START as usize == SPACE + GUARD);
 /// Most RAM a guest can have: leaves the top of the space for ROM and MMIO.
 pub const MAX_RAM: usize = 3 << 30;
 /// The largest firmware ROM (a PC's BIOS flash), and the granule of its size.
@@ -122,7 +126,7 @@ impl GuestMemory {
         if flat == libc::MAP_FAILED {
             return Err(os("mmap (flat view)"));
         }
-        let reserve = GUARD + SPACE + GUARD;
+        let reserve = RESERVE;
         // SAFETY: an inaccessible reservation at a kernel-chosen address.
         let shadow = unsafe {
             libc::mmap(
@@ -151,6 +155,22 @@ impl GuestMemory {
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
+        for probe in [limit::PROBE_GP, limit::PROBE_SS] {
+            // SAFETY: inside our reservation; private anonymous zero pages.
+            let p = unsafe {
+                libc::mmap(
+                    mem.shadow.offset(probe as isize).cast(),
+                    SPACE,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(os("mmap (segment limit probe)"));
+            }
+        }
         Ok(mem)
     }
 
@@ -457,7 +477,7 @@ impl Drop for GuestMemory {
         // generated code runs once the machine owning them is dropped.
         unsafe {
             libc::munmap(self.flat.cast(), self.size);
-            libc::munmap(self.shadow.sub(GUARD).cast(), GUARD + SPACE + GUARD);
+            libc::munmap(self.shadow.sub(GUARD).cast(), RESERVE);
         }
     }
 }

@@ -133,7 +133,10 @@ fn classify(sig: libc::c_int, fault: u64, gs_base: u64, err: u64) -> (u32, u32, 
         _ => {
             let off = fault.wrapping_sub(gs_base) as i64;
             let guard = crate::memory::GUARD as i64;
-            if (-guard..(1i64 << 32) + guard).contains(&off) && fault != 0 {
+            if let Some(v) = translator::abi::limit::probe_fault(off) {
+                // A segment limit probe (`abi::limit`): #GP(0) or #SS(0).
+                (v, 0, 0)
+            } else if (-guard..(1i64 << 32) + guard).contains(&off) && fault != 0 {
                 // A guest access to no memory (possibly a string instruction
                 // run past either end of the space, which wraps for the
                 // guest): #PF with the linear address. The host error

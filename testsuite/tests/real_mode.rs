@@ -277,3 +277,51 @@ fn enter_on_a_16_bit_stack_moves_only_sp_and_takes_sp_as_the_frame_pointer() {
     assert_eq!(m.cpu().regs[5], 0, "ebp");
     assert_eq!(m.memory().read_u32(0).unwrap(), 0x1234_5678, "old ebp");
 }
+
+/// Measurement, not a check: ns per iteration of a real-mode loop that
+/// reads, writes and pushes (run with --ignored --nocapture).
+#[test]
+#[ignore = "measurement"]
+fn measure_real_mode_memory_loop() {
+    const N: u32 = 500_000;
+    let main = code16(0, |a| {
+        let mut top = a.create_label();
+        a.mov(ax, 0x2000u32)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.db(&[0x66])?;
+        a.rdtsc()?;
+        a.db(&[0x66])?;
+        a.mov(ebp, eax)?;
+        a.mov(ecx, N)?;
+        a.xor(si, si)?;
+        a.set_label(&mut top)?;
+        a.mov(ax, word_ptr(si))?;
+        a.add(word_ptr(si + 2), ax)?;
+        a.push(ax)?;
+        a.pop(bx)?;
+        a.add(si, 4)?;
+        a.and(si, 0xFFFu32)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.rdtsc()?;
+        a.sub(eax, ebp)?;
+        a.hlt()
+    });
+    let (m, stop) = real(&[(0x10000, main)], 0x1000, 0, 0x8000);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    let cycles = m.cpu().regs[0] as f64;
+    let tsc_ghz = {
+        let t0 = std::time::Instant::now();
+        // SAFETY: rdtsc has no preconditions.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
+    };
+    eprintln!(
+        "real-mode memory loop: {:.2} ns/iteration",
+        cycles / tsc_ghz / N as f64
+    );
+}

@@ -199,8 +199,14 @@ pub struct CpuState {
     pub seg_base: [u32; 6],
     pub seg_limit: [u32; 6],
     pub seg_neg: [u32; 6],
-    /// The D/B bit of each segment: 32-bit code (CS) or stack (SS).
+    /// The D/B bit of each segment: 32-bit code (CS) or stack (SS), and
+    /// an expand-down segment's upper bound (4 GiB, else 64 KiB).
     pub seg_db: [bool; 6],
+    /// Expand-down data (stack) segments: valid offsets lie above the limit.
+    pub seg_expand_down: [bool; 6],
+    /// What generated code adds to an offset to probe the segment's limit
+    /// (see [`limit`]).
+    pub seg_check: [i64; 6],
     /// The current privilege level in protected mode: the RPL of the CS
     /// selector when it was loaded (setting CR0.PE does not change it).
     pub cpl: u32,
@@ -252,6 +258,8 @@ impl CpuState {
             seg_limit: [u32::MAX; 6],
             seg_neg: [0; 6],
             seg_db: [true; 6],
+            seg_expand_down: [false; 6],
+            seg_check: [0; 6],
             cpl: 0,
             cr0: 0,
             cr2: 0,
@@ -290,12 +298,36 @@ impl CpuState {
         self.seg_base[i] = base;
         self.seg_neg[i] = base.wrapping_neg();
         self.seg_limit[i] = limit;
+        self.seg_expand_down[i] = false;
+        self.seg_check[i] = limit::check_value(i, limit, false);
     }
 
     /// Like [`CpuState::set_segment`], with the D/B bit.
     pub fn set_segment_db(&mut self, i: usize, selector: u16, base: u32, limit: u32, db: bool) {
         self.set_segment(i, selector, base, limit);
         self.seg_db[i] = db;
+    }
+
+    /// Marks data segment `i` expand-down (after loading it).
+    pub fn set_expand_down(&mut self, i: usize, expand_down: bool) {
+        self.seg_expand_down[i] = expand_down;
+        self.seg_check[i] = limit::check_value(i, self.seg_limit[i], expand_down);
+    }
+
+    /// How generated code must check accesses through segment `i`.
+    pub fn limit_class(&self, i: usize) -> u32 {
+        limit::class(self.seg_limit[i], self.seg_expand_down[i], self.seg_db[i])
+    }
+
+    /// Whether `size` bytes at `offset` lie within segment `i`.
+    pub fn segment_allows(&self, i: usize, offset: u32, size: u32) -> bool {
+        limit::allows(
+            self.seg_limit[i],
+            self.seg_expand_down[i],
+            self.seg_db[i],
+            offset,
+            size,
+        )
     }
 
     /// Whether CS, SS, DS and ES are all base 0 with a 4 GiB limit, so
@@ -345,6 +377,7 @@ pub mod off {
         SREGS = sregs;
         SEG_BASE = seg_base;
         SEG_NEG = seg_neg;
+        SEG_CHECK = seg_check;
         FAULT_ADDR = fault_addr;
         EXIT_ARG = exit_arg;
         HOST_RSP = host_rsp;
@@ -368,6 +401,92 @@ pub mod off {
     }
 }
 
+/// Segment limit checks (Intel SDM Vol. 3A, 5.3).
+///
+/// Generated code checks an access of `size` bytes at `offset` without
+/// touching the flags: it adds the offset (and, expand-up, `size - 1`) to
+/// the segment's [`CpuState::seg_check`] and loads a byte at that
+/// GS-relative address. Each probe area has 4 GiB readable (anonymous
+/// zero pages) at `P` with 4 GiB of no access on either side, so the load
+/// faults exactly when the access is outside the segment; the fault
+/// handler makes that #GP(0), or #SS(0) in the SS area.
+///
+/// - expand-up: check = P + 2^32 - 1 - limit, valid iff the sum < P + 4 GiB;
+/// - expand-down: check = P - 1 - limit, valid iff the sum (offset alone)
+///   >= P; with B = 0, a second probe checks the 64 KiB upper bound.
+pub mod limit {
+    /// No check: expand-up with a 4 GiB limit.
+    pub const NONE: u32 = 0;
+    pub const UP: u32 = 1;
+    /// Expand-down with B = 1 (upper bound 4 GiB).
+    pub const DOWN32: u32 = 2;
+    /// Expand-down with B = 0 (upper bound 64 KiB).
+    pub const DOWN16: u32 = 3;
+
+    const GIB: i64 = 1 << 30;
+    /// The readable part of the probe areas, relative to the GS base
+    /// (past the guard above guest space): #GP and #SS.
+    pub const PROBE_GP: i64 = 24 * GIB;
+    pub const PROBE_SS: i64 = 40 * GIB;
+    /// Where the probe areas start and end, relative to the GS base (the
+    /// end leaves room for the largest access past the last fault page).
+    pub const AREA_START: i64 = PROBE_GP - 4 * GIB;
+    pub const AREA_END: i64 = PROBE_SS + 8 * GIB + (1 << 16);
+
+    const SREG_SS: usize = 2;
+
+    pub fn probe(i: usize) -> i64 {
+        if i == SREG_SS { PROBE_SS } else { PROBE_GP }
+    }
+
+    pub fn class(limit: u32, expand_down: bool, big: bool) -> u32 {
+        match (expand_down, big) {
+            (false, _) if limit == u32::MAX => NONE,
+            (false, _) => UP,
+            (true, true) => DOWN32,
+            (true, false) => DOWN16,
+        }
+    }
+
+    pub fn check_value(i: usize, limit: u32, expand_down: bool) -> i64 {
+        let p = probe(i);
+        if expand_down {
+            p - 1 - limit as i64
+        } else {
+            p + u32::MAX as i64 - limit as i64
+        }
+    }
+
+    /// The check value of the 64 KiB upper bound of a DOWN16 segment.
+    pub fn upper16_check_value(i: usize) -> i64 {
+        check_value(i, 0xFFFF, false)
+    }
+
+    /// Whether `size` bytes at `offset` lie within a segment (what the
+    /// probes decide, for the runtime's own accesses).
+    pub fn allows(limit: u32, expand_down: bool, big: bool, offset: u32, size: u32) -> bool {
+        let last = offset as u64 + size.max(1) as u64 - 1;
+        match class(limit, expand_down, big) {
+            NONE => true,
+            UP => last <= limit as u64,
+            DOWN32 => offset > limit,
+            _ => offset > limit && last <= 0xFFFF,
+        }
+    }
+
+    /// The exception vector of a fault at GS-relative `off`, if it is in a
+    /// probe area: #GP or #SS.
+    pub fn probe_fault(off: i64) -> Option<u32> {
+        if !(AREA_START..AREA_END).contains(&off) {
+            None
+        } else if off < PROBE_SS - 4 * GIB {
+            Some(super::vector::GP)
+        } else {
+            Some(super::vector::SS)
+        }
+    }
+}
+
 /// What a translation depends on besides the bytes: DESIGN.md section 4.
 /// Only the 32-bit flat protected mode exists so far; the other bits are
 /// reserved so the key's layout does not change when they arrive.
@@ -386,11 +505,19 @@ impl ModeKey {
     pub const ONE_INSN: u32 = 1 << 6;
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
+    /// The limit class (see [`limit`]) of segment i (es cs ss ds fs gs) in
+    /// bits 12 + 2i and 13 + 2i.
+    pub const LIMIT_SHIFT: u32 = 12;
 
     pub const FLAT32_CPL0: ModeKey = ModeKey(Self::CODE32 | Self::STACK32 | Self::FLAT | Self::PE);
 
     pub fn cpl(self) -> u32 {
         (self.0 >> Self::CPL_SHIFT) & 3
+    }
+
+    /// How accesses through segment `i` (es cs ss ds fs gs) are checked.
+    pub fn limit_class(self, i: usize) -> u32 {
+        (self.0 >> (Self::LIMIT_SHIFT + 2 * i as u32)) & 3
     }
 }
 

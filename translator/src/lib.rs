@@ -32,6 +32,21 @@ use meta::FaultMap;
 use stats::TranslationStats;
 pub use tu::{CodeSource, FetchFault};
 
+/// The code segment code is fetched through: its base, and its limit
+/// (the last valid EIP), past which a fetch is #GP(0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CodeSegment {
+    pub base: u32,
+    pub limit: u32,
+}
+
+impl CodeSegment {
+    pub const FLAT: CodeSegment = CodeSegment {
+        base: 0,
+        limit: u32::MAX,
+    };
+}
+
 /// What identifies a translation (DESIGN.md section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TuKey {
@@ -39,6 +54,8 @@ pub struct TuKey {
     pub phys: u32,
     /// Guest linear EIP.
     pub eip: u32,
+    /// The CS limit: a TU stops where fetching would fault.
+    pub cs_limit: u32,
     pub mode: ModeKey,
 }
 
@@ -86,7 +103,7 @@ pub struct Translator {
     fault_map: Box<FaultMap>,
     /// One jump cache per mode (its entries are keyed by EIP alone), and
     /// the one generated code uses now.
-    jump_caches: Vec<((ModeKey, u32), Box<JumpCache>)>,
+    jump_caches: Vec<((ModeKey, CodeSegment), Box<JumpCache>)>,
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
@@ -111,7 +128,10 @@ impl Translator {
             CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
         let stubs_len = arena.used();
         let fault_map = Box::new(FaultMap::new(arena.base() as u64));
-        let jump_caches = vec![((ModeKey::FLAT32_CPL0, 0), new_jump_cache(stubs.miss))];
+        let jump_caches = vec![(
+            (ModeKey::FLAT32_CPL0, CodeSegment::FLAT),
+            new_jump_cache(stubs.miss),
+        )];
         Ok(Translator {
             arena,
             stubs,
@@ -239,11 +259,11 @@ impl Translator {
     }
 
     /// Points `cpu` (and the inserts that follow) at the jump cache of
-    /// `mode` with code segment base `cs_base` (its entries are keyed by
-    /// EIP), creating it the first time: switching modes (a system call,
-    /// an interrupt from user code) keeps every mode's entries.
-    pub fn select_jump_cache(&mut self, cpu: &mut CpuState, mode: ModeKey, cs_base: u32) {
-        let key = (mode, cs_base);
+    /// `mode` with code segment `cs` (its entries are keyed by EIP),
+    /// creating it the first time: switching modes (a system call, an
+    /// interrupt from user code) keeps every mode's entries.
+    pub fn select_jump_cache(&mut self, cpu: &mut CpuState, mode: ModeKey, cs: CodeSegment) {
+        let key = (mode, cs);
         let i = match self.jump_caches.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {

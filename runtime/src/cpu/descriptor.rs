@@ -1,6 +1,6 @@
 //! Segment descriptors from the GDT (Intel SDM Vol. 3A, 3.4.5).
 
-use translator::abi::vector;
+use translator::abi::{CpuState, vector};
 
 use super::{Exception, System};
 
@@ -73,10 +73,22 @@ impl Descriptor {
         (self.raw >> 32) as u32 & 0x1F
     }
 
+    /// An expand-down data segment (type bit 2 without the code bit).
+    pub fn expand_down(&self) -> bool {
+        self.access & 0x1C == 0x14
+    }
+
     /// A 32-bit gate or TSS (type bit 3), rather than a 16-bit one.
     pub fn system32(&self) -> bool {
         self.access & 0x08 != 0
     }
+}
+
+/// Loads data or stack segment register `i` from descriptor `d`: base,
+/// limit, D/B and expand-down.
+pub fn load_segment(cpu: &mut CpuState, i: usize, sel: u16, d: &Descriptor) {
+    cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
+    cpu.set_expand_down(i, d.expand_down());
 }
 
 /// Sets or clears the busy bit of the TSS descriptor `sel`.

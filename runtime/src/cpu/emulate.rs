@@ -10,8 +10,8 @@ use translator::abi::{
     CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
-use super::descriptor::{fetch_descriptor, read_descriptor, set_tss_busy};
-use super::operand::{effective_address, get_reg, read_op, set_reg, write_op};
+use super::descriptor::{fetch_descriptor, load_segment, read_descriptor, set_tss_busy};
+use super::operand::{checked_address, get_reg, read_op, segment_linear, set_reg, write_op};
 use super::transfer;
 use super::{Exception, Fail, HelperKind, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
@@ -214,7 +214,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         }
         M::Lgdt | M::Lidt => {
             require_ring0(cpu)?;
-            let ea = effective_address(cpu, insn);
+            let ea = checked_address(cpu, insn, 6)?;
             let limit = sys.mem.read_u16(ea)?;
             let mut base = sys.mem.read_u32(ea.wrapping_add(2))?;
             if insn.code() == Code::Lgdt_m1632_16 || insn.code() == Code::Lidt_m1632_16 {
@@ -234,7 +234,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             } else {
                 sys.idtr
             };
-            let ea = effective_address(cpu, insn);
+            let ea = checked_address(cpu, insn, 6)?;
             sys.mem.write_u16(ea, t.limit)?;
             sys.mem.write_u32(ea.wrapping_add(2), t.base)?;
             Ok(Next::Continue)
@@ -254,7 +254,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         }
         M::Bound => {
             let idx = get_reg(cpu, insn.op0_register()) as i32;
-            let ea = effective_address(cpu, insn);
+            let ea = checked_address(cpu, insn, 2 * insn.op0_register().size() as u32)?;
             let (lo, hi) = if insn.op0_register().size() == 2 {
                 (
                     sys.mem.read_u16(ea)? as i16 as i32,
@@ -504,19 +504,19 @@ pub(super) fn load_sreg(
         };
         return Err(Exception::with_error(v, (sel & !3) as u32));
     }
-    cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
+    load_segment(cpu, i, sel, &d);
     Ok(())
 }
 
-/// The linear address of stack offset `offset` (SP wraps at 64 KiB with a
-/// 16-bit stack).
-pub(super) fn stack_linear(cpu: &CpuState, offset: u32) -> u32 {
+/// The linear address of `size` bytes at stack offset `offset` (SP wraps
+/// at 64 KiB with a 16-bit stack); #SS(0) outside the stack segment.
+fn stack_linear(cpu: &CpuState, offset: u32, size: u32) -> Result<u32> {
     let offset = if cpu.seg_db[super::SREG_SS] {
         offset
     } else {
         offset & 0xFFFF
     };
-    cpu.linear(super::SREG_SS, offset)
+    Ok(segment_linear(cpu, super::SREG_SS, offset, size)?)
 }
 
 /// `esp + delta` as the new stack pointer: only SP changes with a 16-bit stack.
@@ -530,7 +530,7 @@ pub(super) fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
 
 /// Reads `size` bytes at ss:`offset`.
 pub(super) fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
-    Ok(sys.mem.read_sized(stack_linear(cpu, offset), size)?)
+    Ok(sys.mem.read_sized(stack_linear(cpu, offset, size)?, size)?)
 }
 
 /// Writes `size` bytes at ss:`offset`.
@@ -541,7 +541,9 @@ pub(super) fn stack_write(
     size: u32,
     v: u32,
 ) -> Result<()> {
-    Ok(sys.mem.write_sized(stack_linear(cpu, offset), size, v)?)
+    Ok(sys
+        .mem
+        .write_sized(stack_linear(cpu, offset, size)?, size, v)?)
 }
 
 fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
@@ -558,7 +560,7 @@ fn pop_sreg(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
 
 fn load_far_pointer(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<Next> {
     let size = insn.op0_register().size() as u32;
-    let ea = effective_address(cpu, insn);
+    let ea = checked_address(cpu, insn, size + 2)?;
     let offset = sys.mem.read_sized(ea, size)?;
     let sel = sys.mem.read_u16(ea.wrapping_add(size))?;
     let sreg = match insn.mnemonic() {
@@ -931,11 +933,12 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
         if rep && cpu.regs[count_reg] & mask == 0 {
             return Ok(Next::Continue);
         }
-        let ptr = if is_ins(insn) {
-            cpu.linear(super::SREG_ES, cpu.regs[ptr_reg] & mask)
+        let seg = if is_ins(insn) {
+            super::SREG_ES
         } else {
-            cpu.linear(insn.memory_segment().number(), cpu.regs[ptr_reg] & mask)
+            insn.memory_segment().number()
         };
+        let ptr = segment_linear(cpu, seg, cpu.regs[ptr_reg] & mask, size)?;
         if is_ins(insn) {
             // Check the destination before the port read has side effects.
             sys.mem.read_sized(ptr, size)?;

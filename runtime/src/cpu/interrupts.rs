@@ -9,7 +9,7 @@
 
 use translator::abi::{CpuState, exc_kind, flags, vector};
 
-use super::descriptor::{inner_stack, read_descriptor};
+use super::descriptor::{inner_stack, load_segment, read_descriptor};
 use super::task::{self, TaskSource};
 use super::transfer::{self, Stack};
 use super::{
@@ -212,11 +212,7 @@ fn try_deliver(
         push(&[e]);
     }
     let stack = match &inner {
-        Some((_, esp, sd)) => Stack {
-            base: sd.base,
-            big: sd.big(),
-            esp: *esp,
-        },
+        Some((_, esp, sd)) => Stack::of(sd, *esp),
         None => Stack::current(cpu),
     };
     let new_esp = stack.push(sys, &frame[..n], width)?;
@@ -227,7 +223,7 @@ fn try_deliver(
     // EFLAGS first: without VM, loading CS sets the CPL.
     cpu.set_eflags(ef);
     if let Some((ss, _, sd)) = inner {
-        cpu.set_segment_db(SREG_SS, ss, sd.base, sd.limit, sd.big());
+        load_segment(cpu, SREG_SS, ss, &sd);
     }
     if from_v86 {
         for i in [SREG_GS, SREG_FS, SREG_DS, SREG_ES] {

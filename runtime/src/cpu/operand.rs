@@ -2,7 +2,7 @@
 //! the runtime (registers in `CpuState::regs`, memory through guest RAM).
 
 use iced_x86::{Instruction, OpKind, Register};
-use translator::abi::CpuState;
+use translator::abi::{CpuState, vector};
 
 use super::{Exception, System};
 
@@ -51,6 +51,32 @@ pub fn effective_address(cpu: &CpuState, insn: &Instruction) -> u32 {
     va.unwrap_or(0) as u32
 }
 
+/// The linear address of `size` bytes at `offset` in segment `i`, after
+/// the limit check: #GP(0), or #SS(0) through SS.
+pub fn segment_linear(cpu: &CpuState, i: usize, offset: u32, size: u32) -> Result<u32, Exception> {
+    if !cpu.segment_allows(i, offset, size) {
+        let v = if i == super::SREG_SS {
+            vector::SS
+        } else {
+            vector::GP
+        };
+        return Err(Exception::with_error(v, 0));
+    }
+    Ok(cpu.linear(i, offset))
+}
+
+/// The linear address of `size` bytes at the memory operand, after the
+/// segment limit check.
+pub fn checked_address(cpu: &CpuState, insn: &Instruction, size: u32) -> Result<u32, Exception> {
+    let seg = insn.memory_segment();
+    let linear = effective_address(cpu, insn);
+    if !seg.is_segment_register() {
+        return Ok(linear);
+    }
+    let i = seg.number();
+    segment_linear(cpu, i, linear.wrapping_sub(cpu.seg_base[i]), size)
+}
+
 /// Reads operand `i` (register, immediate or memory) of `size` bytes.
 pub fn read_op(
     cpu: &CpuState,
@@ -61,7 +87,9 @@ pub fn read_op(
 ) -> Result<u32, Exception> {
     match insn.op_kind(i) {
         OpKind::Register => Ok(get_reg(cpu, insn.op_register(i))),
-        OpKind::Memory => Ok(sys.mem.read_sized(effective_address(cpu, insn), size)?),
+        OpKind::Memory => Ok(sys
+            .mem
+            .read_sized(checked_address(cpu, insn, size)?, size)?),
         _ => Ok(insn.immediate(i) as u32),
     }
 }
@@ -80,6 +108,8 @@ pub fn write_op(
             set_reg(cpu, insn.op_register(i), v);
             Ok(())
         }
-        _ => Ok(sys.mem.write_sized(effective_address(cpu, insn), size, v)?),
+        _ => Ok(sys
+            .mem
+            .write_sized(checked_address(cpu, insn, size)?, size, v)?),
     }
 }

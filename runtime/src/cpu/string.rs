@@ -4,7 +4,7 @@
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use translator::abi::{CpuState, flags};
 
-use super::operand::set_reg;
+use super::operand::{segment_linear, set_reg};
 use super::{Exception, System};
 
 const ECX: usize = 1;
@@ -41,10 +41,18 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
         if rep && cpu.regs[ECX] & mask == 0 {
             break;
         }
-        let si = cpu.linear(insn.memory_segment().number(), cpu.regs[ESI] & mask);
-        let di = cpu.linear(super::SREG_ES, cpu.regs[EDI] & mask);
+        let si = |cpu: &CpuState| {
+            segment_linear(
+                cpu,
+                insn.memory_segment().number(),
+                cpu.regs[ESI] & mask,
+                size,
+            )
+        };
+        let di = |cpu: &CpuState| segment_linear(cpu, super::SREG_ES, cpu.regs[EDI] & mask, size);
         let compare = match insn.mnemonic() {
             M::Movsb | M::Movsw | M::Movsd => {
+                let (si, di) = (si(cpu)?, di(cpu)?);
                 let v = sys.mem.read_sized(si, size)?;
                 sys.mem.write_sized(di, size, v)?;
                 advance(cpu, ESI, step, mask);
@@ -52,26 +60,27 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
                 false
             }
             M::Stosb | M::Stosw | M::Stosd => {
-                sys.mem.write_sized(di, size, cpu.regs[0] & value_mask)?;
+                sys.mem
+                    .write_sized(di(cpu)?, size, cpu.regs[0] & value_mask)?;
                 advance(cpu, EDI, step, mask);
                 false
             }
             M::Lodsb | M::Lodsw | M::Lodsd => {
-                let v = sys.mem.read_sized(si, size)?;
+                let v = sys.mem.read_sized(si(cpu)?, size)?;
                 set_reg(cpu, acc, v);
                 advance(cpu, ESI, step, mask);
                 false
             }
             M::Cmpsb | M::Cmpsw | M::Cmpsd => {
-                let a = sys.mem.read_sized(si, size)?;
-                let b = sys.mem.read_sized(di, size)?;
+                let a = sys.mem.read_sized(si(cpu)?, size)?;
+                let b = sys.mem.read_sized(di(cpu)?, size)?;
                 set_sub_flags(cpu, a, b, size);
                 advance(cpu, ESI, step, mask);
                 advance(cpu, EDI, step, mask);
                 true
             }
             _ => {
-                let b = sys.mem.read_sized(di, size)?;
+                let b = sys.mem.read_sized(di(cpu)?, size)?;
                 set_sub_flags(cpu, cpu.regs[0] & value_mask, b, size);
                 advance(cpu, EDI, step, mask);
                 true

@@ -5,11 +5,11 @@
 //! v8086 mode, and iret's return from a nested task.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
-use translator::abi::{CpuState, flags, vector};
+use translator::abi::{CpuState, flags, limit, vector};
 
-use super::descriptor::{Descriptor, fetch_descriptor, inner_stack, read_descriptor};
+use super::descriptor::{Descriptor, fetch_descriptor, inner_stack, load_segment, read_descriptor};
 use super::emulate::{Next, Result, sp_add, stack_read, writable_flags};
-use super::operand::effective_address;
+use super::operand::checked_address;
 use super::task::{self, TaskSource};
 use super::{
     Exception, Fail, SREG_CS, SREG_DS, SREG_ES, SREG_FS, SREG_GS, SREG_SS, System, cpl,
@@ -37,6 +37,8 @@ pub(super) struct Stack {
     pub base: u32,
     pub big: bool,
     pub esp: u32,
+    pub limit: u32,
+    pub expand_down: bool,
 }
 
 impl Stack {
@@ -45,6 +47,28 @@ impl Stack {
             base: cpu.seg_base[SREG_SS],
             big: cpu.seg_db[SREG_SS],
             esp: cpu.regs[4],
+            limit: cpu.seg_limit[SREG_SS],
+            expand_down: cpu.seg_expand_down[SREG_SS],
+        }
+    }
+
+    /// The stack of segment `d` at `esp`.
+    pub fn of(d: &Descriptor, esp: u32) -> Self {
+        Stack {
+            base: d.base,
+            big: d.big(),
+            esp,
+            limit: d.limit,
+            expand_down: d.expand_down(),
+        }
+    }
+
+    /// #SS(0) unless `len` bytes at `offset` lie within the stack segment.
+    fn check(&self, offset: u32, len: u32) -> std::result::Result<(), Exception> {
+        if limit::allows(self.limit, self.expand_down, self.big, offset, len) {
+            Ok(())
+        } else {
+            Err(Exception::with_error(vector::SS, 0))
         }
     }
 
@@ -62,6 +86,7 @@ impl Stack {
         if self.big || (top & 0xFFFF) + len <= 0x10000 {
             // Contiguous: one write, checked whole.
             let offset = if self.big { top } else { top & 0xFFFF };
+            self.check(offset, len)?;
             // The largest frame: a call gate's SS, ESP, 31 parameters, CS, EIP.
             let mut bytes = [0u8; 35 * 4];
             for (i, w) in words.iter().rev().enumerate() {
@@ -72,10 +97,11 @@ impl Stack {
                 .write(self.base.wrapping_add(offset), &bytes[..len as usize])?;
         } else {
             // A 16-bit stack that wraps inside the frame.
-            let at = |i: usize| {
-                let offset = self.esp.wrapping_sub(width * (i as u32 + 1)) & 0xFFFF;
-                self.base.wrapping_add(offset)
-            };
+            let offset = |i: usize| self.esp.wrapping_sub(width * (i as u32 + 1)) & 0xFFFF;
+            for i in 0..words.len() {
+                self.check(offset(i), width)?;
+            }
+            let at = |i: usize| self.base.wrapping_add(offset(i));
             if let Some(i) = (0..words.len()).find(|&i| !sys.mem.contains(at(i), width as usize)) {
                 return Err(MemFault {
                     addr: at(i),
@@ -102,12 +128,12 @@ fn far_pointer(cpu: &CpuState, sys: &System, insn: &Instruction) -> Result<(u16,
         OpKind::FarBranch32 => (insn.far_branch_selector(), insn.far_branch32(), 4),
         OpKind::FarBranch16 => (insn.far_branch_selector(), insn.far_branch16() as u32, 2),
         _ => {
-            let ea = effective_address(cpu, insn);
             let size = if matches!(insn.code(), Code::Jmp_m1616 | Code::Call_m1616) {
                 2
             } else {
                 4
             };
+            let ea = checked_address(cpu, insn, size + 2)?;
             (
                 sys.mem.read_u16(ea.wrapping_add(size))?,
                 sys.mem.read_sized(ea, size)?,
@@ -255,13 +281,9 @@ fn call_gate(
         )?);
     }
     words.extend(ret);
-    let inner = Stack {
-        base: sd.base,
-        big: sd.big(),
-        esp,
-    };
+    let inner = Stack::of(&sd, esp);
     let new_esp = inner.push(sys, &words, width)?;
-    cpu.set_segment_db(SREG_SS, ss, sd.base, sd.limit, sd.big());
+    load_segment(cpu, SREG_SS, ss, &sd);
     cpu.regs[4] = new_esp;
     cpu.set_segment_db(
         SREG_CS,
@@ -386,7 +408,7 @@ pub(super) fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> 
     );
     cpu.regs[4] = new_esp;
     if let Some((ss, d)) = new_ss {
-        cpu.set_segment_db(SREG_SS, ss, d.base, d.limit, d.big());
+        load_segment(cpu, SREG_SS, ss, &d);
         null_inaccessible_segments(cpu, sys);
     }
     Ok(Next::Jump(new_eip))
@@ -451,7 +473,7 @@ pub(super) fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instructio
         let outer_esp = stack_read(cpu, sys, new_esp, size)?;
         let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
         let d = check_return_ss(sys, ss, new_cpl)?;
-        cpu.set_segment_db(SREG_SS, ss, d.base, d.limit, d.big());
+        load_segment(cpu, SREG_SS, ss, &d);
         // The parameters come off the outer stack, by its own size.
         new_esp = sp_add(cpu, outer_esp, params);
     }

@@ -59,12 +59,12 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
                 0
             };
             if size == 2 {
-                let m = b.stack_mem(0);
+                let m = b.stack_mem(0, size as u32);
                 b.e.put(
                     Instruction::with2(Code::Movzx_r32_rm16, Register::R11D, m).expect("movzx"),
                 );
             } else {
-                let m = b.stack_mem(0);
+                let m = b.stack_mem(0, size as u32);
                 b.e.put(load(4, Register::R11D, m));
             }
             adjust_esp(b, size + pop);
@@ -159,7 +159,7 @@ fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
     } else {
         Register::R10D
     };
-    let m = b.stack_mem(-(size as i64));
+    let m = b.stack_mem(-(size as i64), size);
     b.e.put(store(size, m, src));
     adjust_esp(b, -(size as i32));
 }

@@ -246,7 +246,8 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
             compute_ea32(b, insn);
         }
         if add_base {
-            b.add_segment_base(Register::R11D, seg);
+            let size = insn.memory_size().size() as u32;
+            b.add_segment_base(Register::R11D, seg, size);
         }
         insn.set_memory_base(Register::R11D);
         insn.set_memory_index(Register::None);
@@ -351,7 +352,7 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
             );
         }
         if b.needs_segment_base(guest.memory_segment()) {
-            b.add_segment_base(Register::R11D, guest.memory_segment());
+            b.add_segment_base(Register::R11D, guest.memory_segment(), 1);
         }
         b.e.put(
             Instruction::with2(

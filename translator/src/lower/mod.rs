@@ -176,15 +176,18 @@ impl<'a> TuBuilder<'a> {
             || (self.mode.0 & ModeKey::FLAT == 0 && seg != Register::None)
     }
 
-    /// `reg += base of segment seg` without touching the flags (r10 is
-    /// clobbered unless `reg` is r9, which uses r8).
-    pub fn add_segment_base(&mut self, reg: Register, seg: Register) {
-        let at = off::SEG_BASE + 4 * seg.number() as i32;
+    /// `reg += base of segment seg` without touching the flags, after
+    /// checking `size` bytes at offset `reg` against the segment's limit
+    /// where the mode says it must be (r10 is clobbered unless `reg` is
+    /// r9, which uses r8).
+    pub fn add_segment_base(&mut self, reg: Register, seg: Register, size: u32) {
         let scratch = if reg == Register::R9D {
             Register::R8D
         } else {
             Register::R10D
         };
+        self.check_limit(reg, scratch, seg, size);
+        let at = off::SEG_BASE + 4 * seg.number() as i32;
         let load = iced_x86::MemoryOperand::with_base_displ(Register::R14, at as i64);
         self.e
             .put(Instruction::with2(iced_x86::Code::Mov_r32_rm32, scratch, load).expect("mov"));
@@ -194,15 +197,57 @@ impl<'a> TuBuilder<'a> {
             .put(Instruction::with2(iced_x86::Code::Lea_r32_m, reg, sum).expect("lea"));
     }
 
+    /// Checks `size` bytes at the offset in `reg` (zero-extended) against
+    /// the limit of `seg`, flag-free: a byte load from a limit probe area
+    /// that faults as #GP(0), or #SS(0) for SS, when the access is outside
+    /// the segment (see `abi::limit`). Nothing when the mode says the
+    /// segment needs no check.
+    fn check_limit(&mut self, reg: Register, scratch: Register, seg: Register, size: u32) {
+        use crate::abi::limit;
+        let i = seg.number();
+        let class = self.mode.limit_class(i);
+        if class == limit::NONE {
+            return;
+        }
+        let (s64, r64) = (scratch.full_register(), reg.full_register());
+        let size = size.max(1) as i64;
+        let probe = |b: &mut Self, disp: i64| {
+            let sum =
+                iced_x86::MemoryOperand::with_base_index_scale_displ_size(s64, r64, 1, disp, 1);
+            b.e.put(Instruction::with2(iced_x86::Code::Lea_r64_m, s64, sum).expect("lea"));
+            let at = iced_x86::MemoryOperand::with_base(s64);
+            let mut load =
+                Instruction::with2(iced_x86::Code::Movzx_r32_rm8, scratch, at).expect("movzx");
+            load.set_segment_prefix(Register::GS);
+            b.e.put(load);
+        };
+        let check = iced_x86::MemoryOperand::with_base_displ(
+            Register::R14,
+            (off::SEG_CHECK + 8 * i as i32) as i64,
+        );
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Mov_r64_rm64, s64, check).expect("mov"));
+        // Expand-up checks the last byte; expand-down the first one.
+        probe(self, if class == limit::UP { size - 1 } else { 0 });
+        if class == limit::DOWN16 {
+            let upper = limit::upper16_check_value(i);
+            self.e.put(
+                Instruction::with2(iced_x86::Code::Mov_r64_imm64, s64, upper as u64).expect("mov"),
+            );
+            probe(self, size - 1);
+        }
+    }
+
     /// Guest `ss:[esp + disp]` (with the pending esp delta) as a host
     /// memory operand (see [`TuBuilder::seg_mem`]); with a 16-bit stack
     /// the offset wraps at 64 KiB.
-    pub fn stack_mem(&mut self, disp: i64) -> iced_x86::MemoryOperand {
+    /// `size` is the access size, for the limit check.
+    pub fn stack_mem(&mut self, disp: i64, size: u32) -> iced_x86::MemoryOperand {
         let disp = self.sp(disp);
         if self.stack32() {
-            return self.seg_mem(Register::R12D, disp, Register::SS);
+            return self.seg_mem(Register::R12D, disp, Register::SS, size);
         }
-        self.seg_mem16(Register::R12D, disp, Register::SS)
+        self.seg_mem16(Register::R12D, disp, Register::SS, size)
     }
 
     /// Guest `seg:[(base16 + disp) & 0xFFFF]` computed into r9d (r8 clobbered).
@@ -211,6 +256,7 @@ impl<'a> TuBuilder<'a> {
         base: Register,
         disp: i64,
         seg: Register,
+        size: u32,
     ) -> iced_x86::MemoryOperand {
         let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
         self.e
@@ -220,7 +266,7 @@ impl<'a> TuBuilder<'a> {
                 .expect("movzx"),
         );
         if self.needs_segment_base(seg) {
-            self.add_segment_base(Register::R9D, seg);
+            self.add_segment_base(Register::R9D, seg, size);
         }
         crate::emit::gmem(Register::R9D, 0)
     }
@@ -228,14 +274,20 @@ impl<'a> TuBuilder<'a> {
     /// Guest `seg:[base + disp]` (base a host register holding a guest
     /// register) as a host memory operand: `gs: [base + disp]` when the
     /// segment base is 0, else the address computed into r9d (r8 clobbered).
-    pub fn seg_mem(&mut self, base: Register, disp: i64, seg: Register) -> iced_x86::MemoryOperand {
+    pub fn seg_mem(
+        &mut self,
+        base: Register,
+        disp: i64,
+        seg: Register,
+        size: u32,
+    ) -> iced_x86::MemoryOperand {
         if !self.needs_segment_base(seg) {
             return crate::emit::gmem(base, disp);
         }
         let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
         self.e
             .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
-        self.add_segment_base(Register::R9D, seg);
+        self.add_segment_base(Register::R9D, seg, size);
         crate::emit::gmem(Register::R9D, 0)
     }
 

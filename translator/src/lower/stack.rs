@@ -79,7 +79,7 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             // A 32-bit push of a segment register writes only the low word.
             let sreg = off::SREGS + 4 * insn.op0_register().number() as i32;
             asm!(b.e; movzx r11d, WORD [cpu + sreg]);
-            let m = b.stack_mem(-(size as i64));
+            let m = b.stack_mem(-(size as i64), size);
             b.e.put(store(2, m, Register::R11W));
             adjust_esp(b, -(size as i32));
             return Ok(());
@@ -111,7 +111,7 @@ fn push(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError> {
             r11
         }
     };
-    let m = b.stack_mem(-(size as i64));
+    let m = b.stack_mem(-(size as i64), size);
     b.e.put(store(size, m, src));
     adjust_esp(b, -(size as i32));
     Ok(())
@@ -139,13 +139,13 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
             let dst = ident::host_reg(insn.op0_register());
             if dst.full_register() == Register::R12 {
                 // pop esp / pop sp: esp is incremented, then overwritten.
-                let m = b.stack_mem(0);
+                let m = b.stack_mem(0, size);
                 b.e.put(load(size, sized(size, Register::R11D), m));
                 adjust_esp(b, size as i32);
                 b.flush_esp();
                 b.e.put(mov_reg(size, dst, Register::R11D));
             } else {
-                let m = b.stack_mem(0);
+                let m = b.stack_mem(0, size);
                 b.e.put(load(size, dst, m));
                 adjust_esp(b, size as i32);
             }
@@ -158,7 +158,7 @@ fn pop(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
             } else {
                 Register::R8D
             };
-            let m = b.stack_mem(0);
+            let m = b.stack_mem(0, size);
             b.e.put(load(size, value, m));
             let code = if size == 2 {
                 Code::Mov_rm16_r16
@@ -227,7 +227,7 @@ fn sized(size: u32, r: Register) -> Register {
 /// pusha/pushad: eax ecx edx ebx (original) esp ebp esi edi, downwards.
 fn pusha(b: &mut TuBuilder, size: u32) {
     for (i, r) in GPRS32.iter().enumerate() {
-        let m = b.stack_mem(-((i as i64 + 1) * size as i64));
+        let m = b.stack_mem(-((i as i64 + 1) * size as i64), size);
         b.e.put(store(size, m, sized(size, *r)));
     }
     adjust_esp(b, -8 * size as i32);
@@ -238,13 +238,13 @@ fn pusha(b: &mut TuBuilder, size: u32) {
 /// 8 slots span at most two pages); the saved esp is skipped.
 fn popa(b: &mut TuBuilder, size: u32) {
     let s = size as i64;
-    let m = b.stack_mem(7 * s);
+    let m = b.stack_mem(7 * s, size);
     b.e.put(load(size, sized(size, Register::R11D), m));
     for (i, r) in GPRS32.iter().enumerate().rev() {
         if i == 4 || i == 0 {
             continue;
         }
-        let m = b.stack_mem((7 - i as i64) * s);
+        let m = b.stack_mem((7 - i as i64) * s, size);
         b.e.put(load(size, sized(size, *r), m));
     }
     b.e.put(mov_reg(size, Register::EAX, Register::R11D));
@@ -262,7 +262,7 @@ fn pushf(b: &mut TuBuilder, size: u32) {
         ; mov r10d, DWORD [cpu + off::SYS_FLAGS]
         ; lea r11d, [r11 + r10 - 0x202]
     );
-    let m = b.stack_mem(-(size as i64));
+    let m = b.stack_mem(-(size as i64), size);
     b.e.put(store(size, m, sized(size, Register::R11D)));
     adjust_esp(b, -(size as i32));
 }
@@ -280,10 +280,10 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         // The upper half keeps the system flags; no flag-changing glue
         // before the load, which may fault.
         asm!(b.e; mov r11d, DWORD [cpu + off::SYS_FLAGS]);
-        let m = b.stack_mem(0);
+        let m = b.stack_mem(0, size);
         b.e.put(load(2, Register::R11W, m));
     } else {
-        let m = b.stack_mem(0);
+        let m = b.stack_mem(0, size);
         b.e.put(load(4, Register::R11D, m));
     }
     adjust_esp(b, size as i32);
@@ -323,7 +323,7 @@ fn enter(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         b.call_emulate(insn);
         return Ok(Flow::Next);
     }
-    let m = b.stack_mem(-(size as i64));
+    let m = b.stack_mem(-(size as i64), size);
     b.e.put(store(size, m, sized(size, Register::EBP)));
     adjust_esp(b, -(size as i32));
     b.flush_esp();
@@ -350,12 +350,12 @@ fn op_size_enter(insn: &Instruction) -> u32 {
 /// leave: esp = ebp, then pop ebp.
 fn leave(b: &mut TuBuilder, size: u32) {
     if b.stack32() {
-        let m = b.seg_mem(Register::EBP, 0, Register::SS);
+        let m = b.seg_mem(Register::EBP, 0, Register::SS, size);
         b.e.put(load(size, sized(size, Register::R11D), m));
         asm!(b.e; lea r12d, [rbp + size as i32]);
     } else {
         // A 16-bit stack: SP = BP, then pop from ss:sp.
-        let m = b.seg_mem16(Register::EBP, 0, Register::SS);
+        let m = b.seg_mem16(Register::EBP, 0, Register::SS, size);
         b.e.put(load(size, sized(size, Register::R11D), m));
         asm!(b.e; lea r12w, [rbp + size as i32]);
     }

@@ -31,6 +31,12 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
     let size = string_size(insn);
     // rsi's segment is DS or the override; rdi's is always ES.
     let si_seg = si.then(|| insn.memory_segment());
+    let checked = |seg: Register| b.mode.limit_class(seg.number()) != crate::abi::limit::NONE;
+    if si_seg.is_some_and(checked) || (di && checked(Register::ES)) {
+        // Segment limits to check at every element: the runtime does it.
+        b.call_emulate(insn);
+        return Ok(Flow::Next);
+    }
     let di_base = di && b.needs_segment_base(Register::ES);
     let si_base = si_seg.is_some_and(|s| b.needs_segment_base(s));
     // Segment bases first, as 32-bit sums (the guest's linear address
