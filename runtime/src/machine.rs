@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, vector};
+use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, limit, vector};
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
@@ -474,7 +474,7 @@ impl Machine {
                 | bit(c.flat_segments(), ModeKey::FLAT)
                 | bit(crate::cpu::v86(c), ModeKey::VM86)
                 | (0..6).fold(0, |k, i| {
-                    k | c.limit_class(i) << (ModeKey::LIMIT_SHIFT + 2 * i as u32)
+                    k | c.limit_class(i) << (ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)
                 })
                 | bit(one_insn, ModeKey::ONE_INSN)
                 | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),

@@ -155,12 +155,17 @@ impl GuestMemory {
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
-        for probe in [limit::PROBE_GP, limit::PROBE_SS] {
+        for (probe, len) in [
+            (limit::PROBE_GP, SPACE),
+            (limit::PROBE_SS, SPACE),
+            (limit::PROBE64_GP, 1 << 16),
+            (limit::PROBE64_SS, 1 << 16),
+        ] {
             // SAFETY: inside our reservation; private anonymous zero pages.
             let p = unsafe {
                 libc::mmap(
                     mem.shadow.offset(probe as isize).cast(),
-                    SPACE,
+                    len,
                     libc::PROT_READ,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
                     -1,

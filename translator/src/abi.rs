@@ -414,6 +414,12 @@ pub mod off {
 /// - expand-up: check = P + 2^32 - 1 - limit, valid iff the sum < P + 4 GiB;
 /// - expand-down: check = P - 1 - limit, valid iff the sum (offset alone)
 ///   >= P; with B = 0, a second probe checks the 64 KiB upper bound.
+///
+/// The common 64 KiB segment (real mode, most 16-bit code) has a shorter
+/// form for offsets known to fit in 16 bits (16-bit addressing, SP): one
+/// load at `P64 + offset + size - 1`, with 64 KiB readable at P64 (in the
+/// guard below guest space, within a displacement's reach) and no access
+/// after it.
 pub mod limit {
     /// No check: expand-up with a 4 GiB limit.
     pub const NONE: u32 = 0;
@@ -422,6 +428,10 @@ pub mod limit {
     pub const DOWN32: u32 = 2;
     /// Expand-down with B = 0 (upper bound 64 KiB).
     pub const DOWN16: u32 = 3;
+    /// Expand-up with a 64 KiB limit.
+    pub const UP64K: u32 = 4;
+    /// Bits per segment in the mode key.
+    pub const CLASS_BITS: u32 = 3;
 
     const GIB: i64 = 1 << 30;
     /// The readable part of the probe areas, relative to the GS base
@@ -432,6 +442,10 @@ pub mod limit {
     /// end leaves room for the largest access past the last fault page).
     pub const AREA_START: i64 = PROBE_GP - 4 * GIB;
     pub const AREA_END: i64 = PROBE_SS + 8 * GIB + (1 << 16);
+    /// The 64 KiB probes (readable 64 KiB at each), below guest space.
+    pub const PROBE64_GP: i64 = -GIB;
+    pub const PROBE64_SS: i64 = -GIB + (1 << 20);
+    const K64: i64 = 1 << 16;
 
     const SREG_SS: usize = 2;
 
@@ -439,9 +453,14 @@ pub mod limit {
         if i == SREG_SS { PROBE_SS } else { PROBE_GP }
     }
 
+    pub fn probe64(i: usize) -> i64 {
+        if i == SREG_SS { PROBE64_SS } else { PROBE64_GP }
+    }
+
     pub fn class(limit: u32, expand_down: bool, big: bool) -> u32 {
         match (expand_down, big) {
             (false, _) if limit == u32::MAX => NONE,
+            (false, _) if limit == 0xFFFF => UP64K,
             (false, _) => UP,
             (true, true) => DOWN32,
             (true, false) => DOWN16,
@@ -468,7 +487,7 @@ pub mod limit {
         let last = offset as u64 + size.max(1) as u64 - 1;
         match class(limit, expand_down, big) {
             NONE => true,
-            UP => last <= limit as u64,
+            UP | UP64K => last <= limit as u64,
             DOWN32 => offset > limit,
             _ => offset > limit && last <= 0xFFFF,
         }
@@ -477,7 +496,12 @@ pub mod limit {
     /// The exception vector of a fault at GS-relative `off`, if it is in a
     /// probe area: #GP or #SS.
     pub fn probe_fault(off: i64) -> Option<u32> {
-        if !(AREA_START..AREA_END).contains(&off) {
+        let past64 = |p: i64| (p + K64..p + 2 * K64).contains(&off);
+        if past64(PROBE64_GP) {
+            Some(super::vector::GP)
+        } else if past64(PROBE64_SS) {
+            Some(super::vector::SS)
+        } else if !(AREA_START..AREA_END).contains(&off) {
             None
         } else if off < PROBE_SS - 4 * GIB {
             Some(super::vector::GP)
@@ -506,7 +530,7 @@ impl ModeKey {
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
     /// The limit class (see [`limit`]) of segment i (es cs ss ds fs gs) in
-    /// bits 12 + 2i and 13 + 2i.
+    /// the 3 bits from 12 + 3i.
     pub const LIMIT_SHIFT: u32 = 12;
 
     pub const FLAT32_CPL0: ModeKey = ModeKey(Self::CODE32 | Self::STACK32 | Self::FLAT | Self::PE);
@@ -517,7 +541,7 @@ impl ModeKey {
 
     /// How accesses through segment `i` (es cs ss ds fs gs) are checked.
     pub fn limit_class(self, i: usize) -> u32 {
-        (self.0 >> (Self::LIMIT_SHIFT + 2 * i as u32)) & 3
+        (self.0 >> (Self::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)) & 7
     }
 }
 

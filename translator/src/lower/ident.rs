@@ -247,7 +247,7 @@ pub fn rebase_memory(b: &mut TuBuilder, insn: &mut Instruction) {
         }
         if add_base {
             let size = insn.memory_size().size() as u32;
-            b.add_segment_base(Register::R11D, seg, size);
+            b.add_segment_base(Register::R11D, seg, size, is_16bit_addressing(insn));
         }
         insn.set_memory_base(Register::R11D);
         insn.set_memory_index(Register::None);
@@ -352,7 +352,7 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
             );
         }
         if b.needs_segment_base(guest.memory_segment()) {
-            b.add_segment_base(Register::R11D, guest.memory_segment(), 1);
+            b.add_segment_base(Register::R11D, guest.memory_segment(), 1, a16);
         }
         b.e.put(
             Instruction::with2(

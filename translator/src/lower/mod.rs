@@ -178,15 +178,16 @@ impl<'a> TuBuilder<'a> {
 
     /// `reg += base of segment seg` without touching the flags, after
     /// checking `size` bytes at offset `reg` against the segment's limit
-    /// where the mode says it must be (r10 is clobbered unless `reg` is
-    /// r9, which uses r8).
-    pub fn add_segment_base(&mut self, reg: Register, seg: Register, size: u32) {
+    /// where the mode says it must be; `offset16` says the offset is known
+    /// to fit in 16 bits (r10 is clobbered unless `reg` is r9, which uses
+    /// r8).
+    pub fn add_segment_base(&mut self, reg: Register, seg: Register, size: u32, offset16: bool) {
         let scratch = if reg == Register::R9D {
             Register::R8D
         } else {
             Register::R10D
         };
-        self.check_limit(reg, scratch, seg, size);
+        self.check_limit(reg, scratch, seg, size, offset16);
         let at = off::SEG_BASE + 4 * seg.number() as i32;
         let load = iced_x86::MemoryOperand::with_base_displ(Register::R14, at as i64);
         self.e
@@ -202,7 +203,14 @@ impl<'a> TuBuilder<'a> {
     /// that faults as #GP(0), or #SS(0) for SS, when the access is outside
     /// the segment (see `abi::limit`). Nothing when the mode says the
     /// segment needs no check.
-    fn check_limit(&mut self, reg: Register, scratch: Register, seg: Register, size: u32) {
+    fn check_limit(
+        &mut self,
+        reg: Register,
+        scratch: Register,
+        seg: Register,
+        size: u32,
+        offset16: bool,
+    ) {
         use crate::abi::limit;
         let i = seg.number();
         let class = self.mode.limit_class(i);
@@ -211,6 +219,15 @@ impl<'a> TuBuilder<'a> {
         }
         let (s64, r64) = (scratch.full_register(), reg.full_register());
         let size = size.max(1) as i64;
+        if class == limit::UP64K && offset16 {
+            // 64 KiB and a 16-bit offset: one load past the 64 KiB probe.
+            let at = iced_x86::MemoryOperand::with_base_displ(r64, limit::probe64(i) + size - 1);
+            let mut load =
+                Instruction::with2(iced_x86::Code::Movzx_r32_rm8, scratch, at).expect("movzx");
+            load.set_segment_prefix(Register::GS);
+            self.e.put(load);
+            return;
+        }
         let probe = |b: &mut Self, disp: i64| {
             let sum =
                 iced_x86::MemoryOperand::with_base_index_scale_displ_size(s64, r64, 1, disp, 1);
@@ -228,7 +245,8 @@ impl<'a> TuBuilder<'a> {
         self.e
             .put(Instruction::with2(iced_x86::Code::Mov_r64_rm64, s64, check).expect("mov"));
         // Expand-up checks the last byte; expand-down the first one.
-        probe(self, if class == limit::UP { size - 1 } else { 0 });
+        let up = matches!(class, limit::UP | limit::UP64K);
+        probe(self, if up { size - 1 } else { 0 });
         if class == limit::DOWN16 {
             let upper = limit::upper16_check_value(i);
             self.e.put(
@@ -266,7 +284,7 @@ impl<'a> TuBuilder<'a> {
                 .expect("movzx"),
         );
         if self.needs_segment_base(seg) {
-            self.add_segment_base(Register::R9D, seg, size);
+            self.add_segment_base(Register::R9D, seg, size, true);
         }
         crate::emit::gmem(Register::R9D, 0)
     }
@@ -287,7 +305,7 @@ impl<'a> TuBuilder<'a> {
         let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
         self.e
             .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
-        self.add_segment_base(Register::R9D, seg, size);
+        self.add_segment_base(Register::R9D, seg, size, false);
         crate::emit::gmem(Register::R9D, 0)
     }
 
