@@ -601,3 +601,47 @@ fn a_call_gate_copies_up_to_31_parameters() {
     assert_eq!(r.mem_u32(SEEN + 0xA4), 1);
     assert_eq!(r.mem_u32(SEEN + 0xA8), 31);
 }
+
+#[test]
+fn lar_lsl_verr_verw_answer_by_type_and_privilege() {
+    // From ring 3: each query's ZF goes into a byte of SEEN + 0x80.., and
+    // the lar/lsl results into registers.
+    let user = assemble_at(USER, |a| {
+        let queries: [(&str, u32); 8] = [
+            ("lar", UCODE),
+            ("lar", KCODE),
+            ("lsl", UDATA),
+            ("lsl", TSS_SEL),
+            ("verr", UCODE),
+            ("verw", UCODE),
+            ("verw", UDATA),
+            ("verr", 0x7F8), // beyond the GDT limit
+        ];
+        for (i, (op, sel)) in queries.iter().enumerate() {
+            a.mov(edx, *sel)?;
+            match *op {
+                "lar" => a.lar(esi, edx)?,
+                "lsl" => a.lsl(edi, edx)?,
+                "verr" => a.verr(dx)?,
+                _ => a.verw(dx)?,
+            }
+            a.setz(byte_ptr(SEEN + 0x80 + i as u32))?;
+            if i == 0 {
+                a.mov(dword_ptr(SEEN + 0x90), esi)?;
+            }
+            if i == 2 {
+                a.mov(dword_ptr(SEEN + 0x94), edi)?;
+            }
+        }
+        a.int(0x81)
+    });
+    let body = to_user(0x202, UDATA);
+    let r = run(&[(0x81, 2, 0xEE)], body, user, vec![recorder(2, 1)]);
+    r.assert_halted();
+    let zf: Vec<u8> = (0..8).map(|i| r.mem_u8(SEEN + 0x80 + i)).collect();
+    assert_eq!(zf, [1, 0, 1, 0, 1, 0, 1, 0]);
+    // Type, DPL, P (accessed, as loading CS left it), G and D/B.
+    assert_eq!(r.mem_u32(SEEN + 0x90), 0x00C0_FB00, "UCODE's access rights");
+    assert_eq!(r.mem_u32(SEEN + 0x94), 0xFFFF_FFFF, "UDATA's limit, scaled");
+    assert_eq!(r.mem_u8(GDT + 0x20 + 5), 0xF3, "loading SS set UDATA's accessed bit");
+}

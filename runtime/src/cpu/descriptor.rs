@@ -29,10 +29,6 @@ impl Descriptor {
         self.access & 0x18 == 0x18
     }
 
-    pub fn code32(&self) -> bool {
-        self.code() && self.big()
-    }
-
     /// The D/B bit: 32-bit code, or a 32-bit stack.
     pub fn big(&self) -> bool {
         self.flags & 0x4 != 0
@@ -84,11 +80,28 @@ impl Descriptor {
     }
 }
 
-/// Loads data or stack segment register `i` from descriptor `d`: base,
-/// limit, D/B and expand-down.
-pub fn load_segment(cpu: &mut CpuState, i: usize, sel: u16, d: &Descriptor) {
+/// Loads segment register `i` from descriptor `d` (checked by the
+/// caller) with selector `sel`: base, limit, D/B and expand-down, and
+/// sets the descriptor's accessed bit as the CPU does.
+pub fn load_segment(
+    cpu: &mut CpuState,
+    sys: &System,
+    i: usize,
+    sel: u16,
+    d: &Descriptor,
+) -> Result<(), Exception> {
+    if d.access & 1 == 0 {
+        let table = if sel & 4 != 0 {
+            sys.ldt_base
+        } else {
+            sys.gdtr.base
+        };
+        sys.mem
+            .write_u8(table.wrapping_add((sel & !7) as u32 + 5), d.access | 1)?;
+    }
     cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
     cpu.set_expand_down(i, d.expand_down());
+    Ok(())
 }
 
 /// Sets or clears the busy bit of the TSS descriptor `sel`.

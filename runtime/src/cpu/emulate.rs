@@ -313,6 +313,12 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Lldt => load_ldt(cpu, sys, insn),
+        M::Lar | M::Lsl | M::Verr | M::Verw => {
+            descriptor_query(cpu, sys, insn)?;
+            Ok(Next::Continue)
+        }
+        // Not in system-management mode: rsm is #UD.
+        M::Rsm => Err(Exception::new(vector::UD).into()),
         M::Retf => transfer::far_return(cpu, sys, insn),
         M::Enter => enter_nested(cpu, sys, insn),
         M::Div | M::Idiv => divide(cpu, sys, insn),
@@ -439,7 +445,8 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
         write_op(cpu, sys, insn, 0, size, sel & 0xFFFF)?;
         return Ok(Next::Continue);
     }
-    Ok(unsupported(insn, "test registers are not implemented"))
+    // Test registers (TR3-TR7) are gone since the Pentium: #UD on a P6.
+    Err(Exception::new(vector::UD).into())
 }
 
 fn sreg_index(r: Register) -> usize {
@@ -504,7 +511,7 @@ pub(super) fn load_sreg(
         };
         return Err(Exception::with_error(v, (sel & !3) as u32));
     }
-    load_segment(cpu, i, sel, &d);
+    load_segment(cpu, sys, i, sel, &d)?;
     Ok(())
 }
 
@@ -600,6 +607,63 @@ fn sysexit(cpu: &mut CpuState, sys: &mut System) -> Result<Next> {
     cpu.set_segment_db(super::SREG_SS, ((cs + 24) | 3) as u16, 0, u32::MAX, true);
     cpu.regs[4] = cpu.regs[1];
     Ok(Next::Jump(cpu.regs[2]))
+}
+
+/// lar, lsl, verr, verw (Intel SDM Vol. 2A/2B): ZF says whether the
+/// selector names a descriptor of a kind the instruction accepts, visible
+/// at the current privilege level; lar and lsl then load its access
+/// rights or its limit. No exception for a bad selector.
+fn descriptor_query(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<()> {
+    use Mnemonic as M;
+    let src = if insn.mnemonic() == M::Lar || insn.mnemonic() == M::Lsl {
+        1
+    } else {
+        0
+    };
+    let sel = read_op(cpu, sys, insn, src, 2)? as u16;
+    let d = if sel & !3 == 0 {
+        None
+    } else {
+        match fetch_descriptor(sys, sel) {
+            Ok(d) => Some(d),
+            Err(e) if e.vector == vector::GP => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let cpl = cpl(cpu);
+    let visible = |d: &super::descriptor::Descriptor| {
+        d.conforming() || (d.dpl() >= cpl && d.dpl() >= (sel & 3) as u32)
+    };
+    let answer = d.filter(|d| match insn.mnemonic() {
+        // Every segment, and the system descriptors but interrupt/trap gates.
+        M::Lar => match d.system_type() {
+            None => visible(d),
+            Some(t) => matches!(t, 1..=5 | 9 | 11 | 12) && visible(d),
+        },
+        // Segments and descriptors with a limit: TSSes and LDTs.
+        M::Lsl => match d.system_type() {
+            None => visible(d),
+            Some(t) => matches!(t, 1..=3 | 9 | 11) && visible(d),
+        },
+        // A readable segment (conforming code needs no privilege).
+        M::Verr => d.system_type().is_none() && (!d.code() || d.access & 0x02 != 0) && visible(d),
+        // A writable data segment.
+        _ => d.system_type().is_none() && !d.code() && d.access & 0x02 != 0 && visible(d),
+    });
+    let Some(d) = answer else {
+        cpu.arith_flags &= !flags::ZF;
+        return Ok(());
+    };
+    cpu.arith_flags |= flags::ZF;
+    match insn.mnemonic() {
+        M::Lar => {
+            let rights = (d.raw >> 32) as u32 & 0x00F0_FF00;
+            set_reg(cpu, insn.op0_register(), rights);
+        }
+        M::Lsl => set_reg(cpu, insn.op0_register(), d.limit),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// lldt: a null selector leaves no LDT; otherwise the GDT descriptor must

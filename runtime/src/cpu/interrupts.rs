@@ -223,7 +223,7 @@ fn try_deliver(
     // EFLAGS first: without VM, loading CS sets the CPL.
     cpu.set_eflags(ef);
     if let Some((ss, _, sd)) = inner {
-        load_segment(cpu, SREG_SS, ss, &sd);
+        load_segment(cpu, sys, SREG_SS, ss, &sd)?;
     }
     if from_v86 {
         for i in [SREG_GS, SREG_FS, SREG_DS, SREG_ES] {
@@ -231,13 +231,7 @@ fn try_deliver(
         }
     }
     cpu.regs[4] = new_esp;
-    cpu.set_segment_db(
-        SREG_CS,
-        (sel & !3) | new_cpl as u16,
-        d.base,
-        d.limit,
-        d.code32(),
-    );
+    load_segment(cpu, sys, SREG_CS, (sel & !3) | new_cpl as u16, &d)?;
     cpu.eip = target;
     Ok(())
 }

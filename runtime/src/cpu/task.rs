@@ -5,7 +5,7 @@
 use iced_x86::Register;
 use translator::abi::{CpuState, flags, vector};
 
-use super::descriptor::{Descriptor, fetch_descriptor, set_tss_busy};
+use super::descriptor::{Descriptor, fetch_descriptor, load_segment, set_tss_busy};
 use super::emulate::load_sreg;
 use super::{Exception, Fail, SREG_CS, System};
 
@@ -245,7 +245,7 @@ fn load_segments(
     if !d.present() {
         return Err(Exception::with_error(vector::NP, (cs & !3) as u32 | ext));
     }
-    cpu.set_segment_db(SREG_CS, cs, d.base, d.limit, d.code32());
+    load_segment(cpu, sys, SREG_CS, cs, &d)?;
     // The others as mov would load them, with #TS where mov raises #GP.
     for r in [
         Register::SS,

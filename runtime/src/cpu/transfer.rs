@@ -184,13 +184,7 @@ pub(super) fn far_transfer(
                 cpu.regs[4] =
                     Stack::current(cpu).push(sys, &[cpu.sregs[SREG_CS], insn.next_ip32()], size)?;
             }
-            cpu.set_segment_db(
-                SREG_CS,
-                (sel & !3) | cpl as u16,
-                d.base,
-                d.limit,
-                d.code32(),
-            );
+            load_segment(cpu, sys, SREG_CS, (sel & !3) | cpl as u16, &d)?;
             Ok(Next::Jump(offset))
         }
         Some(4 | 12) => call_gate(cpu, sys, insn, sel, d),
@@ -264,7 +258,7 @@ fn call_gate(
         if call {
             cpu.regs[4] = Stack::current(cpu).push(sys, &ret, width)?;
         }
-        cpu.set_segment_db(SREG_CS, (cs & !3) | cpl as u16, d.base, d.limit, d.code32());
+        load_segment(cpu, sys, SREG_CS, (cs & !3) | cpl as u16, &d)?;
         return Ok(Next::Jump(offset));
     }
     let new_cpl = d.dpl();
@@ -283,15 +277,9 @@ fn call_gate(
     words.extend(ret);
     let inner = Stack::of(&sd, esp);
     let new_esp = inner.push(sys, &words, width)?;
-    load_segment(cpu, SREG_SS, ss, &sd);
+    load_segment(cpu, sys, SREG_SS, ss, &sd)?;
     cpu.regs[4] = new_esp;
-    cpu.set_segment_db(
-        SREG_CS,
-        (cs & !3) | new_cpl as u16,
-        d.base,
-        d.limit,
-        d.code32(),
-    );
+    load_segment(cpu, sys, SREG_CS, (cs & !3) | new_cpl as u16, &d)?;
     Ok(Next::Jump(offset))
 }
 
@@ -399,16 +387,10 @@ pub(super) fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> 
     let old = cpu.eflags();
     let writable = writable_flags(cpu, size, flags::VM | flags::VIP | flags::VIF);
     cpu.set_eflags((old & !writable) | (new_flags & writable));
-    cpu.set_segment_db(
-        SREG_CS,
-        new_cs,
-        cs_desc.base,
-        cs_desc.limit,
-        cs_desc.code32(),
-    );
+    load_segment(cpu, sys, SREG_CS, new_cs, &cs_desc)?;
     cpu.regs[4] = new_esp;
     if let Some((ss, d)) = new_ss {
-        load_segment(cpu, SREG_SS, ss, &d);
+        load_segment(cpu, sys, SREG_SS, ss, &d)?;
         null_inaccessible_segments(cpu, sys);
     }
     Ok(Next::Jump(new_eip))
@@ -473,17 +455,11 @@ pub(super) fn far_return(cpu: &mut CpuState, sys: &mut System, insn: &Instructio
         let outer_esp = stack_read(cpu, sys, new_esp, size)?;
         let ss = stack_read(cpu, sys, new_esp.wrapping_add(size), size)? as u16;
         let d = check_return_ss(sys, ss, new_cpl)?;
-        load_segment(cpu, SREG_SS, ss, &d);
+        load_segment(cpu, sys, SREG_SS, ss, &d)?;
         // The parameters come off the outer stack, by its own size.
         new_esp = sp_add(cpu, outer_esp, params);
     }
-    cpu.set_segment_db(
-        SREG_CS,
-        new_cs,
-        cs_desc.base,
-        cs_desc.limit,
-        cs_desc.code32(),
-    );
+    load_segment(cpu, sys, SREG_CS, new_cs, &cs_desc)?;
     if outer {
         // After CS: the check is against the new, outer privilege level.
         null_inaccessible_segments(cpu, sys);
