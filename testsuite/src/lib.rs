@@ -157,6 +157,18 @@ fn run_machine(opts: Options, load: impl FnOnce(&mut Machine)) -> Run {
     }
 }
 pub mod native32;
+
+/// The host TSC frequency in GHz, measured over 100 ms (for measurement
+/// tests that time guest loops with rdtsc).
+pub fn tsc_ghz() -> f64 {
+    let t0 = std::time::Instant::now();
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: as above.
+    let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+    (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
+}
 pub mod pm;
 
 // ---------------------------------------------------------------------

@@ -188,13 +188,30 @@ pub fn recorder(k: u32, words: u32) -> (u32, Vec<u8>) {
     )
 }
 
+/// Runs the kit's system with `gates`, `body` at BODY, `user` at USER and
+/// the `handlers` blocks, with statistics on.
 pub fn run(
     gates: &[(u32, u32, u32)],
     body: Vec<u8>,
     user: Vec<u8>,
     handlers: Vec<(u32, Vec<u8>)>,
 ) -> Run {
-    let mut blocks = vec![(LOAD, system(gates)), (BODY, body), (USER, user)];
+    run_with_iomap(gates, None, body, user, handlers)
+}
+
+/// Like `run`, with the I/O bitmap of `system_with_iomap`.
+pub fn run_with_iomap(
+    gates: &[(u32, u32, u32)],
+    allowed_ports: Option<&[u16]>,
+    body: Vec<u8>,
+    user: Vec<u8>,
+    handlers: Vec<(u32, Vec<u8>)>,
+) -> Run {
+    let mut blocks = vec![
+        (LOAD, system_with_iomap(gates, allowed_ports)),
+        (BODY, body),
+        (USER, user),
+    ];
     blocks.extend(handlers);
     run_blocks(
         Options {

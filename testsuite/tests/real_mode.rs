@@ -311,15 +311,7 @@ fn measure_real_mode_memory_loop() {
     let (m, stop) = real(&[(0x10000, main)], 0x1000, 0, 0x8000);
     assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
     let cycles = m.cpu().regs[0] as f64;
-    let tsc_ghz = {
-        let t0 = std::time::Instant::now();
-        // SAFETY: rdtsc has no preconditions.
-        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // SAFETY: as above.
-        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
-        (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
-    };
+    let tsc_ghz = tsc_ghz();
     eprintln!(
         "real-mode memory loop: {:.2} ns/iteration",
         cycles / tsc_ghz / N as f64

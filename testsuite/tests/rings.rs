@@ -354,15 +354,7 @@ fn measure_int_and_fault_round_trips() {
         ],
     );
     r.assert_halted();
-    let tsc_ghz = {
-        let t0 = std::time::Instant::now();
-        // SAFETY: rdtsc has no preconditions.
-        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // SAFETY: as above.
-        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
-        (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
-    };
+    let tsc_ghz = tsc_ghz();
     let int_ns = r.mem_u32(SEEN + 0x60) as f64 / tsc_ghz / N as f64;
     let de_ns = r.mem_u32(SEEN + 0x64) as f64 / tsc_ghz / N as f64;
     eprintln!("int 0x80 ring 3 -> 0 -> 3: {int_ns:.0} ns; #DE round trip: {de_ns:.0} ns");
@@ -643,5 +635,9 @@ fn lar_lsl_verr_verw_answer_by_type_and_privilege() {
     // Type, DPL, P (accessed, as loading CS left it), G and D/B.
     assert_eq!(r.mem_u32(SEEN + 0x90), 0x00C0_FB00, "UCODE's access rights");
     assert_eq!(r.mem_u32(SEEN + 0x94), 0xFFFF_FFFF, "UDATA's limit, scaled");
-    assert_eq!(r.mem_u8(GDT + 0x20 + 5), 0xF3, "loading SS set UDATA's accessed bit");
+    assert_eq!(
+        r.mem_u8(GDT + 0x20 + 5),
+        0xF3,
+        "loading SS set UDATA's accessed bit"
+    );
 }

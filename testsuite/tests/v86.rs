@@ -53,28 +53,6 @@ fn v86_recorder(k: u32, words: u32) -> (u32, Vec<u8>) {
     )
 }
 
-fn run_v86(
-    gates: &[(u32, u32, u32)],
-    allowed_ports: Option<&[u16]>,
-    body: Vec<u8>,
-    code: Vec<u8>,
-    handlers: Vec<(u32, Vec<u8>)>,
-) -> Run {
-    let mut blocks = vec![
-        (LOAD, system_with_iomap(gates, allowed_ports)),
-        (BODY, body),
-        (USER, code),
-    ];
-    blocks.extend(handlers);
-    run_blocks(
-        Options {
-            stats: true,
-            ..Options::default()
-        },
-        &blocks,
-    )
-}
-
 #[test]
 fn int_in_v86_mode_with_iopl_3_pushes_the_v86_frame_on_the_ring_0_stack() {
     let code = v86_code(|a| {
@@ -83,7 +61,7 @@ fn int_in_v86_mode_with_iopl_3_pushes_the_v86_frame_on_the_ring_0_stack() {
         a.int(0x21)
     });
     let after_int = V86_IP + code.len() as u32;
-    let r = run_v86(
+    let r = run_with_iomap(
         &[(0x21, 1, 0xEE)],
         None,
         to_v86(0x3002, [0x1234, 0x2345, 0x3456, 0x4567]),
@@ -126,7 +104,7 @@ fn iopl_sensitive_instructions_fault_in_v86_mode_below_iopl_3() {
         (vec![0xF4], "hlt (privileged)"),
         (vec![0x0F, 0x20, 0xC0], "mov eax, cr0 (privileged)"),
     ] {
-        let r = run_v86(
+        let r = run_with_iomap(
             &[(13, 1, 0x8E), (0x21, 2, 0xEE)],
             None,
             to_v86(0x0002, [0; 4]),
@@ -143,7 +121,7 @@ fn iopl_sensitive_instructions_fault_in_v86_mode_below_iopl_3() {
 #[test]
 fn int3_and_protected_mode_only_instructions_in_v86_mode() {
     // int3 is not IOPL-sensitive: it reaches its own handler.
-    let r = run_v86(
+    let r = run_with_iomap(
         &[(3, 1, 0xEE), (13, 2, 0x8E)],
         None,
         to_v86(0x0002, [0; 4]),
@@ -153,7 +131,7 @@ fn int3_and_protected_mode_only_instructions_in_v86_mode() {
     r.assert_halted();
     assert_eq!(r.mem_u32(SEEN), V86_IP + 1, "#BP after the int3");
     // lar/lsl/verr/arpl/str... are #UD outside protected mode proper.
-    let r = run_v86(
+    let r = run_with_iomap(
         &[(6, 1, 0x8E)],
         None,
         to_v86(0x3002, [0; 4]),
@@ -173,7 +151,7 @@ fn v86_io_is_decided_by_the_io_bitmap_whatever_the_iopl() {
             a.out(0xE9, al)?;
             a.out(0x80, al) // at V86_IP + 4
         });
-        let r = run_v86(
+        let r = run_with_iomap(
             &[(13, 1, 0x8E)],
             Some(&[0xE9]),
             to_v86(0x0002 | iopl, [0; 4]),
@@ -203,7 +181,7 @@ fn a_v86_monitor_emulates_cli_and_returns_with_iret() {
         a.mov(byte_ptr(0x10).es(), 0x99u32)?;
         a.int3()
     });
-    let r = run_v86(
+    let r = run_with_iomap(
         &[(13, 1, 0x8E), (3, 2, 0xEE)],
         None,
         to_v86(0x0202, [0; 4]),

@@ -56,11 +56,15 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
             cpu.exit_reason = ExitReason::Helper as u32;
             HELPER_EXIT
         }
-        Ok(Err(Fail::Exc(exc) | Fail::Task(exc))) => {
-            // An exception of a new task comes at its first instruction.
-            if !matches!(result, Ok(Err(Fail::Task(_)))) {
-                cpu.eip = insn.ip32();
-            }
+        Ok(Err(fail)) => {
+            let exc = match fail {
+                Fail::Exc(e) => {
+                    cpu.eip = insn.ip32();
+                    e
+                }
+                // An exception of a new task comes at its first instruction.
+                Fail::Task(e) => e,
+            };
             cpu.exc_insn = cpu.eip;
             cpu.exc_vector = exc.vector;
             cpu.exc_error = exc.error;
