@@ -903,6 +903,20 @@ fn mov_to_cr4_with_reserved_bits_raises_gp() {
 }
 
 #[test]
+fn cr4_bits_of_features_cpuid_does_not_report_raise_gp() {
+    // VME (bit 0) is a P6 feature this CPU does not report; TSD is.
+    let (r, at, _) = run_around(|a| a.mov(eax, 1u32), |a| a.mov(cr4, eax));
+    r.assert_exception(vec::GP, at);
+    let r = run_asm(|a| {
+        a.mov(eax, 4u32)?;
+        a.mov(cr4, eax)?;
+        a.mov(ebx, cr4)
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 4);
+}
+
+#[test]
 fn exceptions_are_counted() {
     let (r, at, _) = run_around(|_| Ok(()), |a| a.ud2());
     r.assert_exception(vec::UD, at);

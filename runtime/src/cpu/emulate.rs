@@ -390,9 +390,10 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
                 Ok(Next::Continue)
             }
             Register::CR4 => {
-                // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE; only TSD and
-                // DE mean something here so far; reserved bits fault.
-                if v & !0x1FF != 0 {
+                // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE. Only what
+                // CPUID reports can be set (TSD so far): the others, like
+                // reserved bits, fault.
+                if v & !CR4_TSD != 0 {
                     return Err(Exception::with_error(vector::GP, 0).into());
                 }
                 cpu.cr4 = v;
