@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# bt86 benchmarks: countPrimes and recursive fib, in C, built once as
+# bt86 benchmarks: countPrimes, recursive fib, an x87 loop and an SSE2
+# loop, in C, built once as
 # multiboot guests and once as static i386 Linux programs, run natively and
 # under bt86; prints the median times (guest rdtsc cycles and seconds) and
 # the bt86/native ratio.
 #
-# Usage: benches/run.sh [BENCH...]        (default: countprimes fib)
+# Usage: benches/run.sh [BENCH...]        (default: countprimes fib x87 sse2)
 #
 # Environment:
 #   RUNS=5            runs per benchmark and side (the median is reported)
 #   BT86=PATH         use this bt86 binary instead of building target/release/bt86
 #   BT86_TIMEOUT=300  seconds before a bt86 run is killed
-#   COUNTPRIMES_N=N, FIB_N=N   problem sizes (defaults are in the C sources)
+#   COUNTPRIMES_N=N, FIB_N=N, X87_N=N, SSE2_N=N   problem sizes (defaults are in the C sources)
 #
 # Exit status: 0 if every run of every guest printed the reference result
 # (the same one natively and under bt86); 1 otherwise (a guest crashed, hit
@@ -41,13 +42,14 @@ declare -A REFERENCE=(
     [fib:42]=267914296
 )
 # Targets of the project's issue, and what QEMU's TCG measures.
-declare -A TARGET=([countprimes]=1.10 [fib]=2.5)
-declare -A QEMU=([countprimes]=2.4 [fib]=7.4)
+declare -A TARGET=([countprimes]=1.10 [fib]=2.5 [x87]=1.3 [sse2]=1.3)
+declare -A QEMU=([countprimes]=2.4 [fib]=7.4 [x87]=55)
 
-# The guest CPU has no FPU/SSE/MMX; the benchmark objects are compiled once
-# with these flags and linked into both builds.
+# The benchmark objects are compiled once with these flags and linked into
+# both builds: integer code only, except where a benchmark adds its FPU.
 CFLAGS=(-m32 -O2 -fno-pic -fno-pie -fno-stack-protector -mno-sse -mno-mmx -mno-80387
     -fcf-protection=none -fno-asynchronous-unwind-tables -Wall -Wextra -Werror)
+declare -A BENCH_CFLAGS=([x87]="-m80387 -mfpmath=387" [sse2]="-msse2 -mfpmath=sse")
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 1; }
@@ -98,7 +100,8 @@ build_guests() {
     local b
     for b in "${BENCHES[@]}"; do
         # One object, linked into both builds: both time the same bytes.
-        gcc "${CFLAGS[@]}" -ffreestanding -c "$SRC/$b.c" -o "$OUT/$b.o"
+        # shellcheck disable=SC2086 # the per-benchmark flags are words
+        gcc "${CFLAGS[@]}" ${BENCH_CFLAGS[$b]:-} -ffreestanding -c "$SRC/$b.c" -o "$OUT/$b.o"
         ld -m elf_i386 -T "$SRC/link.ld" -o "$OUT/$b.elf" "$OUT/mb_start.o" "$OUT/mb_harness.o" "$OUT/$b.o"
         gcc -m32 -static -no-pie -o "$OUT/$b.linux" "$OUT/linux_harness.o" "$OUT/$b.o"
         check_same_code "$b"
@@ -111,21 +114,41 @@ function_bytes() {
     objdump -d --disassemble="$2" "$1" | awk -F'\t' '/^ *[0-9a-f]+:\t/ { gsub(/ +$/, "", $2); printf "%s ", $2 } END { print "" }'
 }
 
+# Offsets (from the function's start) of the 4-byte fields the linker fills
+# in (absolute addresses of data) in function $2 of object $1.
+reloc_offsets() {
+    local obj=$1 f=$2 start size off
+    read -r start size < <(nm -S --defined-only "$obj" | awk -v f="$f" '$4 == f { print $1, $2 }')
+    objdump -r -j .text "$obj" | awk '/^[0-9a-f]+ / { print $1 }' | while read -r off; do
+        off=$((16#$off - 16#$start))
+        if [ "$off" -ge 0 ] && [ "$off" -lt $((16#$size)) ]; then
+            echo "$off"
+        fi
+    done
+}
+
 # Checks that every function of the benchmark object is byte-identical in the
-# multiboot guest and in the Linux program.
+# multiboot guest and in the Linux program, but for the data addresses the
+# linker put in (the same object is linked into both).
 check_same_code() {
     local b=$1 f addrs=()
     local funcs
     funcs=$(nm --defined-only "$OUT/$b.o" | awk '$2 ~ /^[Tt]$/ { print $3 }')
     [ -n "$funcs" ] || die "$b.o defines no functions"
     for f in $funcs; do
-        local x y
-        x=$(function_bytes "$OUT/$b.elf" "$f")
-        y=$(function_bytes "$OUT/$b.linux" "$f")
-        [ -n "${x// /}" ] || die "$f not found in $b.elf"
-        [ "$x" = "$y" ] || die "$f differs between $b.elf and $b.linux:
-  elf:   $x
-  linux: $y"
+        local x y o i
+        read -r -a x <<<"$(function_bytes "$OUT/$b.elf" "$f")"
+        read -r -a y <<<"$(function_bytes "$OUT/$b.linux" "$f")"
+        [ ${#x[@]} -gt 0 ] || die "$f not found in $b.elf"
+        for o in $(reloc_offsets "$OUT/$b.o" "$f"); do
+            for ((i = o; i < o + 4; i++)); do
+                x[i]=..
+                y[i]=..
+            done
+        done
+        [ "${x[*]}" = "${y[*]}" ] || die "$f differs between $b.elf and $b.linux:
+  elf:   ${x[*]}
+  linux: ${y[*]}"
         addrs+=("$f@$(nm "$OUT/$b.elf" | awk -v f="$f" '$3 == f { print $1 }')/$(nm "$OUT/$b.linux" | awk -v f="$f" '$3 == f { print $1 }')")
     done
     say "   $b: identical code in both builds: ${addrs[*]} (guest/linux address)"
@@ -232,7 +255,7 @@ run_bench() {
 # --- main ------------------------------------------------------------------
 
 BENCHES=("$@")
-[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(countprimes fib)
+[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(countprimes fib x87 sse2)
 for b in "${BENCHES[@]}"; do
     [ -f "$SRC/$b.c" ] || die "no benchmark '$b' (no $SRC/$b.c)"
 done

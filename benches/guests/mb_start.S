@@ -24,7 +24,17 @@ stack_top:
 _start:
     cli
     cld
+    /* The FPU and SSE as an OS sets them up: CR0.MP and NE, CR4.OSFXSR
+     * and OSXMMEXCPT, a clean x87. */
+    mov %cr0, %eax
+    or $0x22, %eax
+    mov %eax, %cr0
+    mov %cr4, %eax
+    or $0x600, %eax
+    mov %eax, %cr4
+    fninit
     mov $stack_top, %esp
+    sub $8, %esp /* 16-byte aligned at the call, as the i386 ABI wants */
     xor %ebp, %ebp
     push %ebx /* multiboot information */
     push %eax /* boot magic */

@@ -146,6 +146,11 @@ impl RunOutcome {
     }
 }
 
+const CR0_MP: u32 = 1 << 1;
+const CR0_EM: u32 = 1 << 2;
+const CR0_TS: u32 = 1 << 3;
+const CR4_OSFXSR: u32 = 1 << 9;
+
 /// Exit-request bits of the poll page.
 const REQUEST_STOP: u32 = 1 << 0;
 
@@ -423,6 +428,7 @@ impl Machine {
         self.cpu.cr2 = 0;
         self.cpu.cr3 = 0;
         self.cpu.cr4 = 0;
+        self.cpu.guest_fpu = translator::abi::FxArea::initial();
         self.cpu.shadow = 0;
         self.translator.flush();
         let loaded = match &boot {
@@ -473,6 +479,10 @@ impl Machine {
                 | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
                 | bit(c.flat_segments(), ModeKey::FLAT)
                 | bit(crate::cpu::v86(c), ModeKey::VM86)
+                | bit(c.cr0 & CR0_TS != 0, ModeKey::FPU_TS)
+                | bit(c.cr0 & CR0_EM != 0, ModeKey::FPU_EM)
+                | bit(c.cr0 & CR0_MP != 0, ModeKey::FPU_MP)
+                | bit(c.cr4 & CR4_OSFXSR != 0, ModeKey::OSFXSR)
                 | (0..6).fold(0, |k, i| {
                     k | c.limit_class(i) << (ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)
                 })

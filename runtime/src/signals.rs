@@ -124,6 +124,35 @@ fn has_wrgsbase() -> bool {
     *HAS.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP2) } & HWCAP2_FSGSBASE != 0)
 }
 
+/// The guest exception of a SIGFPE at host instruction `rip`: an integer
+/// divide is #DE; an unmasked x87 exception (reported by the next x87
+/// instruction, as the guest's #MF is) is #MF; an unmasked SSE exception
+/// is #XM, or #UD without CR4.OSXMMEXCPT.
+fn fpe_vector(si_code: libc::c_int, rip: usize, cr4: u32) -> u32 {
+    // si_code values of <asm-generic/siginfo.h> (libc does not name them).
+    const FPE_INTDIV: libc::c_int = 1;
+    const FPE_INTOVF: libc::c_int = 2;
+    if matches!(si_code, FPE_INTDIV | FPE_INTOVF) {
+        return vector::DE;
+    }
+    // SAFETY: rip is inside the code arena (checked by the caller), and an
+    // instruction there is at most 15 bytes long, all mapped.
+    let bytes = unsafe { std::slice::from_raw_parts(rip as *const u8, 15) };
+    let opcode = bytes.iter().copied().find(|b| {
+        !matches!(
+            b,
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x40
+                ..=0x4F
+        )
+    });
+    const CR4_OSXMMEXCPT: u32 = 1 << 10;
+    match opcode {
+        Some(0xD8..=0xDF | 0x9B) => vector::MF,
+        _ if cr4 & CR4_OSXMMEXCPT != 0 => vector::XM,
+        _ => vector::UD,
+    }
+}
+
 /// The guest exception a host signal in generated code stands for.
 fn classify(sig: libc::c_int, fault: u64, gs_base: u64, err: u64) -> (u32, u32, u32) {
     match sig {
@@ -219,12 +248,16 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         gregs[libc::REG_RIP as usize] = cpu.fault_exit as i64;
         return;
     }
-    let (vec, err, addr) = classify(
+    let (mut vec, err, addr) = classify(
         sig,
         fault,
         cpu.gs_base,
         gregs[libc::REG_ERR as usize] as u64,
     );
+    if sig == libc::SIGFPE {
+        // SAFETY: info is valid for SA_SIGINFO handlers.
+        vec = fpe_vector(unsafe { (*info).si_code }, rip, cpu.cr4);
+    }
     cpu.eip = site.guest_eip;
     cpu.exc_insn = site.guest_eip;
     cpu.exc_vector = vec;

@@ -60,7 +60,11 @@ fn the_cpu_starts_at_the_reset_vector_at_the_top_of_the_rom() {
     r.assert_halted();
     assert_eq!(r.output_str(), "TL");
     assert_eq!(r.sreg(cs), 0xF000);
-    assert_eq!(r.reg(edx), 0x683, "EDX holds the CPUID signature at reset");
+    assert_eq!(
+        r.reg(edx),
+        bt86_runtime::cpu::CPUID_SIGNATURE,
+        "EDX holds the CPUID signature at reset"
+    );
     assert_eq!(r.machine.cpu().cr0, 0x6000_0010);
 }
 

@@ -53,7 +53,7 @@ fn cpuid_leaf_0_reports_genuine_intel() {
 }
 
 #[test]
-fn cpuid_leaf_1_reports_a_p6_with_tsc_msr_cx8_cmov() {
+fn cpuid_leaf_1_reports_a_p6_with_what_bt86_implements() {
     let r = run_asm(|a| {
         a.mov(eax, 1u32)?;
         a.cpuid()?;
@@ -63,11 +63,28 @@ fn cpuid_leaf_1_reports_a_p6_with_tsc_msr_cx8_cmov() {
     let family = (r.reg(eax) >> 8) & 0xF;
     assert_eq!(family, 6);
     let edx_v = r.reg(edx);
-    for (bit, name) in [(4, "TSC"), (5, "MSR"), (8, "CX8"), (15, "CMOV")] {
+    for (bit, name) in [
+        (0, "FPU"),
+        (4, "TSC"),
+        (5, "MSR"),
+        (8, "CX8"),
+        (15, "CMOV"),
+        (23, "MMX"),
+        (24, "FXSR"),
+        (25, "SSE"),
+        (26, "SSE2"),
+    ] {
         assert_ne!(edx_v & (1 << bit), 0, "{name} missing from {edx_v:#x}");
     }
-    // No x87, MMX or SSE yet: they must not be advertised.
-    for (bit, name) in [(0, "FPU"), (23, "MMX"), (25, "SSE"), (26, "SSE2")] {
+    // Not implemented: paging extensions, the APIC, MTRRs, CLFLUSH.
+    for (bit, name) in [
+        (3, "PSE"),
+        (6, "PAE"),
+        (9, "APIC"),
+        (12, "MTRR"),
+        (13, "PGE"),
+        (19, "CLFSH"),
+    ] {
         assert_eq!(edx_v & (1 << bit), 0, "{name} advertised in {edx_v:#x}");
     }
 }

@@ -223,6 +223,43 @@ pub struct CpuState {
     pub fault_map: *const crate::meta::FaultMap,
     /// Where the signal handler sends a faulting TU (the arena's exit stub).
     pub fault_exit: u64,
+    /// What generated code calls before an FPU, MMX or SSE instruction:
+    /// the stub that swaps the guest's FPU state in, or a bare `ret` while
+    /// it is in (see `Translator::attach` and the stubs).
+    pub fpu_enter: u64,
+    /// The guest's x87/MMX/SSE state (an FXSAVE64 image) while the host
+    /// FPU holds the runtime's.
+    pub guest_fpu: FxArea,
+    /// The runtime's FPU state while the host FPU holds the guest's.
+    pub host_fpu: FxArea,
+}
+
+/// An FXSAVE area: 512 bytes, 16-byte aligned.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The state after FNINIT with SSE's defaults: control word 0x037F,
+    /// every register empty, MXCSR 0x1F80 (exceptions masked).
+    pub fn initial() -> Self {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        FxArea(a)
+    }
+
+    pub fn fcw(&self) -> u16 {
+        u16::from_le_bytes([self.0[0], self.0[1]])
+    }
+
+    pub fn fsw(&self) -> u16 {
+        u16::from_le_bytes([self.0[2], self.0[3]])
+    }
+
+    pub fn mxcsr(&self) -> u32 {
+        u32::from_le_bytes([self.0[24], self.0[25], self.0[26], self.0[27]])
+    }
 }
 
 impl CpuState {
@@ -270,6 +307,9 @@ impl CpuState {
             jump_cache: core::ptr::null_mut(),
             fault_map: core::ptr::null(),
             fault_exit: 0,
+            fpu_enter: 0,
+            guest_fpu: FxArea::initial(),
+            host_fpu: FxArea([0; 512]),
         }
     }
 
@@ -393,6 +433,9 @@ pub mod off {
         SHADOW_EIP = shadow_eip;
         HELPERS = helpers;
         JUMP_CACHE = jump_cache;
+        FPU_ENTER = fpu_enter;
+        GUEST_FPU = guest_fpu;
+        HOST_FPU = host_fpu;
     }
 
     /// Offset of guest register `r` in `regs`.
@@ -527,6 +570,12 @@ impl ModeKey {
     /// One instruction per TU and no chaining: single-stepping (TF) and
     /// the instruction in an interrupt shadow run this way.
     pub const ONE_INSN: u32 = 1 << 6;
+    /// CR0.TS, CR0.EM, CR0.MP and CR4.OSFXSR: what FPU, MMX and SSE
+    /// instructions translate to (the instruction, #NM or #UD).
+    pub const FPU_TS: u32 = 1 << 7;
+    pub const FPU_EM: u32 = 1 << 10;
+    pub const FPU_MP: u32 = 1 << 11;
+    pub const OSFXSR: u32 = 1 << 30;
     /// CPL in bits 8-9.
     pub const CPL_SHIFT: u32 = 8;
     /// The limit class (see [`limit`]) of segment i (es cs ss ds fs gs) in

@@ -47,6 +47,9 @@ pub struct Stubs {
     pub probe: usize,
     /// Where a `ret` on an empty return stack lands.
     pub sentinel: usize,
+    /// Called before an FPU instruction while the guest's FPU state is
+    /// out: swaps it in (see `CpuState::fpu_enter`).
+    pub fpu_load: usize,
 }
 
 pub struct Emitter {

@@ -162,6 +162,7 @@ impl Translator {
         cpu.call_stack_top = self.call_stack.top() as u64;
         cpu.call_stack_guard = self.call_stack.guard() as u64;
         cpu.poll_page = self.poll.addr() as u64;
+        cpu.fpu_enter = self.stubs.fpu_load as u64;
     }
 
     /// The exit-request page generated code polls (shareable with other
@@ -342,6 +343,35 @@ fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {
 }
 
 /// Emits the shared stubs at the start of the arena.
+/// `fxsave64`/`fxrstor64` of the CPU-state area at `at`.
+fn fx(e: &mut Emitter, code: iced_x86::Code, at: i32) {
+    let m = iced_x86::MemoryOperand::with_base_displ(iced_x86::Register::R14, at as i64);
+    e.put(iced_x86::Instruction::with1(code, m).expect("fx"));
+}
+
+/// On the way out to Rust (registers and flags saved, r11 free): if the guest's
+/// FPU state is in, save it and give the runtime its own back, so that no
+/// guest control word or MXCSR ever reaches Rust code.
+fn fpu_swap_out(
+    e: &mut Emitter,
+    fpu_ret: dynasmrt::DynamicLabel,
+    fpu_load: dynasmrt::DynamicLabel,
+) {
+    use abi::off;
+    asm!(e
+        ; lea r11, [=>fpu_ret]
+        ; cmp QWORD [cpu + off::FPU_ENTER], r11
+        ; jne >out
+    );
+    fx(e, iced_x86::Code::Fxsave64_m512byte, off::GUEST_FPU);
+    fx(e, iced_x86::Code::Fxrstor64_m512byte, off::HOST_FPU);
+    asm!(e
+        ; lea r11, [=>fpu_load]
+        ; mov QWORD [cpu + off::FPU_ENTER], r11
+        ; out:
+    );
+}
+
 fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
     use abi::{ExitReason, flags, off};
     let base = arena.next_addr();
@@ -349,6 +379,8 @@ fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
     let exit = e.label();
     let exit_saved = e.label();
     let helper = e.label();
+    let fpu_load = e.label();
+    let fpu_ret = e.label();
 
     macro_rules! save_regs {
         () => {
@@ -413,6 +445,7 @@ fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
         ; mov DWORD [cpu + off::ARITH_FLAGS], r11d
     );
     e.bind(exit_saved);
+    fpu_swap_out(&mut e, fpu_ret, fpu_load);
     asm!(e
         ; cld
         ; mov rsp, QWORD [cpu + off::HOST_RSP]
@@ -434,13 +467,19 @@ fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
         ; pushfq
         ; pop rax
         ; mov DWORD [cpu + off::ARITH_FLAGS], eax
+    );
+    // Helpers are Rust: the guest's FPU state goes out first (the helper
+    // index moves to rdx, which the swap leaves alone).
+    asm!(e; mov rdx, r11);
+    fpu_swap_out(&mut e, fpu_ret, fpu_load);
+    asm!(e
         ; cld
         ; mov QWORD [cpu + off::GEN_RSP], rsp
         ; mov rsp, QWORD [cpu + off::HOST_RSP]
         ; lea rsp, [rsp - 8]
         ; mov rdi, r14
         ; mov rsi, r10
-        ; call QWORD [cpu + r11 * 8 + off::HELPERS]
+        ; call QWORD [cpu + rdx * 8 + off::HELPERS]
         ; mov rsp, QWORD [cpu + off::GEN_RSP]
         ; test eax, eax
         ; jnz =>exit_saved
@@ -471,6 +510,19 @@ fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
         ; jmp extern (base + probe_off)
     );
 
+    // fpu_load: called (on the return stack, flags live, r11 free) before
+    // an FPU instruction while the guest's FPU state is out: keep the
+    // runtime's, load the guest's, and make later calls plain returns.
+    e.bind(fpu_load);
+    fx(&mut e, iced_x86::Code::Fxsave64_m512byte, off::HOST_FPU);
+    fx(&mut e, iced_x86::Code::Fxrstor64_m512byte, off::GUEST_FPU);
+    asm!(e
+        ; lea r11, [=>fpu_ret]
+        ; mov QWORD [cpu + off::FPU_ENTER], r11
+    );
+    e.bind(fpu_ret);
+    asm!(e; ret);
+
     let addr = |e: &Emitter, l| base + e.ops.labels().resolve_dynamic(l).expect("stub label").0;
     let stubs = Stubs {
         enter: base + enter_off,
@@ -479,6 +531,7 @@ fn emit_stubs(arena: &mut CodeArena, instrument: Instrument) -> Stubs {
         miss: base + miss_off,
         probe: base + probe_off,
         sentinel: base + sentinel_off,
+        fpu_load: addr(&e, fpu_load),
     };
     let code = e.ops.finalize().expect("stubs assemble");
     arena.put(&code).expect("the arena holds the stubs");

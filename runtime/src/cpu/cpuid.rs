@@ -1,18 +1,23 @@
 //! CPUID: one coherent P6-class CPU that reports exactly the features
-//! bt86 implements (no FPU, MMX or SSE until the FPU work lands).
+//! bt86 implements.
 
 /// Leaf 1 EDX feature bits (Intel SDM Vol. 2A, CPUID, table 3-11).
 mod edx1 {
+    pub const FPU: u32 = 1 << 0;
     pub const TSC: u32 = 1 << 4;
     pub const MSR: u32 = 1 << 5;
     pub const CX8: u32 = 1 << 8;
     pub const SEP: u32 = 1 << 11;
     pub const CMOV: u32 = 1 << 15;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
 }
 
 const MAX_BASIC_LEAF: u32 = 1;
-/// Family 6, model 8, stepping 3: a Pentium III (Coppermine).
-pub const SIGNATURE: u32 = (6 << 8) | (8 << 4) | 3;
+/// Family 6, model 13, stepping 8: a Pentium M (Dothan), the P6 with SSE2.
+pub const SIGNATURE: u32 = (6 << 8) | (13 << 4) | 8;
 
 /// (eax, ebx, ecx, edx) for `leaf`. Leaves beyond the maximum return the
 /// highest basic leaf, as Intel CPUs do.
@@ -27,7 +32,16 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
             SIGNATURE,
             0,
             0,
-            edx1::TSC | edx1::MSR | edx1::CX8 | edx1::SEP | edx1::CMOV,
+            edx1::FPU
+                | edx1::TSC
+                | edx1::MSR
+                | edx1::CX8
+                | edx1::SEP
+                | edx1::CMOV
+                | edx1::MMX
+                | edx1::FXSR
+                | edx1::SSE
+                | edx1::SSE2,
         ),
     }
 }
@@ -51,7 +65,9 @@ mod tests {
     fn leaf_one_reports_only_implemented_features() {
         let (_, _, ecx, edx) = cpuid(1);
         assert_eq!(ecx, 0);
-        assert_eq!(edx & 1, 0, "no FPU yet");
+        assert_ne!(edx & edx1::FPU, 0);
+        assert_ne!(edx & edx1::SSE2, 0);
+        assert_eq!(edx & (1 << 9), 0, "no APIC");
         assert_ne!(edx & edx1::CMOV, 0);
     }
 }

@@ -85,9 +85,11 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
 }
 
 /// What the mode key is computed from (see `Machine::mode`).
-fn mode_state(cpu: &CpuState) -> (u32, u32, bool, bool, bool) {
+fn mode_state(cpu: &CpuState) -> (u32, u32, u32, bool, bool, bool) {
     (
         cpu.cr0 & CR0_PE,
+        // TS, EM, MP and OSFXSR decide how FPU instructions translate.
+        (cpu.cr0 & 0xE) | (cpu.cr4 & CR4_OSFXSR),
         cpl(cpu),
         cpu.seg_db[super::SREG_CS],
         cpu.seg_db[super::SREG_SS],
@@ -350,6 +352,8 @@ const CR0_TS: u32 = 1 << 3;
 const CR0_ET: u32 = 1 << 4;
 const CR0_PG: u32 = 1 << 31;
 const CR4_TSD: u32 = 1 << 2;
+const CR4_OSFXSR: u32 = 1 << 9;
+const CR4_OSXMMEXCPT: u32 = 1 << 10;
 
 fn require_ring0(cpu: &CpuState) -> Result<()> {
     if cpl(cpu) != 0 {
@@ -390,10 +394,10 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
                 Ok(Next::Continue)
             }
             Register::CR4 => {
-                // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE. Only what
-                // CPUID reports can be set (TSD so far): the others, like
-                // reserved bits, fault.
-                if v & !CR4_TSD != 0 {
+                // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE, and with
+                // SSE OSFXSR and OSXMMEXCPT. Only what CPUID reports can
+                // be set: the others, like reserved bits, fault.
+                if v & !(CR4_TSD | CR4_OSFXSR | CR4_OSXMMEXCPT) != 0 {
                     return Err(Exception::with_error(vector::GP, 0).into());
                 }
                 cpu.cr4 = v;

@@ -13,6 +13,8 @@ use crate::meta::Fixup;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Ident,
+    /// x87, MMX, SSE: IDENT on the guest's FPU state.
+    Fpu(super::fpu::Kind),
     /// Does nothing on a P6: emits no code.
     Nop,
     Stack,
@@ -22,8 +24,8 @@ pub enum Family {
     Invalid,
 }
 
-/// The CPUID features of the guest CPU's user-level integer instruction
-/// set (a P6 without FPU/MMX/SSE so far): anything else is #UD.
+/// The CPUID features of the guest CPU's user-level instruction set (a P6
+/// with the FPU, MMX, SSE and SSE2): anything else is #UD.
 fn feature_allowed(f: CpuidFeature) -> bool {
     matches!(
         f,
@@ -40,6 +42,13 @@ fn feature_allowed(f: CpuidFeature) -> bool {
             | CpuidFeature::MSR
             | CpuidFeature::CPUID
             | CpuidFeature::SEP
+            | CpuidFeature::FPU
+            | CpuidFeature::FPU287
+            | CpuidFeature::FPU387
+            | CpuidFeature::MMX
+            | CpuidFeature::FXSR
+            | CpuidFeature::SSE
+            | CpuidFeature::SSE2
     )
 }
 
@@ -53,6 +62,9 @@ pub fn family(insn: &Instruction) -> Family {
     }
     if insn.is_invalid() || !insn.cpuid_features().iter().all(|&f| feature_allowed(f)) {
         return Family::Invalid;
+    }
+    if let Some(kind) = super::fpu::kind(insn) {
+        return Family::Fpu(kind);
     }
     if insn.is_string_instruction() {
         return match insn.mnemonic() {

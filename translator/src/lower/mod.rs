@@ -8,6 +8,7 @@
 //! [`Fixup`] recorded for its site).
 
 mod branch;
+mod fpu;
 mod ident;
 mod stack;
 mod string;
@@ -71,6 +72,9 @@ pub struct TuBuilder<'a> {
     emulated_divs: &'a hashbrown::HashSet<u32>,
     /// Guest esp is r12 + this: runs of push/pop/call/ret move r12 once.
     esp_pending: i32,
+    /// The guest's FPU state is in the host FPU here (an FPU instruction
+    /// since the TU head or the last helper call made sure of it).
+    pub fpu_in: bool,
 }
 
 #[derive(Debug)]
@@ -105,6 +109,7 @@ impl<'a> TuBuilder<'a> {
             tu_linear,
             emulated_divs,
             esp_pending: 0,
+            fpu_in: false,
         }
     }
 
@@ -504,8 +509,15 @@ fn lower_insn(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError
         b.call_emulate(insn);
         return Ok(Flow::Next);
     }
-    match ident::family(insn) {
+    let family = ident::family(insn);
+    if !matches!(family, Family::Ident | Family::Nop | Family::Fpu(_)) {
+        // Anything else may call a helper (which swaps the FPU state out)
+        // or leave the TU.
+        b.fpu_in = false;
+    }
+    match family {
         Family::Ident => ident::lower(b, insn).map(|()| Flow::Next),
+        Family::Fpu(kind) => fpu::lower(b, insn, kind),
         Family::Nop => Ok(Flow::Next),
         Family::Stack => stack::lower(b, insn),
         Family::Branch => branch::lower(b, insn),
