@@ -526,6 +526,8 @@ fn an_unmasked_x87_exception_is_mf_at_the_next_x87_instruction() {
         a.mov(dword_ptr(SEEN), eax)?;
         a.fnstsw(ax)?;
         a.mov(dword_ptr(SEEN + 4), eax)?;
+        // The environment points at the fdivp that caused it.
+        a.fnstenv(ptr(SEEN + 0x20))?;
         a.fnclex()?;
         a.hlt()
     });
@@ -541,6 +543,7 @@ fn an_unmasked_x87_exception_is_mf_at_the_next_x87_instruction() {
         a.fdivp(st1, st0) // 1/0: pending
     };
     let next = BODY + assemble_at(BODY, prefix).len() as u32;
+    let fdivp_at = next - 2;
     let body = assemble_at(BODY, |a| {
         prefix(a)?;
         a.mov(ebx, 1u32)?; // not an x87 instruction: nothing yet
@@ -559,6 +562,7 @@ fn an_unmasked_x87_exception_is_mf_at_the_next_x87_instruction() {
     assert_ne!(fsw & 0x04, 0, "ZE in {fsw:#x}");
     assert_ne!(fsw & 0x80, 0, "ES in {fsw:#x}");
     assert_eq!(r.reg(ebx), 1);
+    assert_eq!(r.mem_u32(SEEN + 0x20 + 12), fdivp_at, "FIP: the fdivp");
 }
 
 #[test]
@@ -617,4 +621,132 @@ fn fxsave_stores_the_guest_state_in_the_documented_layout() {
     assert_eq!(r.mem_u32(AREA + 40) & 0xFFFF, 0x3FFF, "st0 exponent");
     assert_eq!(r.mem_u32(AREA + 160 + 48), 0x1111_1111, "xmm3");
     assert_eq!(r.mem_u32(AREA + 160 + 60), 0x4444_4444, "xmm3 top");
+}
+
+#[test]
+fn fnstenv_and_fnsave_show_guest_instruction_and_data_pointers() {
+    // The multiboot start state: CS = 0x10, DS = 0x18, flat. Each store
+    // follows an x87 instruction with a memory operand.
+    let prefix = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.fninit()?;
+        a.mov(dword_ptr(DATA + 8), 0u32)?;
+        a.mov(dword_ptr(DATA + 12), 0x3FF0_0000u32)?;
+        a.fld1()
+    };
+    let first = LOAD + 5 + assemble_at(LOAD + 5, prefix).len() as u32;
+    let middle = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.fadd(qword_ptr(DATA + 8))?;
+        a.fnstenv(ptr(DATA + 0x100))
+    };
+    let second = first + assemble_at(first, middle).len() as u32;
+    let r = run_asm(|a| {
+        prefix(a)?;
+        middle(a)?;
+        a.fmul(qword_ptr(DATA + 16))?;
+        a.fnsave(ptr(DATA + 0x200))
+    });
+    r.assert_halted();
+    for (at, fip, fdp, name) in [
+        (DATA + 0x100, first, DATA + 8, "fnstenv"),
+        (DATA + 0x200, second, DATA + 16, "fnsave"),
+    ] {
+        assert_eq!(r.mem_u32(at + 12), fip, "{name}: FIP");
+        assert_eq!(r.mem_u32(at + 16) & 0xFFFF, 0x10, "{name}: FCS");
+        assert_eq!(r.mem_u32(at + 20), fdp, "{name}: FDP");
+        assert_eq!(r.mem_u32(at + 24) & 0xFFFF, 0x18, "{name}: FDS");
+    }
+}
+
+#[test]
+fn two_tasks_share_the_fpu_through_ts_and_an_nm_handler() {
+    // Task A (TSS_SEL) and task B (TSS2) switch with jmp; each switch sets
+    // CR0.TS, and the #NM handler swaps their FPU states with fxsave and
+    // fxrstor (the lazy protocol of 1990s kernels). A keeps 3.0 on its x87
+    // stack across the switches, B keeps 2.0.
+    const TSS2: u32 = 0x5000;
+    const TSS2_SEL: u32 = GDT_FREE;
+    const TASK_B: u32 = HANDLERS + 0x800;
+    const AREA_A: u32 = 0x6000;
+    const AREA_B: u32 = 0x6200;
+    const OWNER: u32 = SEEN + 0x40;
+    const RESULT_A: u32 = SEEN + 0x48;
+    const RESULT_B: u32 = SEEN + 0x50;
+    const NM_COUNT: u32 = SEEN + 0x58;
+    let jmp_far = |a: &mut CodeAssembler, sel: u32| -> Result<(), IcedError> {
+        a.db(&[0xEA, 0, 0, 0, 0])?;
+        a.dw(&[sel as u16])
+    };
+    let task_a = assemble_at(BODY, |a| {
+        set_descriptor(a, TSS2_SEL, segment(TSS2, 0x67, 0x89, 0))?;
+        for (off, v) in [
+            (0x20, TASK_B),
+            (0x24, 0x2),
+            (0x38, 0x5_0000),
+            (0x48, KDATA),
+            (0x4C, KCODE),
+            (0x50, KDATA),
+            (0x54, KDATA),
+        ] {
+            a.mov(dword_ptr(TSS2 + off), v)?;
+        }
+        a.fninit()?;
+        a.fxsave(ptr(AREA_B))?; // B starts from a clean FPU
+        a.mov(dword_ptr(OWNER), TSS_SEL)?;
+        a.mov(dword_ptr(SEEN), 0x4040_0000u32)?; // 3.0f
+        a.fld(dword_ptr(SEEN))?;
+        jmp_far(a, TSS2_SEL)?;
+        a.fld1()?; // #NM: A's state comes back
+        a.faddp(st1, st0)?;
+        a.fstp(dword_ptr(RESULT_A))?;
+        jmp_far(a, TSS2_SEL)
+    });
+    let task_b = assemble_at(TASK_B, |a| {
+        a.fld1()?; // #NM: B's state comes in
+        a.fld1()?;
+        a.faddp(st1, st0)?;
+        jmp_far(a, TSS_SEL)?;
+        a.fld1()?; // #NM again
+        a.faddp(st1, st0)?;
+        a.fstp(dword_ptr(RESULT_B))?;
+        a.hlt()
+    });
+    let nm = assemble_at(handler_addr(1), |a| {
+        let mut same = a.create_label();
+        a.push(eax)?;
+        a.inc(dword_ptr(NM_COUNT))?;
+        a.clts()?;
+        a.str(ax)?;
+        a.movzx(eax, ax)?;
+        a.cmp(eax, dword_ptr(OWNER))?;
+        a.je(same)?;
+        // Save the owner's state, load the current task's.
+        a.cmp(dword_ptr(OWNER), TSS_SEL)?;
+        let mut owner_b = a.create_label();
+        a.jne(owner_b)?;
+        a.fxsave(ptr(AREA_A))?;
+        a.fxrstor(ptr(AREA_B))?;
+        a.mov(dword_ptr(OWNER), TSS2_SEL)?;
+        a.jmp(same)?;
+        a.set_label(&mut owner_b)?;
+        a.fxsave(ptr(AREA_B))?;
+        a.fxrstor(ptr(AREA_A))?;
+        a.mov(dword_ptr(OWNER), TSS_SEL)?;
+        a.set_label(&mut same)?;
+        a.pop(eax)?;
+        a.iretd()
+    });
+    let r = run(
+        &[(vec::NM, 1, 0x8E)],
+        task_a,
+        vec![],
+        vec![(handler_addr(1), nm), (TASK_B, task_b)],
+    );
+    r.assert_halted();
+    assert_eq!(f32::from_bits(r.mem_u32(RESULT_A)), 4.0, "task A: 3 + 1");
+    assert_eq!(
+        f32::from_bits(r.mem_u32(RESULT_B)),
+        3.0,
+        "task B: 1 + 1 + 1"
+    );
+    assert_eq!(r.mem_u32(NM_COUNT), 3);
 }

@@ -319,6 +319,12 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Lldt => load_ldt(cpu, sys, insn),
+        // Ran natively just before this call: make the stored FPU
+        // pointers the guest's.
+        M::Fnstenv | M::Fstenv | M::Fnsave | M::Fsave | M::Fxsave => {
+            super::fpu::guest_pointers(cpu, sys, insn)?;
+            Ok(Next::Continue)
+        }
         M::Lar | M::Lsl | M::Verr | M::Verw => {
             descriptor_query(cpu, sys, insn)?;
             Ok(Next::Continue)

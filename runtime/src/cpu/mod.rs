@@ -6,6 +6,7 @@ mod bcd;
 mod cpuid;
 mod descriptor;
 pub mod emulate;
+mod fpu;
 pub mod interrupts;
 mod operand;
 mod string;

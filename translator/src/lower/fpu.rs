@@ -87,5 +87,18 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction, kind: Kind) -> Result<Flow, 
         b.fpu_in = true;
     }
     ident::lower(b, insn)?;
+    if matches!(
+        insn.mnemonic(),
+        Mnemonic::Fnstenv
+            | Mnemonic::Fstenv
+            | Mnemonic::Fnsave
+            | Mnemonic::Fsave
+            | Mnemonic::Fxsave
+    ) {
+        // They stored the host's instruction and data pointers: the
+        // runtime makes them the guest's (see runtime cpu/fpu.rs).
+        b.call_emulate(insn);
+        b.fpu_in = false;
+    }
     Ok(Flow::Next)
 }
