@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, limit, vector};
+use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, vector};
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
@@ -357,8 +357,7 @@ impl Machine {
     fn reset_vector(&mut self) {
         self.reset_real(0xF000, 0xFFF0);
         let cpu = &mut self.cpu;
-        cpu.seg_base[crate::cpu::SREG_CS] = 0xFFFF_0000;
-        cpu.seg_neg[crate::cpu::SREG_CS] = 0xFFFF_0000u32.wrapping_neg();
+        cpu.set_segment_db(crate::cpu::SREG_CS, 0xF000, 0xFFFF_0000, 0xFFFF, false);
         cpu.regs[2] = crate::cpu::CPUID_SIGNATURE;
         cpu.cr0 = 0x6000_0010;
         self.sys.idtr.limit = 0xFFFF;
@@ -470,22 +469,20 @@ impl Machine {
     /// The mode generated code is translated for: protected or real mode,
     /// 32- or 16-bit code and stack, flat segments or not, the CPL, and
     /// whether TUs hold one instruction (single-step, interrupt shadow).
-    fn mode(&self, one_insn: bool) -> ModeKey {
+    fn mode(&mut self, one_insn: bool) -> ModeKey {
+        let segment_mode = self.cpu.segment_mode();
         let c = &self.cpu;
         let bit = |on: bool, b: u32| if on { b } else { 0 };
         ModeKey(
             bit(c.cr0 & 1 != 0, ModeKey::PE)
                 | bit(c.seg_db[crate::cpu::SREG_CS], ModeKey::CODE32)
                 | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
-                | bit(c.flat_segments(), ModeKey::FLAT)
+                | segment_mode
                 | bit(crate::cpu::v86(c), ModeKey::VM86)
                 | bit(c.cr0 & CR0_TS != 0, ModeKey::FPU_TS)
                 | bit(c.cr0 & CR0_EM != 0, ModeKey::FPU_EM)
                 | bit(c.cr0 & CR0_MP != 0, ModeKey::FPU_MP)
                 | bit(c.cr4 & CR4_OSFXSR != 0, ModeKey::OSFXSR)
-                | (0..6).fold(0, |k, i| {
-                    k | c.limit_class(i) << (ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)
-                })
                 | bit(one_insn, ModeKey::ONE_INSN)
                 | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),
         )

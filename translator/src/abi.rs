@@ -207,6 +207,12 @@ pub struct CpuState {
     /// What generated code adds to an offset to probe the segment's limit
     /// (see [`limit`]).
     pub seg_check: [i64; 6],
+    /// The mode-key bits the segments decide (`ModeKey::FLAT` and the
+    /// limit classes), recomputed by [`CpuState::segment_mode`] after a
+    /// segment setter marked them stale (an interrupt loads several
+    /// segments; the run loop looks at the mode once).
+    segment_mode: u32,
+    segment_mode_stale: bool,
     /// The current privilege level in protected mode: the RPL of the CS
     /// selector when it was loaded (setting CR0.PE does not change it).
     pub cpl: u32,
@@ -297,6 +303,8 @@ impl CpuState {
             seg_db: [true; 6],
             seg_expand_down: [false; 6],
             seg_check: [0; 6],
+            segment_mode: ModeKey::FLAT,
+            segment_mode_stale: false,
             cpl: 0,
             cr0: 0,
             cr2: 0,
@@ -324,7 +332,8 @@ impl CpuState {
         self.sys_flags = v & !flags::HOST_LIVE;
     }
 
-    /// Loads segment register `i` (es cs ss ds fs gs) with its hidden part.
+    /// Loads segment register `i` (es cs ss ds fs gs) with its hidden
+    /// part; D/B and expand-down stay as they were unless set after.
     pub fn set_segment(&mut self, i: usize, selector: u16, base: u32, limit: u32) {
         const CS: usize = 1;
         if i == CS {
@@ -338,20 +347,37 @@ impl CpuState {
         self.seg_base[i] = base;
         self.seg_neg[i] = base.wrapping_neg();
         self.seg_limit[i] = limit;
-        self.seg_expand_down[i] = false;
-        self.seg_check[i] = limit::check_value(i, limit, false);
+        self.set_expand_down(i, false);
     }
 
     /// Like [`CpuState::set_segment`], with the D/B bit.
     pub fn set_segment_db(&mut self, i: usize, selector: u16, base: u32, limit: u32, db: bool) {
-        self.set_segment(i, selector, base, limit);
         self.seg_db[i] = db;
+        self.set_segment(i, selector, base, limit);
     }
 
     /// Marks data segment `i` expand-down (after loading it).
     pub fn set_expand_down(&mut self, i: usize, expand_down: bool) {
         self.seg_expand_down[i] = expand_down;
         self.seg_check[i] = limit::check_value(i, self.seg_limit[i], expand_down);
+        self.segment_mode_stale = true;
+    }
+
+    /// The mode-key bits the segments decide: `ModeKey::FLAT` and each
+    /// segment's limit class.
+    pub fn segment_mode(&mut self) -> u32 {
+        if self.segment_mode_stale {
+            let flat = if self.flat_segments() {
+                ModeKey::FLAT
+            } else {
+                0
+            };
+            self.segment_mode = (0..6).fold(flat, |k, i| {
+                k | self.limit_class(i) << (ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)
+            });
+            self.segment_mode_stale = false;
+        }
+        self.segment_mode
     }
 
     /// How generated code must check accesses through segment `i`.
