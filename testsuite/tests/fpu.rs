@@ -45,7 +45,8 @@ const CONTROL_WORDS: [u32; 6] = [0x037F, 0x077F, 0x0B7F, 0x0F7F, 0x007F, 0x027F]
 const MXCSRS: [u32; 5] = [0x1F80, 0x3F80, 0x5F80, 0x7F80, 0x9FC0];
 
 /// The harness around an operation: a clean FPU with the case's control
-/// word and MXCSR, the operation, FSW in AX and MXCSR stored; then the
+/// word and MXCSR, the operation, FSW in AX, the full tag word (from
+/// fnstenv) in place of the control word and MXCSR stored; then the
 /// host's defaults back (the native oracle runs inside Rust).
 fn wrap(a: &mut CodeAssembler, m: u32, body: Body) -> Result<(), IcedError> {
     a.fninit()?;
@@ -53,6 +54,11 @@ fn wrap(a: &mut CodeAssembler, m: u32, body: Body) -> Result<(), IcedError> {
     a.ldmxcsr(dword_ptr(m + MXCSR))?;
     body(a, m)?;
     a.fnstsw(ax)?;
+    a.lea(esp, dword_ptr(esp - 28))?;
+    a.fnstenv(ptr(esp))?;
+    a.movzx(ecx, word_ptr(esp + 8))?;
+    a.mov(dword_ptr(m + CW), ecx)?;
+    a.lea(esp, dword_ptr(esp + 28))?;
     a.stmxcsr(dword_ptr(m + MXCSR))?;
     a.fninit()?;
     a.push(0x1F80u32)?;
@@ -97,6 +103,16 @@ fn operations() -> Vec<(&'static str, Body)> {
                 a.movsd_2(xmm0, qword_ptr(m + A))?;
                 a.$op(xmm0, qword_ptr(m + B))?;
                 a.movsd_2(qword_ptr(m + OUT), xmm0)
+            })
+        };
+    }
+    macro_rules! sse_packed {
+        ($name:literal, $op:ident) => {
+            ($name, |a, m| {
+                a.movq(xmm0, qword_ptr(m + A))?;
+                a.movq(xmm1, qword_ptr(m + B))?;
+                a.$op(xmm0, xmm1)?;
+                a.movq(qword_ptr(m + OUT), xmm0)
             })
         };
     }
@@ -212,21 +228,111 @@ fn operations() -> Vec<(&'static str, Body)> {
             a.cvtpd2ps(xmm3, xmm3)?;
             a.movq(qword_ptr(m + OUT), xmm3)
         }),
+        ("stack overflow", |a, m| {
+            for _ in 0..9 {
+                a.fld(qword_ptr(m + A))?;
+            }
+            a.fstp(qword_ptr(m + OUT))
+        }),
+        ("stack underflow", |a, m| {
+            a.fadd(qword_ptr(m + A))?;
+            a.fstp(qword_ptr(m + OUT))
+        }),
+        ("fiadd fimul", |a, m| {
+            a.fld(qword_ptr(m + A))?;
+            a.fiadd(dword_ptr(m + B))?;
+            a.fimul(word_ptr(m + B + 4))?;
+            a.fstp(qword_ptr(m + OUT))
+        }),
+        ("fxch fcmov", |a, m| {
+            a.fld(qword_ptr(m + A))?;
+            a.fld(qword_ptr(m + B))?;
+            a.fxch(st0, st1)?;
+            a.fcmovnbe(st0, st1)?;
+            a.fcmove(st0, st1)?;
+            a.fstp(qword_ptr(m + OUT))?;
+            a.fstp(st0)
+        }),
+        ("fst32 fld32", |a, m| {
+            a.fld(qword_ptr(m + A))?;
+            a.fst(dword_ptr(m + OUT))?;
+            a.fld(dword_ptr(m + OUT))?;
+            a.fsubp(st1, st0)?;
+            a.fstp(dword_ptr(m + OUT + 4))
+        }),
+        sse_packed!("andpd", andpd),
+        sse_packed!("orpd", orpd),
+        sse_packed!("paddq", paddq),
+        sse_packed!("pmuludq", pmuludq),
+        sse_packed!("pcmpeqd", pcmpeqd),
+        sse_packed!("psubusw", psubusw),
+        sse_packed!("punpcklbw", punpcklbw),
+        sse_packed!("cvtps2pd", cvtps2pd),
+        sse_packed!("cvtdq2pd", cvtdq2pd),
+        sse_packed!("cvttpd2dq", cvttpd2dq),
+        sse_packed!("cvtpd2dq", cvtpd2dq),
+        sse_single!("maxss", maxss),
+        sse_single!("sqrtss", sqrtss),
+        sse_single!("rsqrtss", rsqrtss),
+        sse_single!("cvtss2sd", cvtss2sd),
+        ("shifts", |a, m| {
+            a.movq(xmm0, qword_ptr(m + A))?;
+            a.movd(xmm1, dword_ptr(m + B))?;
+            a.psllq(xmm0, xmm1)?;
+            a.psrad(xmm0, 3)?;
+            a.pslldq(xmm0, 3)?;
+            a.movq(qword_ptr(m + OUT), xmm0)
+        }),
+        ("movmsk pextrw", |a, m| {
+            a.movq(xmm0, qword_ptr(m + A))?;
+            a.movmskpd(ecx, xmm0)?;
+            a.pmovmskb(edx, xmm0)?;
+            a.pextrw(esi, xmm0, 3)?;
+            a.mov(dword_ptr(m + OUT), ecx)?;
+            a.shl(edx, 4)?;
+            a.add(edx, esi)?;
+            a.mov(dword_ptr(m + OUT + 4), edx)
+        }),
+        ("cvtsi2sd", |a, m| {
+            a.cvtsi2sd(xmm6, dword_ptr(m + B))?;
+            a.cvtss2si(ecx, dword_ptr(m + A + 4))?;
+            a.movsd_2(qword_ptr(m + OUT), xmm6)?;
+            a.mov(dword_ptr(m + A), ecx)
+        }),
         mmx!("paddusb", paddusb),
         mmx!("pmulhw", pmulhw),
         mmx!("psubsw", psubsw),
         mmx!("packsswb", packsswb),
         mmx!("pmaddwd", pmaddwd),
+        mmx!("psrlq", psrlq),
+        mmx!("pcmpgtw", pcmpgtw),
+        mmx!("punpckhdq", punpckhdq),
+        mmx!("pandn", pandn),
     ]
 }
 
-/// The cases: every pair of special operands (both orders) under a
-/// rounding setting that changes with the pair.
+/// Random operand bit patterns (seeded): doubles of every exponent, and
+/// so also packed integers and singles of every kind.
+fn random_operands(n: usize) -> Vec<u64> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect()
+}
+
+/// The cases: every pair of special and random operands (both orders)
+/// under a rounding setting that changes with the pair.
 fn cases() -> Vec<State> {
+    let operands: Vec<u64> = SPECIAL.iter().copied().chain(random_operands(12)).collect();
     let mut out = Vec::new();
-    for (i, &a) in SPECIAL.iter().enumerate() {
-        for (j, &b) in SPECIAL.iter().enumerate() {
-            let k = i * SPECIAL.len() + j;
+    for (i, &a) in operands.iter().enumerate() {
+        for (j, &b) in operands.iter().enumerate() {
+            let k = i * operands.len() + j;
             let mut s = State {
                 regs: [0; 8],
                 eflags: if k.is_multiple_of(3) { 0x1 } else { 0x40 },
