@@ -273,6 +273,13 @@ impl<'a> TuBuilder<'a> {
         self.seg_mem16(Register::R12D, disp, Register::SS, size)
     }
 
+    /// `lea r9d, [base + disp]`: a guest offset, wrapped at 4 GiB.
+    fn lea_r9(&mut self, base: Register, disp: i64) {
+        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
+        self.e
+            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+    }
+
     /// Guest `seg:[(base16 + disp) & 0xFFFF]` computed into r9d (r8 clobbered).
     pub fn seg_mem16(
         &mut self,
@@ -281,9 +288,7 @@ impl<'a> TuBuilder<'a> {
         seg: Register,
         size: u32,
     ) -> iced_x86::MemoryOperand {
-        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
-        self.e
-            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+        self.lea_r9(base, disp);
         self.e.put(
             Instruction::with2(iced_x86::Code::Movzx_r32_rm16, Register::R9D, Register::R9W)
                 .expect("movzx"),
@@ -307,9 +312,7 @@ impl<'a> TuBuilder<'a> {
         if !self.needs_segment_base(seg) {
             return crate::emit::gmem(base, disp);
         }
-        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
-        self.e
-            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+        self.lea_r9(base, disp);
         self.add_segment_base(Register::R9D, seg, size, false);
         crate::emit::gmem(Register::R9D, 0)
     }
