@@ -469,7 +469,7 @@ impl Machine {
     /// The mode generated code is translated for: protected or real mode,
     /// 32- or 16-bit code and stack, flat segments or not, the CPL, and
     /// whether TUs hold one instruction (single-step, interrupt shadow).
-    fn mode(&mut self, one_insn: bool) -> ModeKey {
+    fn mode(&self, one_insn: bool) -> ModeKey {
         let segment_mode = self.cpu.segment_mode();
         let c = &self.cpu;
         let bit = |on: bool, b: u32| if on { b } else { 0 };

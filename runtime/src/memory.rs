@@ -18,11 +18,12 @@ use translator::abi::{limit, vector};
 pub const PAGE_SIZE: usize = 4096;
 /// Span of guest linear addresses: the 32-bit space.
 pub const SPACE: usize = 1 << 32;
-/// Guards around the space, larger than anything a guest access can
-/// reach past either end: string instructions run on host pointers, and a
-/// `rep movsd` with ecx = 2^32 - 1 spans 16 GiB. Above the space, the
-/// first page of the guard is page 0's alias.
-pub const GUARD: usize = 16 << 30;
+/// Guards around the space. A single guest access cannot leave the space
+/// (its address is 32-bit), and string instructions, which run on host
+/// pointers, advance a page at a time and fault at the guard's first
+/// page; the guards also hold the 64 KiB limit probes (`abi::limit`).
+/// Above the space, the first page of the guard is page 0's alias.
+pub const GUARD: usize = 1 << 30;
 /// The whole reservation: the guard below guest space, the space, the
 /// guard above it and the segment-limit probe areas (`abi::limit`).
 const RESERVE: usize = GUARD + limit::AREA_END as usize;

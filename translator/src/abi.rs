@@ -208,11 +208,10 @@ pub struct CpuState {
     /// (see [`limit`]).
     pub seg_check: [i64; 6],
     /// The mode-key bits the segments decide (`ModeKey::FLAT` and the
-    /// limit classes), recomputed by [`CpuState::segment_mode`] after a
-    /// segment setter marked them stale (an interrupt loads several
-    /// segments; the run loop looks at the mode once).
+    /// limit classes), kept current by the segment setters.
     segment_mode: u32,
-    segment_mode_stale: bool,
+    /// Bit i set: segment i (es cs ss ds) is not flat (base 0, 4 GiB).
+    not_flat: u32,
     /// The current privilege level in protected mode: the RPL of the CS
     /// selector when it was loaded (setting CR0.PE does not change it).
     pub cpl: u32,
@@ -304,7 +303,7 @@ impl CpuState {
             seg_expand_down: [false; 6],
             seg_check: [0; 6],
             segment_mode: ModeKey::FLAT,
-            segment_mode_stale: false,
+            not_flat: 0,
             cpl: 0,
             cr0: 0,
             cr2: 0,
@@ -333,7 +332,8 @@ impl CpuState {
     }
 
     /// Loads segment register `i` (es cs ss ds fs gs) with its hidden
-    /// part; D/B and expand-down stay as they were unless set after.
+    /// part, expand-up; D/B stays as it was unless set with
+    /// [`CpuState::set_segment_db`].
     pub fn set_segment(&mut self, i: usize, selector: u16, base: u32, limit: u32) {
         const CS: usize = 1;
         if i == CS {
@@ -344,39 +344,53 @@ impl CpuState {
             };
         }
         self.sregs[i] = selector as u32;
+        if self.seg_base[i] == base && self.seg_limit[i] == limit && !self.seg_expand_down[i] {
+            // The usual case (a ring change between flat segments): the
+            // hidden part, its checks and the mode bits stay.
+            return;
+        }
         self.seg_base[i] = base;
         self.seg_neg[i] = base.wrapping_neg();
         self.seg_limit[i] = limit;
-        self.set_expand_down(i, false);
+        self.seg_expand_down[i] = false;
+        self.segment_changed(i);
     }
 
     /// Like [`CpuState::set_segment`], with the D/B bit.
     pub fn set_segment_db(&mut self, i: usize, selector: u16, base: u32, limit: u32, db: bool) {
+        // D/B alone does not change an expand-up segment's checks.
         self.seg_db[i] = db;
         self.set_segment(i, selector, base, limit);
     }
 
     /// Marks data segment `i` expand-down (after loading it).
     pub fn set_expand_down(&mut self, i: usize, expand_down: bool) {
-        self.seg_expand_down[i] = expand_down;
-        self.seg_check[i] = limit::check_value(i, self.seg_limit[i], expand_down);
-        self.segment_mode_stale = true;
+        if self.seg_expand_down[i] != expand_down {
+            self.seg_expand_down[i] = expand_down;
+            self.segment_changed(i);
+        }
+    }
+
+    /// After segment `i`'s base, limit or kind changed: its limit check
+    /// value and its part of `segment_mode` (its limit class, and FLAT).
+    fn segment_changed(&mut self, i: usize) {
+        self.seg_check[i] = limit::check_value(i, self.seg_limit[i], self.seg_expand_down[i]);
+        if i < 4 {
+            let flat = self.seg_base[i] == 0 && self.seg_limit[i] == u32::MAX;
+            self.not_flat = (self.not_flat & !(1 << i)) | (!flat as u32) << i;
+        }
+        let shift = ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32;
+        let mut m = self.segment_mode & !(7 << shift) & !ModeKey::FLAT;
+        m |= self.limit_class(i) << shift;
+        if self.not_flat == 0 {
+            m |= ModeKey::FLAT;
+        }
+        self.segment_mode = m;
     }
 
     /// The mode-key bits the segments decide: `ModeKey::FLAT` and each
     /// segment's limit class.
-    pub fn segment_mode(&mut self) -> u32 {
-        if self.segment_mode_stale {
-            let flat = if self.flat_segments() {
-                ModeKey::FLAT
-            } else {
-                0
-            };
-            self.segment_mode = (0..6).fold(flat, |k, i| {
-                k | self.limit_class(i) << (ModeKey::LIMIT_SHIFT + limit::CLASS_BITS * i as u32)
-            });
-            self.segment_mode_stale = false;
-        }
+    pub fn segment_mode(&self) -> u32 {
         self.segment_mode
     }
 
@@ -394,14 +408,6 @@ impl CpuState {
             offset,
             size,
         )
-    }
-
-    /// Whether CS, SS, DS and ES are all base 0 with a 4 GiB limit, so
-    /// generated code may skip their bases (`ModeKey::FLAT`).
-    pub fn flat_segments(&self) -> bool {
-        [0usize, 1, 2, 3]
-            .iter()
-            .all(|&i| self.seg_base[i] == 0 && self.seg_limit[i] == u32::MAX)
     }
 
     /// The linear address of `offset` in segment `i`.
@@ -504,9 +510,9 @@ pub mod limit {
 
     const GIB: i64 = 1 << 30;
     /// The readable part of the probe areas, relative to the GS base
-    /// (past the guard above guest space): #GP and #SS.
-    pub const PROBE_GP: i64 = 24 * GIB;
-    pub const PROBE_SS: i64 = 40 * GIB;
+    /// (past the 1 GiB guard above guest space, 1 GiB apart): #GP and #SS.
+    pub const PROBE_GP: i64 = 9 * GIB;
+    pub const PROBE_SS: i64 = PROBE_GP + 13 * GIB;
     /// Where the probe areas start and end, relative to the GS base (the
     /// end leaves room for the largest access past the last fault page).
     pub const AREA_START: i64 = PROBE_GP - 4 * GIB;

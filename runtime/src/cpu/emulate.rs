@@ -85,7 +85,7 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
 }
 
 /// What the mode key is computed from (see `Machine::mode`).
-fn mode_state(cpu: &mut CpuState) -> (u32, u32, u32, bool, bool, u32) {
+fn mode_state(cpu: &CpuState) -> (u32, u32, u32, bool, bool, u32) {
     let segments = cpu.segment_mode();
     (
         cpu.cr0 & CR0_PE,
