@@ -127,14 +127,12 @@ fn has_wrgsbase() -> bool {
 /// The guest exception of a SIGFPE at host instruction `rip`: an integer
 /// divide is #DE; an unmasked x87 exception (reported by the next x87
 /// instruction, as the guest's #MF is) is #MF; an unmasked SSE exception
-/// is #XM, or #UD without CR4.OSXMMEXCPT.
+/// is #XM, or #UD without CR4.OSXMMEXCPT. The faulting opcode decides
+/// (si_code only as a fallback: not every environment fills it in).
 fn fpe_vector(si_code: libc::c_int, rip: usize, cr4: u32) -> u32 {
     // si_code values of <asm-generic/siginfo.h> (libc does not name them).
     const FPE_INTDIV: libc::c_int = 1;
     const FPE_INTOVF: libc::c_int = 2;
-    if matches!(si_code, FPE_INTDIV | FPE_INTOVF) {
-        return vector::DE;
-    }
     // SAFETY: rip is inside the code arena (checked by the caller), and an
     // instruction there is at most 15 bytes long, all mapped.
     let bytes = unsafe { std::slice::from_raw_parts(rip as *const u8, 15) };
@@ -147,7 +145,9 @@ fn fpe_vector(si_code: libc::c_int, rip: usize, cr4: u32) -> u32 {
     });
     const CR4_OSXMMEXCPT: u32 = 1 << 10;
     match opcode {
+        Some(0xF6 | 0xF7) => vector::DE,
         Some(0xD8..=0xDF | 0x9B) => vector::MF,
+        _ if matches!(si_code, FPE_INTDIV | FPE_INTOVF) => vector::DE,
         _ if cr4 & CR4_OSXMMEXCPT != 0 => vector::XM,
         _ => vector::UD,
     }

@@ -400,7 +400,11 @@ impl CpuState {
     }
 
     /// Whether `size` bytes at `offset` lie within segment `i`.
+    #[inline]
     pub fn segment_allows(&self, i: usize, offset: u32, size: u32) -> bool {
+        if self.seg_limit[i] == u32::MAX && !self.seg_expand_down[i] {
+            return true;
+        }
         limit::allows(
             self.seg_limit[i],
             self.seg_expand_down[i],

@@ -83,6 +83,7 @@ impl Descriptor {
 /// Loads segment register `i` from descriptor `d` (checked by the
 /// caller) with selector `sel`: base, limit, D/B and expand-down, and
 /// sets the descriptor's accessed bit as the CPU does.
+#[inline]
 pub fn load_segment(
     cpu: &mut CpuState,
     sys: &System,

@@ -552,6 +552,7 @@ pub(super) fn sp_add(cpu: &CpuState, esp: u32, delta: u32) -> u32 {
 }
 
 /// Reads `size` bytes at ss:`offset`.
+#[inline]
 pub(super) fn stack_read(cpu: &CpuState, sys: &System, offset: u32, size: u32) -> Result<u32> {
     Ok(sys.mem.read_sized(stack_linear(cpu, offset, size)?, size)?)
 }

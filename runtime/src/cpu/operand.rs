@@ -53,6 +53,7 @@ pub fn effective_address(cpu: &CpuState, insn: &Instruction) -> u32 {
 
 /// The linear address of `size` bytes at `offset` in segment `i`, after
 /// the limit check: #GP(0), or #SS(0) through SS.
+#[inline]
 pub fn segment_linear(cpu: &CpuState, i: usize, offset: u32, size: u32) -> Result<u32, Exception> {
     if !cpu.segment_allows(i, offset, size) {
         let v = if i == super::SREG_SS {

@@ -65,7 +65,8 @@ impl Stack {
 
     /// #SS(0) unless `len` bytes at `offset` lie within the stack segment.
     fn check(&self, offset: u32, len: u32) -> std::result::Result<(), Exception> {
-        if limit::allows(self.limit, self.expand_down, self.big, offset, len) {
+        let flat = self.limit == u32::MAX && !self.expand_down;
+        if flat || limit::allows(self.limit, self.expand_down, self.big, offset, len) {
             Ok(())
         } else {
             Err(Exception::with_error(vector::SS, 0))
@@ -74,44 +75,31 @@ impl Stack {
 
     /// Pushes `words` (the first one first), `width` bytes each, and
     /// returns the new stack pointer. Nothing is written unless all of it
-    /// fits.
+    /// fits (in the segment, and in RAM).
     pub fn push(
         &self,
         sys: &System,
         words: &[u32],
         width: u32,
     ) -> std::result::Result<u32, Exception> {
-        let len = width * words.len() as u32;
-        let top = self.esp.wrapping_sub(len);
-        if self.big || (top & 0xFFFF) + len <= 0x10000 {
-            // Contiguous: one write, checked whole.
-            let offset = if self.big { top } else { top & 0xFFFF };
-            self.check(offset, len)?;
-            // The largest frame: a call gate's SS, ESP, 31 parameters, CS, EIP.
-            let mut bytes = [0u8; 35 * 4];
-            for (i, w) in words.iter().rev().enumerate() {
-                let at = i * width as usize;
-                bytes[at..at + width as usize].copy_from_slice(&w.to_le_bytes()[..width as usize]);
-            }
-            sys.mem
-                .write(self.base.wrapping_add(offset), &bytes[..len as usize])?;
-        } else {
-            // A 16-bit stack that wraps inside the frame.
-            let offset = |i: usize| self.esp.wrapping_sub(width * (i as u32 + 1)) & 0xFFFF;
-            for i in 0..words.len() {
-                self.check(offset(i), width)?;
-            }
-            let at = |i: usize| self.base.wrapping_add(offset(i));
-            if let Some(i) = (0..words.len()).find(|&i| !sys.mem.contains(at(i), width as usize)) {
+        // Word i goes at esp - width * (i + 1); SP wraps with a 16-bit stack.
+        let offset = |i: usize| {
+            let o = self.esp.wrapping_sub(width * (i as u32 + 1));
+            if self.big { o } else { o & 0xFFFF }
+        };
+        let at = |i: usize| self.base.wrapping_add(offset(i));
+        for i in 0..words.len() {
+            self.check(offset(i), width)?;
+            if !sys.mem.contains(at(i), width as usize) {
                 return Err(MemFault {
                     addr: at(i),
                     write: true,
                 }
                 .into());
             }
-            for (i, w) in words.iter().enumerate() {
-                sys.mem.write_sized(at(i), width, *w)?;
-            }
+        }
+        for (i, w) in words.iter().enumerate() {
+            sys.mem.write_sized(at(i), width, *w)?;
         }
         let pushed = self.esp.wrapping_sub(width * words.len() as u32);
         Ok(if self.big {
