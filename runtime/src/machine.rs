@@ -151,6 +151,11 @@ const CR0_EM: u32 = 1 << 2;
 const CR0_TS: u32 = 1 << 3;
 const CR4_OSFXSR: u32 = 1 << 9;
 
+/// Write-protected code pages above which all translations are dropped:
+/// each protected page splits the RAM mapping, and the kernel allows a
+/// process about 65,000 mappings.
+const CODE_PAGE_BUDGET: usize = 16_384;
+
 /// Exit-request bits of the poll page.
 const REQUEST_STOP: u32 = 1 << 0;
 
@@ -219,6 +224,11 @@ pub struct Machine {
     /// What was loaded, to load again when the machine resets.
     boot: Option<BootImage>,
     no_reboot: bool,
+    /// The next TU is the one instruction that wrote to translated code,
+    /// run alone with its pages unprotected; the code ranges translated
+    /// meanwhile, protected once it has run.
+    smc_step: bool,
+    smc_deferred: Vec<(u32, u32)>,
 }
 
 /// A loaded guest image, kept for resets.
@@ -302,6 +312,8 @@ impl Machine {
             wake: Default::default(),
             boot: None,
             no_reboot: config.no_reboot,
+            smc_step: false,
+            smc_deferred: Vec::new(),
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -510,13 +522,30 @@ impl Machine {
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
         let key = self.key(eip);
         let cs = self.code_segment();
-        match self.translator.get(
+        let generation = self.translator.generation();
+        let got = self.translator.get(
             key,
             &mut RamCode {
                 mem: &self.sys.mem,
                 cs,
             },
-        ) {
+        );
+        if self.translator.generation() != generation {
+            // The arena filled up and was flushed: no code is left to guard.
+            self.sys.mem.release_code();
+        }
+        // Write-protect the pages of new translations (self-modifying
+        // code faults on them): after the instruction that wrote to code
+        // has run, if this is its translation.
+        let translated = self.translator.take_translated();
+        if self.smc_step {
+            self.smc_deferred.extend(translated);
+        } else {
+            for (phys, len) in translated {
+                self.sys.mem.protect_code(phys, len);
+            }
+        }
+        match got {
             Ok(host) => Ok(Some(host)),
             Err(TranslateError::Fetch(f)) => {
                 // An instruction fetch beyond the CS limit: #GP(0); from no
@@ -584,6 +613,15 @@ impl Machine {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
             }
+            if self.sys.mem.take_code_written()
+                || self.sys.mem.code_page_count() > CODE_PAGE_BUDGET
+            {
+                // The runtime wrote to a code page (an emulated store, an
+                // exception frame), or protection would split the RAM
+                // mapping into too many pieces.
+                self.invalidate_code();
+                next = None;
+            }
             if self.sys.halted
                 && let Err(stop) = self.wait_for_interrupt()
             {
@@ -604,7 +642,7 @@ impl Machine {
                 }
             }
             let tf = self.cpu.sys_flags & flags::TF != 0;
-            let mode = self.mode(tf || in_shadow);
+            let mode = self.mode(tf || in_shadow || self.smc_step);
             let cs = self.code_segment();
             if mode != self.last_mode || cs != self.last_cs {
                 // Jump-cache entries are keyed by EIP alone: each mode and
@@ -625,6 +663,11 @@ impl Machine {
             // RF (set by iret) is cleared as the next instruction starts.
             self.cpu.sys_flags &= !flags::RF;
             self.enter(host);
+            if std::mem::take(&mut self.smc_step) {
+                for (phys, len) in std::mem::take(&mut self.smc_deferred) {
+                    self.sys.mem.protect_code(phys, len);
+                }
+            }
             if in_shadow {
                 self.cpu.shadow = 0;
             }
@@ -677,6 +720,21 @@ impl Machine {
                         error: c.exc_error,
                         addr: c.fault_addr,
                     };
+                    if exc.vector == vector::PF
+                        && c.exc_kind == exc_kind::HARDWARE
+                        && exc.error & 2 != 0
+                        && self.sys.mem.is_code_page(exc.addr)
+                    {
+                        // Guest code wrote to a page holding translated
+                        // code: drop the translations and run the writing
+                        // instruction again, alone and with its pages
+                        // unprotected (they are protected again after it,
+                        // or it would fault forever on its own page).
+                        self.invalidate_code();
+                        self.smc_step = true;
+                        next = None;
+                        continue;
+                    }
                     let (eip, insn_eip, kind) = (c.eip, c.exc_insn, c.exc_kind);
                     if exc.vector == vector::DE && kind == exc_kind::HARDWARE {
                         // A guest that divides by zero once may do it often:
@@ -746,6 +804,14 @@ impl Machine {
             }
             self.wake.wait(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// Self-modifying code: drops every translation and the write
+    /// protection of their pages.
+    fn invalidate_code(&mut self) {
+        self.translator.flush();
+        self.sys.mem.release_code();
+        self.sys.counters.smc_invalidations += 1;
     }
 
     /// Connects the source of external interrupts.

@@ -90,6 +90,12 @@ pub struct GuestMemory {
     rom: Option<Box<[u8]>>,
     /// Where that low copy starts (1 MiB without a ROM).
     low_rom: usize,
+    /// RAM pages holding translated code, write-protected in the shadow
+    /// (one bit per page) and how many there are.
+    code_pages: Vec<u64>,
+    code_page_count: usize,
+    /// The runtime wrote to a code page (see [`GuestMemory::write`]).
+    code_written: std::cell::Cell<bool>,
 }
 
 // SAFETY: the mappings are owned by this value; moving it to another
@@ -153,6 +159,9 @@ impl GuestMemory {
             shadow,
             rom: None,
             low_rom: ONE_MIB,
+            code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
+            code_page_count: 0,
+            code_written: std::cell::Cell::new(false),
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
@@ -269,6 +278,88 @@ impl GuestMemory {
         }
     }
 
+    /// Whether guest physical `addr` is in a RAM page that holds
+    /// translated code.
+    #[inline]
+    pub fn is_code_page(&self, addr: u32) -> bool {
+        let page = addr as usize / PAGE_SIZE;
+        self.code_pages
+            .get(page / 64)
+            .is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    /// Records a runtime write that touches a code page.
+    #[inline]
+    fn note_write(&self, addr: u32, len: usize) {
+        if self.code_page_count != 0
+            && len != 0
+            && (self.is_code_page(addr)
+                || self.is_code_page(addr.wrapping_add(len as u32 - 1))
+                || len > PAGE_SIZE)
+        {
+            self.code_written.set(true);
+        }
+    }
+
+    /// Whether the runtime wrote to a code page since the last call (its
+    /// translations are stale), and forgets it.
+    pub fn take_code_written(&self) -> bool {
+        self.code_written.replace(false)
+    }
+
+    /// Whether the runtime wrote to a code page (without forgetting it).
+    pub fn code_written(&self) -> bool {
+        self.code_written.get()
+    }
+
+    pub fn code_page_count(&self) -> usize {
+        self.code_page_count
+    }
+
+    /// Write-protects the RAM pages of `len` bytes of code at guest
+    /// physical `addr` in the shadow, so that a guest write to them
+    /// faults (self-modifying code). ROM is read-only anyway.
+    pub fn protect_code(&mut self, addr: u32, len: u32) {
+        let first = addr as usize / PAGE_SIZE;
+        let last = (addr as usize + len.max(1) as usize - 1) / PAGE_SIZE;
+        for page in first..=last {
+            let at = (page * PAGE_SIZE) as u32;
+            if page * PAGE_SIZE >= self.size || self.is_code_page(at) || self.is_rom(at) {
+                continue;
+            }
+            self.code_pages[page / 64] |= 1 << (page % 64);
+            self.code_page_count += 1;
+            self.set_shadow_prot(page, libc::PROT_READ);
+        }
+    }
+
+    /// Drops every code-page protection (after the translations are gone).
+    pub fn release_code(&mut self) {
+        for (w, &bits) in self.code_pages.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let page = w * 64 + bits.trailing_zeros() as usize;
+                self.set_shadow_prot(page, libc::PROT_READ | libc::PROT_WRITE);
+                bits &= bits - 1;
+            }
+        }
+        self.code_pages.fill(0);
+        self.code_page_count = 0;
+        self.code_written.set(false);
+    }
+
+    /// mprotect of RAM page `page` in the shadow (and its alias above
+    /// 4 GiB for page 0).
+    fn set_shadow_prot(&self, page: usize, prot: i32) {
+        let alias = (page == 0).then_some(SPACE);
+        for off in std::iter::once(page * PAGE_SIZE).chain(alias) {
+            // SAFETY: a page of the shadow's RAM mapping, which this value
+            // owns; generated code sees the new protection at once.
+            let r = unsafe { libc::mprotect(self.shadow.add(off).cast(), PAGE_SIZE, prot) };
+            debug_assert_eq!(r, 0, "mprotect of a shadow RAM page");
+        }
+    }
+
     /// Whether guest physical `addr` is ROM.
     pub fn is_rom(&self, addr: u32) -> bool {
         self.rom_index(addr).is_some()
@@ -355,6 +446,7 @@ impl GuestMemory {
     /// Writes `data`; bytes that fall on ROM are dropped.
     #[inline]
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        self.note_write(addr, data.len());
         if !self.plain_ram(addr, data.len()) {
             return self.write_slow(addr, data);
         }
@@ -393,6 +485,7 @@ impl GuestMemory {
 
     /// Fills `len` bytes with `byte`; bytes that fall on ROM are kept.
     pub fn fill(&self, addr: u32, len: usize, byte: u8) -> Result<(), MemFault> {
+        self.note_write(addr, len);
         let (start, end) = (addr as usize, addr as usize + len);
         if self.contains(addr, len) && start < self.low_rom && end > ONE_MIB {
             // RAM around the low ROM window (a reset clearing all of RAM):

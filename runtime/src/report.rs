@@ -47,6 +47,10 @@ impl Report {
             ),
             ("port_reads".to_string(), Some(sys.counters.port_reads)),
             ("port_writes".to_string(), Some(sys.counters.port_writes)),
+            (
+                "smc_invalidations".to_string(),
+                Some(sys.counters.smc_invalidations),
+            ),
         ];
         for (k, v) in HelperKind::ALL.iter().zip(sys.counters.helper_calls) {
             if v > 0 {

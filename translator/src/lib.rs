@@ -114,6 +114,9 @@ pub struct Translator {
     instrument: Instrument,
     /// Bumped by every flush: a chain patch requested before a flush is void.
     generation: u64,
+    /// Guest physical ranges (start, length) of the TUs translated since
+    /// the last `take_translated`: the runtime write-protects their pages.
+    translated: Vec<(u32, u32)>,
     pub stats: TranslationStats,
     pub counters: CacheCounters,
 }
@@ -148,6 +151,7 @@ impl Translator {
             ),
             instrument,
             generation: 0,
+            translated: Vec::new(),
             stats: TranslationStats::default(),
             counters: CacheCounters::default(),
         })
@@ -173,6 +177,12 @@ impl Translator {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The guest physical ranges (start, length) of the TUs translated
+    /// since the last call (or the last flush).
+    pub fn take_translated(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.translated)
     }
 
     pub fn lookup(&self, key: &TuKey) -> Option<usize> {
@@ -229,6 +239,7 @@ impl Translator {
             );
             self.insns.push(insns);
             self.map.insert(key, base);
+            self.translated.push((key.phys, formed.len));
             if log::log_enabled!(target: "bt86::jit", log::Level::Trace) {
                 log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x} (arena +{:#x}):\n{}", key.eip, base, arena_off, disassemble(&lowered.code, base));
             }
@@ -303,6 +314,7 @@ impl Translator {
         self.fault_map.clear();
         self.jump_caches_clear();
         self.generation += 1;
+        self.translated.clear();
         self.counters.flushes += 1;
         log::debug!(target: "bt86::jit", "translation cache flushed");
     }

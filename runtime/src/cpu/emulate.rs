@@ -40,8 +40,11 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
     // An instruction that changed how code must be translated (a segment
     // load, CR0) leaves the TU, whose chain must not be patched across modes.
+    // So does one that wrote to translated code (the run loop drops it).
     let result = match result {
-        Ok(Ok(Next::Continue)) if mode_state(cpu) != before => Ok(Ok(Next::Jump(insn.next_ip32()))),
+        Ok(Ok(Next::Continue)) if mode_state(cpu) != before || sys.mem.code_written() => {
+            Ok(Ok(Next::Jump(insn.next_ip32())))
+        }
         r => r,
     };
     match result {

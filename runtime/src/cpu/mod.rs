@@ -113,6 +113,8 @@ pub struct ExecCounters {
     pub exceptions: u64,
     pub port_reads: u64,
     pub port_writes: u64,
+    /// Translations dropped because guest or runtime wrote to their code.
+    pub smc_invalidations: u64,
 }
 
 /// What the `Emulate` helper was called for.

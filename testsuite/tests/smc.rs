@@ -1,0 +1,105 @@
+//! Self-modifying code without paging: pages that hold translated code
+//! are write-protected; a write to one (by translated code or by the
+//! runtime) drops the translations, and the code runs as modified.
+
+use bt86_testsuite::*;
+
+/// A function on its own page: `mov eax, imm32; ret` (imm at FUNC + 1).
+const FUNC: u32 = LOAD + 0x1000;
+
+fn run_with_func(main: Vec<u8>, func: Vec<u8>) -> Run {
+    run_blocks(
+        Options {
+            stats: true,
+            ..Options::default()
+        },
+        &[(LOAD, main), (FUNC, func)],
+    )
+}
+
+#[test]
+fn patching_an_immediate_of_code_that_already_ran_takes_effect() {
+    let func = assemble_at(FUNC, |a| {
+        a.mov(eax, 1u32)?;
+        a.ret()
+    });
+    let main = assemble_at(LOAD, |a| {
+        a.mov(esp, STACK)?;
+        a.mov(ecx, FUNC)?;
+        a.call(ecx)?;
+        a.mov(esi, eax)?;
+        a.mov(dword_ptr(FUNC + 1), 2u32)?;
+        a.call(ecx)?;
+        a.mov(edi, eax)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.reg(edi), 2, "the patched immediate");
+    assert!(r.counter("smc_invalidations") >= 1);
+}
+
+#[test]
+fn a_write_into_the_running_tu_changes_its_next_instructions() {
+    // The store rewrites the immediate of the `mov ebx, 1` right after
+    // it, in the same TU, into 7.
+    let prefix = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.mov(ecx, 7u32)?;
+        a.mov(dword_ptr(0u32), ecx) // placeholder of the same length
+    };
+    let target = LOAD + assemble_at(LOAD, prefix).len() as u32;
+    let main = assemble_at(LOAD, |a| {
+        a.mov(ecx, 7u32)?;
+        a.mov(dword_ptr(target + 1), ecx)?;
+        a.mov(ebx, 1u32)?;
+        a.hlt()
+    });
+    let r = run_blocks(Options::default(), &[(LOAD, main)]);
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 7);
+}
+
+#[test]
+fn a_stack_on_the_code_page_does_not_stop_progress() {
+    // Each push lands on the page of the code doing it.
+    let r = run_asm(|a| {
+        a.mov(esp, LOAD + 0x800)?;
+        for i in 0..4u32 {
+            a.push(i)?;
+        }
+        a.pop(eax)?;
+        a.pop(ebx)?;
+        a.mov(esp, STACK)
+    });
+    r.assert_halted();
+    assert_eq!((r.reg(eax), r.reg(ebx)), (3, 2));
+}
+
+#[test]
+fn a_runtime_emulated_store_to_code_takes_effect() {
+    // sgdt (emulated by the runtime) stores the 6 bytes lgdt loaded:
+    // `mov eax, 0x4242; nop`'s first bytes... over the function.
+    let func = assemble_at(FUNC, |a| {
+        a.mov(eax, 1u32)?;
+        a.ret()
+    });
+    let main = assemble_at(LOAD, |a| {
+        a.mov(esp, STACK)?;
+        a.mov(ecx, FUNC)?;
+        a.call(ecx)?;
+        a.mov(esi, eax)?;
+        // B8 42 42 00 00 C3: mov eax, 0x4242; ret
+        a.mov(dword_ptr(DATA), 0x0042_42B8u32)?;
+        a.mov(word_ptr(DATA + 4), 0xC300u32)?;
+        a.lgdt(ptr(DATA))?;
+        a.sgdt(ptr(FUNC))?;
+        a.call(ecx)?;
+        a.mov(edi, eax)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 1);
+    assert_eq!(r.reg(edi), 0x4242, "the rewritten function ran");
+}
