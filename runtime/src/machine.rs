@@ -156,6 +156,10 @@ const CR4_OSFXSR: u32 = 1 << 9;
 /// process about 65,000 mappings.
 const CODE_PAGE_BUDGET: usize = 16_384;
 
+/// Guest writes to a protected code page after which it is not
+/// protected any more (its TUs check their own code instead).
+const SMC_HOT_WRITES: u32 = 4;
+
 /// Exit-request bits of the poll page.
 const REQUEST_STOP: u32 = 1 << 0;
 
@@ -229,6 +233,8 @@ pub struct Machine {
     /// meanwhile, protected once it has run.
     smc_step: bool,
     smc_deferred: Vec<(u32, u32)>,
+    /// Guest writes to each protected code page (by page number).
+    smc_writes: std::collections::HashMap<u32, u32>,
 }
 
 /// A loaded guest image, kept for resets.
@@ -300,6 +306,8 @@ impl Machine {
         translator.attach(&mut cpu);
         cpu.set_gs_base(mem.shadow_base());
         cpu.helpers[Helper::Emulate as usize] = emulate_helper as *const () as usize as u64;
+        cpu.helpers[Helper::CheckCode as usize] =
+            crate::cpu::check_code_helper as *const () as usize as u64;
         cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
         let sys = Box::new(System::new(mem, bus));
         let mut m = Machine {
@@ -314,6 +322,7 @@ impl Machine {
             no_reboot: config.no_reboot,
             smc_step: false,
             smc_deferred: Vec::new(),
+            smc_writes: std::collections::HashMap::new(),
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -613,8 +622,7 @@ impl Machine {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
             }
-            if self.sys.mem.take_code_written()
-                || self.sys.mem.code_page_count() > CODE_PAGE_BUDGET
+            if self.sys.mem.take_code_written() || self.sys.mem.code_page_count() > CODE_PAGE_BUDGET
             {
                 // The runtime wrote to a code page (an emulated store, an
                 // exception frame), or protection would split the RAM
@@ -729,7 +737,16 @@ impl Machine {
                         // code: drop the translations and run the writing
                         // instruction again, alone and with its pages
                         // unprotected (they are protected again after it,
-                        // or it would fault forever on its own page).
+                        // or it would fault forever on its own page). A
+                        // page written again and again stops being
+                        // protected: its TUs check their own code instead.
+                        let page = exc.addr >> 12;
+                        let writes = self.smc_writes.entry(page).or_insert(0);
+                        *writes += 1;
+                        if *writes >= SMC_HOT_WRITES {
+                            self.translator.set_self_checking(page);
+                            self.sys.mem.set_hot(page as usize);
+                        }
                         self.invalidate_code();
                         self.smc_step = true;
                         next = None;

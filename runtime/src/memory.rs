@@ -96,6 +96,9 @@ pub struct GuestMemory {
     code_page_count: usize,
     /// The runtime wrote to a code page (see [`GuestMemory::write`]).
     code_written: std::cell::Cell<bool>,
+    /// Pages written too often to be protected (their TUs check their
+    /// own code instead: `Translator::set_self_checking`).
+    hot_pages: Vec<u64>,
 }
 
 // SAFETY: the mappings are owned by this value; moving it to another
@@ -162,6 +165,7 @@ impl GuestMemory {
             code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
             code_page_count: 0,
             code_written: std::cell::Cell::new(false),
+            hot_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
@@ -301,6 +305,25 @@ impl GuestMemory {
         }
     }
 
+    /// Marks a write to translated code that a self-checking TU found.
+    pub fn mark_code_written(&self) {
+        self.code_written.set(true);
+    }
+
+    /// Stops protecting RAM page `page` for good: it is written too often
+    /// (see [`GuestMemory::protect_code`]).
+    pub fn set_hot(&mut self, page: usize) {
+        if page * PAGE_SIZE >= self.size {
+            return;
+        }
+        self.hot_pages[page / 64] |= 1 << (page % 64);
+        if self.code_pages[page / 64] & (1 << (page % 64)) != 0 {
+            self.code_pages[page / 64] &= !(1 << (page % 64));
+            self.code_page_count -= 1;
+            self.set_shadow_prot(page, libc::PROT_READ | libc::PROT_WRITE);
+        }
+    }
+
     /// Whether the runtime wrote to a code page since the last call (its
     /// translations are stale), and forgets it.
     pub fn take_code_written(&self) -> bool {
@@ -324,7 +347,11 @@ impl GuestMemory {
         let last = (addr as usize + len.max(1) as usize - 1) / PAGE_SIZE;
         for page in first..=last {
             let at = (page * PAGE_SIZE) as u32;
-            if page * PAGE_SIZE >= self.size || self.is_code_page(at) || self.is_rom(at) {
+            let hot = self
+                .hot_pages
+                .get(page / 64)
+                .is_some_and(|w| w & (1 << (page % 64)) != 0);
+            if page * PAGE_SIZE >= self.size || hot || self.is_code_page(at) || self.is_rom(at) {
                 continue;
             }
             self.code_pages[page / 64] |= 1 << (page % 64);

@@ -103,3 +103,41 @@ fn a_runtime_emulated_store_to_code_takes_effect() {
     assert_eq!(r.reg(esi), 1);
     assert_eq!(r.reg(edi), 0x4242, "the rewritten function ran");
 }
+
+#[test]
+fn a_page_written_constantly_stops_faulting_and_still_sees_code_changes() {
+    // A counter beside the code is incremented 10,000 times: after a few
+    // invalidations the page is no longer protected (its TUs check their
+    // code at their head). Then the function on that page is patched,
+    // and the change is still seen.
+    const COUNTER: u32 = FUNC + 0x800;
+    let func = assemble_at(FUNC, |a| {
+        a.mov(eax, 1u32)?;
+        a.ret()
+    });
+    let main = assemble_at(LOAD, |a| {
+        let mut top = a.create_label();
+        a.mov(esp, STACK)?;
+        a.mov(ecx, 10_000u32)?;
+        a.mov(ebx, FUNC)?;
+        a.set_label(&mut top)?;
+        a.call(ebx)?;
+        a.inc(dword_ptr(COUNTER))?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.mov(esi, eax)?;
+        a.mov(dword_ptr(FUNC + 1), 2u32)?;
+        a.call(ebx)?;
+        a.mov(edi, eax)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(COUNTER), 10_000);
+    assert_eq!((r.reg(esi), r.reg(edi)), (1, 2));
+    let invalidations = r.counter("smc_invalidations");
+    assert!(
+        (2..20).contains(&invalidations),
+        "{invalidations} invalidations: the page must stop faulting"
+    );
+}

@@ -92,9 +92,21 @@ pub enum Helper {
     /// Emulates one instruction the host cannot execute for the guest
     /// (I/O, CPUID, RDTSC, BCD adjusts, system instructions, ...).
     Emulate = 0,
+    /// At the head of a TU from a page that is written too often to be
+    /// write-protected: checks that its guest code is unchanged (the
+    /// argument is a [`CodeCheck`]).
+    CheckCode = 1,
 }
 
-pub const HELPER_COUNT: usize = 1;
+pub const HELPER_COUNT: usize = 2;
+
+/// What a self-checking TU compares: its guest code as translated.
+pub struct CodeCheck {
+    /// Guest physical address and EIP of the TU's first byte.
+    pub phys: u32,
+    pub eip: u32,
+    pub bytes: Box<[u8]>,
+}
 
 /// How an `ExitReason::Exception` came about (`CpuState::exc_kind`); the
 /// system CPU needs it for privilege checks and error codes.

@@ -117,6 +117,15 @@ pub struct Translator {
     /// Guest physical ranges (start, length) of the TUs translated since
     /// the last `take_translated`: the runtime write-protects their pages.
     translated: Vec<(u32, u32)>,
+    /// Guest physical pages written too often to be write-protected: TUs
+    /// from them check their own code at their head (`Helper::CheckCode`)
+    /// and end after every instruction that may store.
+    self_checking: hashbrown::HashSet<u32>,
+    /// The code copies those TUs compare with (kept while code uses them;
+    /// boxed because generated code holds their addresses and the vector
+    /// may move).
+    #[allow(clippy::vec_box)]
+    checks: Vec<Box<abi::CodeCheck>>,
     pub stats: TranslationStats,
     pub counters: CacheCounters,
 }
@@ -152,6 +161,8 @@ impl Translator {
             instrument,
             generation: 0,
             translated: Vec::new(),
+            self_checking: hashbrown::HashSet::new(),
+            checks: Vec::new(),
             stats: TranslationStats::default(),
             counters: CacheCounters::default(),
         })
@@ -179,6 +190,17 @@ impl Translator {
         self.generation
     }
 
+    /// Makes TUs from guest physical page `page` self-checking from now
+    /// on (the runtime stops write-protecting it); drops every translation
+    /// if it was not already. Returns whether it was new.
+    pub fn set_self_checking(&mut self, page: u32) -> bool {
+        if !self.self_checking.insert(page) {
+            return false;
+        }
+        self.flush();
+        true
+    }
+
     /// The guest physical ranges (start, length) of the TUs translated
     /// since the last call (or the last flush).
     pub fn take_translated(&mut self) -> Vec<(u32, u32)> {
@@ -199,8 +221,32 @@ impl Translator {
 
     fn translate(&mut self, key: TuKey, src: &mut dyn CodeSource) -> Result<usize, TranslateError> {
         let t0 = stats::cycles();
-        let formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
+        let mut formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
+        let page = |a: u32| a >> 12;
+        let last = key.phys.wrapping_add(formed.len.max(1) - 1);
+        let checked = self.self_checking.contains(&page(key.phys))
+            || self.self_checking.contains(&page(last));
+        if checked {
+            // A store may change the code that follows it: end the TU there,
+            // so the next TU's head checks it.
+            if let Some(i) = formed.insns.iter().position(may_store) {
+                formed.insns.truncate(i + 1);
+                formed.next_eip = formed.insns[i].next_ip32();
+                formed.len = formed.next_eip.wrapping_sub(key.eip);
+            }
+        }
         let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
+        let check = checked.then(|| {
+            let mut bytes = vec![0u8; formed.len as usize];
+            let n = src.read_code(key.eip, &mut bytes);
+            bytes.truncate(n);
+            Box::new(abi::CodeCheck {
+                phys: key.phys,
+                eip: key.eip,
+                bytes: bytes.into_boxed_slice(),
+            })
+        });
+        let check_ptr = check.as_ref().map(|c| &**c as *const abi::CodeCheck);
         for attempt in 0..2 {
             let base = self.arena.next_addr();
             let arena_off = (base - self.arena.base()) as u32;
@@ -215,6 +261,7 @@ impl Translator {
                 key.phys,
                 &self.emulated_divs,
                 &insns,
+                check_ptr,
             );
             let lowered = builder
                 .build(formed.next_eip)
@@ -240,6 +287,9 @@ impl Translator {
             self.insns.push(insns);
             self.map.insert(key, base);
             self.translated.push((key.phys, formed.len));
+            if let Some(c) = check {
+                self.checks.push(c);
+            }
             if log::log_enabled!(target: "bt86::jit", log::Level::Trace) {
                 log::trace!(target: "bt86::jit", "TU {:#010x} -> {:#x} (arena +{:#x}):\n{}", key.eip, base, arena_off, disassemble(&lowered.code, base));
             }
@@ -315,6 +365,7 @@ impl Translator {
         self.jump_caches_clear();
         self.generation += 1;
         self.translated.clear();
+        self.checks.clear();
         self.counters.flushes += 1;
         log::debug!(target: "bt86::jit", "translation cache flushed");
     }
@@ -355,6 +406,20 @@ fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {
 }
 
 /// Emits the shared stubs at the start of the arena.
+/// Whether `insn` may write memory (conservatively: any memory operand,
+/// and the instructions that store implicitly).
+fn may_store(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|i| {
+        matches!(
+            insn.op_kind(i),
+            iced_x86::OpKind::Memory
+                | iced_x86::OpKind::MemoryESDI
+                | iced_x86::OpKind::MemoryESEDI
+                | iced_x86::OpKind::MemoryESRDI
+        )
+    }) || insn.stack_pointer_increment() < 0
+}
+
 /// `fxsave64`/`fxrstor64` of the CPU-state area at `at`.
 fn fx(e: &mut Emitter, code: iced_x86::Code, at: i32) {
     let m = iced_x86::MemoryOperand::with_base_displ(iced_x86::Register::R14, at as i64);

@@ -7,7 +7,7 @@
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use translator::abi::{
-    CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
+    CodeCheck, CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
 use super::descriptor::{fetch_descriptor, load_segment, read_descriptor, set_tss_busy};
@@ -85,6 +85,30 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
             HELPER_EXIT
         }
     }
+}
+
+/// # Safety
+/// Called only by generated code through the helper table, at the head of
+/// a self-checking TU, with `cpu` the running CPU state (its `ctx` a live
+/// [`System`]) and `check` the TU's [`CodeCheck`], which the translator
+/// keeps.
+pub unsafe extern "sysv64" fn check_code_helper(
+    cpu: *mut CpuState,
+    check: *const CodeCheck,
+) -> u32 {
+    // SAFETY: guaranteed by the caller (see above).
+    let (cpu, check, sys) = unsafe { (&mut *cpu, &*check, &*((*cpu).ctx as *const System)) };
+    let mut now = [0u8; 15 * 12];
+    let now = &mut now[..check.bytes.len().min(15 * 12)];
+    if sys.mem.read(check.phys, now).is_ok() && *now == *check.bytes {
+        return HELPER_CONTINUE;
+    }
+    // The code changed since it was translated: the run loop drops the
+    // translations and comes back here.
+    sys.mem.mark_code_written();
+    cpu.eip = check.eip;
+    cpu.exit_reason = ExitReason::Helper as u32;
+    HELPER_EXIT
 }
 
 /// What the mode key is computed from (see `Machine::mode`).

@@ -19,7 +19,7 @@ use crate::devices::PortBus;
 use crate::memory::GuestMemory;
 
 pub use cpuid::SIGNATURE as CPUID_SIGNATURE;
-pub use emulate::emulate_helper;
+pub use emulate::{check_code_helper, emulate_helper};
 
 /// A guest exception raised by emulated code: vector, error code, and the
 /// faulting address for #PF.

@@ -75,6 +75,8 @@ pub struct TuBuilder<'a> {
     /// The guest's FPU state is in the host FPU here (an FPU instruction
     /// since the TU head or the last helper call made sure of it).
     pub fpu_in: bool,
+    /// A self-checking TU: the head compares its guest code with this.
+    check: Option<*const crate::abi::CodeCheck>,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,7 @@ impl<'a> TuBuilder<'a> {
         tu_linear: u32,
         emulated_divs: &'a hashbrown::HashSet<u32>,
         insns: &'a [Instruction],
+        check: Option<*const crate::abi::CodeCheck>,
     ) -> Self {
         TuBuilder {
             e,
@@ -110,6 +113,7 @@ impl<'a> TuBuilder<'a> {
             emulated_divs,
             esp_pending: 0,
             fpu_in: false,
+            check,
         }
     }
 
@@ -361,6 +365,11 @@ impl<'a> TuBuilder<'a> {
             ; mov r11, QWORD page
             ; mov r11d, DWORD [r11]
         );
+        if let Some(check) = self.check {
+            // Self-checking: the runtime compares the guest code with
+            // what was translated and leaves if it changed.
+            self.call_helper(crate::abi::Helper::CheckCode, self.tu_eip, check as i64);
+        }
         if self.instrument.stats {
             asm!(self.e
                 ; mov work, QWORD [cpu + off::TUS_EXECUTED]
@@ -474,15 +483,21 @@ impl<'a> TuBuilder<'a> {
     /// Calls helper `Emulate` for instruction `insn` with the guest state
     /// spilled; the helper either returns (the TU goes on) or exits.
     pub fn call_emulate(&mut self, insn: &Instruction) {
-        self.flush_esp();
         let ptr = insn as *const Instruction as i64;
-        let helper = self.e.stubs.helper;
+        self.call_helper(crate::abi::Helper::Emulate, insn.ip32(), ptr);
+    }
+
+    /// Calls `helper` with argument `arg` for the instruction at `eip`,
+    /// guest state spilled; it returns here or leaves the TU.
+    fn call_helper(&mut self, helper: crate::abi::Helper, eip: u32, arg: i64) {
+        self.flush_esp();
+        let stub = self.e.stubs.helper;
         asm!(self.e
-            ; mov DWORD [cpu + off::EIP], insn.ip32() as i32
-            ; mov r10, QWORD ptr
-            ; mov r11d, crate::abi::Helper::Emulate as i32
+            ; mov DWORD [cpu + off::EIP], eip as i32
+            ; mov r10, QWORD arg
+            ; mov r11d, helper as i32
             ; lea r13, [>back]
-            ; jmp extern helper
+            ; jmp extern stub
             ; back:
         );
     }
