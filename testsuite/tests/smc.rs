@@ -7,6 +7,24 @@ use bt86_testsuite::*;
 /// A function on its own page: `mov eax, imm32; ret` (imm at FUNC + 1).
 const FUNC: u32 = LOAD + 0x1000;
 
+/// The function at FUNC: `mov eax, 1; ret`.
+fn returns_one() -> Vec<u8> {
+    assemble_at(FUNC, |a| {
+        a.mov(eax, 1u32)?;
+        a.ret()
+    })
+}
+
+/// ESI = the function's last result; its immediate becomes 2; EDI = the
+/// result of calling it (through `func`) again; hlt.
+fn patch_and_call_again(a: &mut CodeAssembler, func: AsmRegister32) -> Result<(), IcedError> {
+    a.mov(esi, eax)?;
+    a.mov(dword_ptr(FUNC + 1), 2u32)?;
+    a.call(func)?;
+    a.mov(edi, eax)?;
+    a.hlt()
+}
+
 fn run_with_func(main: Vec<u8>, func: Vec<u8>) -> Run {
     run_blocks(
         Options {
@@ -19,19 +37,12 @@ fn run_with_func(main: Vec<u8>, func: Vec<u8>) -> Run {
 
 #[test]
 fn patching_an_immediate_of_code_that_already_ran_takes_effect() {
-    let func = assemble_at(FUNC, |a| {
-        a.mov(eax, 1u32)?;
-        a.ret()
-    });
+    let func = returns_one();
     let main = assemble_at(LOAD, |a| {
         a.mov(esp, STACK)?;
         a.mov(ecx, FUNC)?;
         a.call(ecx)?;
-        a.mov(esi, eax)?;
-        a.mov(dword_ptr(FUNC + 1), 2u32)?;
-        a.call(ecx)?;
-        a.mov(edi, eax)?;
-        a.hlt()
+        patch_and_call_again(a, ecx)
     });
     let r = run_with_func(main, func);
     r.assert_halted();
@@ -80,10 +91,7 @@ fn a_stack_on_the_code_page_does_not_stop_progress() {
 fn a_runtime_emulated_store_to_code_takes_effect() {
     // sgdt (emulated by the runtime) stores the 6 bytes lgdt loaded:
     // `mov eax, 0x4242; nop`'s first bytes... over the function.
-    let func = assemble_at(FUNC, |a| {
-        a.mov(eax, 1u32)?;
-        a.ret()
-    });
+    let func = returns_one();
     let main = assemble_at(LOAD, |a| {
         a.mov(esp, STACK)?;
         a.mov(ecx, FUNC)?;
@@ -111,10 +119,7 @@ fn a_page_written_constantly_stops_faulting_and_still_sees_code_changes() {
     // code at their head). Then the function on that page is patched,
     // and the change is still seen.
     const COUNTER: u32 = FUNC + 0x800;
-    let func = assemble_at(FUNC, |a| {
-        a.mov(eax, 1u32)?;
-        a.ret()
-    });
+    let func = returns_one();
     let main = assemble_at(LOAD, |a| {
         let mut top = a.create_label();
         a.mov(esp, STACK)?;
@@ -125,11 +130,7 @@ fn a_page_written_constantly_stops_faulting_and_still_sees_code_changes() {
         a.inc(dword_ptr(COUNTER))?;
         a.dec(ecx)?;
         a.jnz(top)?;
-        a.mov(esi, eax)?;
-        a.mov(dword_ptr(FUNC + 1), 2u32)?;
-        a.call(ebx)?;
-        a.mov(edi, eax)?;
-        a.hlt()
+        patch_and_call_again(a, ebx)
     });
     let r = run_with_func(main, func);
     r.assert_halted();
