@@ -396,6 +396,7 @@ impl Machine {
     /// Drops every translation (after the caller rewrote guest code).
     pub fn flush_translations(&mut self) {
         self.translator.flush();
+        self.sys.mem.release_code();
     }
 
     pub fn load_multiboot(&mut self, image: &[u8], cmdline: &str) -> Result<(), MachineError> {
