@@ -82,24 +82,48 @@ impl Stack {
         words: &[u32],
         width: u32,
     ) -> std::result::Result<u32, Exception> {
-        // Word i goes at esp - width * (i + 1); SP wraps with a 16-bit stack.
-        let offset = |i: usize| {
-            let o = self.esp.wrapping_sub(width * (i as u32 + 1));
-            if self.big { o } else { o & 0xFFFF }
-        };
-        let at = |i: usize| self.base.wrapping_add(offset(i));
-        for i in 0..words.len() {
-            self.check(offset(i), width)?;
-            if !sys.mem.contains(at(i), width as usize) {
-                return Err(MemFault {
-                    addr: at(i),
-                    write: true,
+        let len = width * words.len() as u32;
+        let top = self.esp.wrapping_sub(len);
+        if self.big || (top & 0xFFFF) + len <= 0x10000 {
+            // Contiguous: one check and one write (frames are hot: an
+            // interrupt or an iret each).
+            let offset = if self.big { top } else { top & 0xFFFF };
+            self.check(offset, len)?;
+            let mut bytes = [0u8; 64];
+            let mut long = Vec::new();
+            let buf: &mut [u8] = if len as usize <= bytes.len() {
+                &mut bytes[..len as usize]
+            } else {
+                long.resize(len as usize, 0);
+                &mut long
+            };
+            // Constant-size copies: a variable one is a memcpy call.
+            for (i, w) in words.iter().rev().enumerate() {
+                if width == 4 {
+                    buf[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+                } else {
+                    buf[2 * i..2 * i + 2].copy_from_slice(&(*w as u16).to_le_bytes());
                 }
-                .into());
             }
-        }
-        for (i, w) in words.iter().enumerate() {
-            sys.mem.write_sized(at(i), width, *w)?;
+            sys.mem.write(self.base.wrapping_add(offset), buf)?;
+        } else {
+            // A 16-bit stack that wraps inside the frame: word by word,
+            // all checked first.
+            let offset = |i: usize| self.esp.wrapping_sub(width * (i as u32 + 1)) & 0xFFFF;
+            let at = |i: usize| self.base.wrapping_add(offset(i));
+            for i in 0..words.len() {
+                self.check(offset(i), width)?;
+                if !sys.mem.contains(at(i), width as usize) {
+                    return Err(MemFault {
+                        addr: at(i),
+                        write: true,
+                    }
+                    .into());
+                }
+            }
+            for (i, w) in words.iter().enumerate() {
+                sys.mem.write_sized(at(i), width, *w)?;
+            }
         }
         let pushed = self.esp.wrapping_sub(width * words.len() as u32);
         Ok(if self.big {
