@@ -146,11 +146,6 @@ impl RunOutcome {
     }
 }
 
-const CR0_MP: u32 = 1 << 1;
-const CR0_EM: u32 = 1 << 2;
-const CR0_TS: u32 = 1 << 3;
-const CR4_OSFXSR: u32 = 1 << 9;
-
 /// Write-protected code pages above which all translations are dropped:
 /// each protected page splits the RAM mapping, and the kernel allows a
 /// process about 65,000 mappings.
@@ -492,22 +487,7 @@ impl Machine {
     /// 32- or 16-bit code and stack, flat segments or not, the CPL, and
     /// whether TUs hold one instruction (single-step, interrupt shadow).
     fn mode(&self, one_insn: bool) -> ModeKey {
-        let segment_mode = self.cpu.segment_mode();
-        let c = &self.cpu;
-        let bit = |on: bool, b: u32| if on { b } else { 0 };
-        ModeKey(
-            bit(c.cr0 & 1 != 0, ModeKey::PE)
-                | bit(c.seg_db[crate::cpu::SREG_CS], ModeKey::CODE32)
-                | bit(c.seg_db[crate::cpu::SREG_SS], ModeKey::STACK32)
-                | segment_mode
-                | bit(crate::cpu::v86(c), ModeKey::VM86)
-                | bit(c.cr0 & CR0_TS != 0, ModeKey::FPU_TS)
-                | bit(c.cr0 & CR0_EM != 0, ModeKey::FPU_EM)
-                | bit(c.cr0 & CR0_MP != 0, ModeKey::FPU_MP)
-                | bit(c.cr4 & CR4_OSFXSR != 0, ModeKey::OSFXSR)
-                | bit(one_insn, ModeKey::ONE_INSN)
-                | (crate::cpu::cpl(c) << ModeKey::CPL_SHIFT),
-        )
+        crate::cpu::mode_key(&self.cpu, one_insn)
     }
 
     fn code_segment(&self) -> CodeSegment {
@@ -777,8 +757,7 @@ impl Machine {
                 Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
             );
             if tf && completed && self.sys.stop.is_none() {
-                const DR6_BS: u32 = 1 << 14;
-                self.sys.dr[6] |= DR6_BS;
+                self.sys.dr[6] |= crate::cpu::cr::DR6_BS;
                 next = None;
                 let eip = self.cpu.eip;
                 if let Err(stop) =

@@ -133,30 +133,33 @@ fn fpe_vector(si_code: libc::c_int, rip: usize, cr4: u32) -> u32 {
     // si_code values of <asm-generic/siginfo.h> (libc does not name them).
     const FPE_INTDIV: libc::c_int = 1;
     const FPE_INTOVF: libc::c_int = 2;
-    // SAFETY: rip is inside the code arena (checked by the caller), and an
-    // instruction there is at most 15 bytes long, all mapped.
-    let bytes = unsafe { std::slice::from_raw_parts(rip as *const u8, 15) };
-    let opcode = bytes.iter().copied().find(|b| {
-        !matches!(
+    // The first byte after the prefixes, read one at a time: they and the
+    // opcode are all part of the faulting instruction.
+    let is_prefix = |b: u8| {
+        matches!(
             b,
             0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 | 0x40
                 ..=0x4F
         )
-    });
-    const CR4_OSXMMEXCPT: u32 = 1 << 10;
+    };
+    let opcode = (0..15)
+        // SAFETY: rip is in the code arena (checked by the caller), at the
+        // start of the faulting instruction, which holds these bytes.
+        .map(|i| unsafe { *(rip as *const u8).add(i) })
+        .find(|&b| !is_prefix(b));
     match opcode {
         Some(0xF6 | 0xF7) => vector::DE,
         Some(0xD8..=0xDF | 0x9B) => vector::MF,
         _ if matches!(si_code, FPE_INTDIV | FPE_INTOVF) => vector::DE,
-        _ if cr4 & CR4_OSXMMEXCPT != 0 => vector::XM,
+        _ if cr4 & crate::cpu::cr::CR4_OSXMMEXCPT != 0 => vector::XM,
         _ => vector::UD,
     }
 }
 
-/// The guest exception a host signal in generated code stands for.
+/// The guest exception a host signal in generated code stands for (but
+/// SIGFPE: see [`fpe_vector`]).
 fn classify(sig: libc::c_int, fault: u64, gs_base: u64, err: u64) -> (u32, u32, u32) {
     match sig {
-        libc::SIGFPE => (vector::DE, 0, 0),
         libc::SIGILL => (vector::UD, 0, 0),
         libc::SIGTRAP => (vector::DB, 0, 0),
         _ => {
@@ -248,16 +251,17 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         gregs[libc::REG_RIP as usize] = cpu.fault_exit as i64;
         return;
     }
-    let (mut vec, err, addr) = classify(
-        sig,
-        fault,
-        cpu.gs_base,
-        gregs[libc::REG_ERR as usize] as u64,
-    );
-    if sig == libc::SIGFPE {
+    let (vec, err, addr) = if sig == libc::SIGFPE {
         // SAFETY: info is valid for SA_SIGINFO handlers.
-        vec = fpe_vector(unsafe { (*info).si_code }, rip, cpu.cr4);
-    }
+        (fpe_vector(unsafe { (*info).si_code }, rip, cpu.cr4), 0, 0)
+    } else {
+        classify(
+            sig,
+            fault,
+            cpu.gs_base,
+            gregs[libc::REG_ERR as usize] as u64,
+        )
+    };
     cpu.eip = site.guest_eip;
     cpu.exc_insn = site.guest_eip;
     cpu.exc_vector = vec;

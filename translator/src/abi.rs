@@ -265,18 +265,6 @@ impl FxArea {
         a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
         FxArea(a)
     }
-
-    pub fn fcw(&self) -> u16 {
-        u16::from_le_bytes([self.0[0], self.0[1]])
-    }
-
-    pub fn fsw(&self) -> u16 {
-        u16::from_le_bytes([self.0[2], self.0[3]])
-    }
-
-    pub fn mxcsr(&self) -> u32 {
-        u32::from_le_bytes([self.0[24], self.0[25], self.0[26], self.0[27]])
-    }
 }
 
 impl CpuState {
@@ -414,9 +402,6 @@ impl CpuState {
     /// Whether `size` bytes at `offset` lie within segment `i`.
     #[inline]
     pub fn segment_allows(&self, i: usize, offset: u32, size: u32) -> bool {
-        if self.seg_limit[i] == u32::MAX && !self.seg_expand_down[i] {
-            return true;
-        }
         limit::allows(
             self.seg_limit[i],
             self.seg_expand_down[i],
@@ -548,6 +533,7 @@ pub mod limit {
         if i == SREG_SS { PROBE64_SS } else { PROBE64_GP }
     }
 
+    #[inline]
     pub fn class(limit: u32, expand_down: bool, big: bool) -> u32 {
         match (expand_down, big) {
             (false, _) if limit == u32::MAX => NONE,
@@ -574,6 +560,7 @@ pub mod limit {
 
     /// Whether `size` bytes at `offset` lie within a segment (what the
     /// probes decide, for the runtime's own accesses).
+    #[inline]
     pub fn allows(limit: u32, expand_down: bool, big: bool, offset: u32, size: u32) -> bool {
         let last = offset as u64 + size.max(1) as u64 - 1;
         match class(limit, expand_down, big) {

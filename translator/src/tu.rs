@@ -9,6 +9,8 @@ use crate::lower::ends_tu;
 
 pub const MAX_TU_INSNS: usize = 12;
 const MAX_INSN_LEN: usize = 15;
+/// The most guest bytes a TU covers.
+pub const MAX_TU_BYTES: usize = MAX_INSN_LEN * MAX_TU_INSNS;
 
 /// Where the translator reads guest code from.
 pub trait CodeSource {
@@ -41,7 +43,7 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     let mut insns = Vec::with_capacity(MAX_TU_INSNS);
     // One fetch covers the whole TU: 12 instructions of at most 15 bytes.
     // Fewer bytes than asked for means the rest cannot be fetched.
-    let mut buf = [0u8; MAX_INSN_LEN * MAX_TU_INSNS];
+    let mut buf = [0u8; MAX_TU_BYTES];
     let avail = src.read_code(eip, &mut buf);
     let mut decoder = Decoder::with_ip(bitness, &buf[..avail], eip as u64, DecoderOptions::NONE);
     let mut ip = eip;

@@ -10,8 +10,10 @@ use translator::abi::{
     CodeCheck, CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
+use super::cr::{CR0_ET, CR0_PE, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_TSD};
 use super::descriptor::{fetch_descriptor, load_segment, read_descriptor, set_tss_busy};
 use super::operand::{checked_address, get_reg, read_op, segment_linear, set_reg, write_op};
+use super::string::advance;
 use super::transfer;
 use super::{Exception, Fail, HelperKind, Stop, System, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
@@ -36,13 +38,15 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     // SAFETY: guaranteed by the caller (see above); CpuState and System are
     // separate allocations, so the two mutable borrows do not overlap.
     let (cpu, insn, sys) = unsafe { (&mut *cpu, &*insn, &mut *((*cpu).ctx as *mut System)) };
-    let before = mode_state(cpu);
+    let before = super::mode_key(cpu, false);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
     // An instruction that changed how code must be translated (a segment
     // load, CR0) leaves the TU, whose chain must not be patched across modes.
     // So does one that wrote to translated code (the run loop drops it).
     let result = match result {
-        Ok(Ok(Next::Continue)) if mode_state(cpu) != before || sys.mem.code_written() => {
+        Ok(Ok(Next::Continue))
+            if super::mode_key(cpu, false) != before || sys.mem.code_written() =>
+        {
             Ok(Ok(Next::Jump(insn.next_ip32())))
         }
         r => r,
@@ -98,8 +102,9 @@ pub unsafe extern "sysv64" fn check_code_helper(
 ) -> u32 {
     // SAFETY: guaranteed by the caller (see above).
     let (cpu, check, sys) = unsafe { (&mut *cpu, &*check, &*((*cpu).ctx as *const System)) };
-    let mut now = [0u8; 15 * 12];
-    let now = &mut now[..check.bytes.len().min(15 * 12)];
+    // A TU's code is at most MAX_TU_BYTES long.
+    let mut now = [0u8; translator::tu::MAX_TU_BYTES];
+    let now = &mut now[..check.bytes.len().min(translator::tu::MAX_TU_BYTES)];
     if sys.mem.read(check.phys, now).is_ok() && *now == *check.bytes {
         return HELPER_CONTINUE;
     }
@@ -109,20 +114,6 @@ pub unsafe extern "sysv64" fn check_code_helper(
     cpu.eip = check.eip;
     cpu.exit_reason = ExitReason::Helper as u32;
     HELPER_EXIT
-}
-
-/// What the mode key is computed from (see `Machine::mode`).
-fn mode_state(cpu: &CpuState) -> (u32, u32, u32, bool, bool, u32) {
-    let segments = cpu.segment_mode();
-    (
-        cpu.cr0 & CR0_PE,
-        // TS, EM, MP and OSFXSR decide how FPU instructions translate.
-        (cpu.cr0 & 0xE) | (cpu.cr4 & CR4_OSFXSR),
-        cpl(cpu),
-        cpu.seg_db[super::SREG_CS],
-        cpu.seg_db[super::SREG_SS],
-        segments,
-    )
 }
 
 fn unsupported(insn: &Instruction, why: &str) -> Next {
@@ -238,11 +229,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             set_cr0(cpu, insn, new)
         }
         M::Smsw => {
-            let size = if insn.op0_kind() == OpKind::Register {
-                insn.op0_register().size() as u32
-            } else {
-                2
-            };
+            let size = store16_size(insn);
             write_op(cpu, sys, insn, 0, size, cpu.cr0)?;
             Ok(Next::Continue)
         }
@@ -329,20 +316,12 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Sysexit => sysexit(cpu, sys),
         M::Ltr => load_task_register(cpu, sys, insn),
         M::Str => {
-            let size = if insn.op0_kind() == OpKind::Register {
-                insn.op0_register().size() as u32
-            } else {
-                2
-            };
+            let size = store16_size(insn);
             write_op(cpu, sys, insn, 0, size, sys.tr as u32)?;
             Ok(Next::Continue)
         }
         M::Sldt => {
-            let size = if insn.op0_kind() == OpKind::Register {
-                insn.op0_register().size() as u32
-            } else {
-                2
-            };
+            let size = store16_size(insn);
             write_op(cpu, sys, insn, 0, size, sys.ldtr as u32)?;
             Ok(Next::Continue)
         }
@@ -380,14 +359,6 @@ fn bcd_op(cpu: &mut CpuState, f: impl FnOnce(&mut CpuState)) -> Next {
     f(cpu);
     Next::Continue
 }
-
-const CR0_PE: u32 = 1 << 0;
-const CR0_TS: u32 = 1 << 3;
-const CR0_ET: u32 = 1 << 4;
-const CR0_PG: u32 = 1 << 31;
-const CR4_TSD: u32 = 1 << 2;
-const CR4_OSFXSR: u32 = 1 << 9;
-const CR4_OSXMMEXCPT: u32 = 1 << 10;
 
 fn require_ring0(cpu: &CpuState) -> Result<()> {
     if cpl(cpu) != 0 {
@@ -478,18 +449,22 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
     }
     if src == OpKind::Register && insn.op1_register().is_segment_register() {
         let sel = cpu.sregs[sreg_index(insn.op1_register())];
-        // To a 32-bit register the selector is zero-extended; to memory
-        // only 16 bits are written.
-        let size = if dst == OpKind::Register {
-            insn.op0_register().size() as u32
-        } else {
-            2
-        };
+        let size = store16_size(insn);
         write_op(cpu, sys, insn, 0, size, sel & 0xFFFF)?;
         return Ok(Next::Continue);
     }
     // Test registers (TR3-TR7) are gone since the Pentium: #UD on a P6.
     Err(Exception::new(vector::UD).into())
+}
+
+/// The size smsw, str, sldt and mov from a segment register store: a
+/// register's (zero-extended), or 16 bits to memory.
+fn store16_size(insn: &Instruction) -> u32 {
+    if insn.op0_kind() == OpKind::Register {
+        insn.op0_register().size() as u32
+    } else {
+        2
+    }
 }
 
 fn sreg_index(r: Register) -> usize {
@@ -1006,10 +981,10 @@ fn port_out(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
     check_io(cpu, sys, port, io_size(insn))?;
     let v = get_reg(cpu, insn.op1_register());
     sys.counters.port_writes += 1;
-    Ok(io_action(sys.bus.write(port, io_size(insn), v), insn))
+    Ok(io_action(sys.bus.write(port, io_size(insn), v)))
 }
 
-fn io_action(a: IoAction, _insn: &Instruction) -> Next {
+fn io_action(a: IoAction) -> Next {
     match a {
         IoAction::None => Next::Continue,
         IoAction::Exit(status) => Next::Stop(Stop::DebugExit(status)),
@@ -1082,10 +1057,4 @@ fn is_ins(insn: &Instruction) -> bool {
         insn.mnemonic(),
         Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
     )
-}
-
-/// Adds `delta` to a register within the address-size `mask`.
-fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
-    let v = cpu.regs[reg];
-    cpu.regs[reg] = (v & !mask) | (v.wrapping_add(delta) & mask);
 }

@@ -64,7 +64,7 @@ pub fn deliver(
     insn_eip: u32,
     kind: u32,
 ) -> Result<(), Stop> {
-    if cpu.cr0 & 1 == 0 {
+    if cpu.cr0 & super::cr::CR0_PE == 0 {
         return deliver_real(cpu, sys, exc, eip);
     }
     if sys.idtr.limit == 0 {

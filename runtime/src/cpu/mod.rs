@@ -13,7 +13,7 @@ mod string;
 mod task;
 mod transfer;
 
-use translator::abi::CpuState;
+use translator::abi::{CpuState, ModeKey};
 
 use crate::devices::PortBus;
 use crate::memory::GuestMemory;
@@ -274,12 +274,50 @@ pub fn host_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Control and debug register bits the runtime looks at (Intel SDM Vol.
+/// 3A, 2.5 and 17.2).
+pub mod cr {
+    pub const CR0_PE: u32 = 1 << 0;
+    pub const CR0_MP: u32 = 1 << 1;
+    pub const CR0_EM: u32 = 1 << 2;
+    pub const CR0_TS: u32 = 1 << 3;
+    pub const CR0_ET: u32 = 1 << 4;
+    pub const CR0_PG: u32 = 1 << 31;
+    pub const CR4_TSD: u32 = 1 << 2;
+    pub const CR4_OSFXSR: u32 = 1 << 9;
+    pub const CR4_OSXMMEXCPT: u32 = 1 << 10;
+    /// DR6: single-step, task-switch trap.
+    pub const DR6_BS: u32 = 1 << 14;
+    pub const DR6_BT: u32 = 1 << 15;
+}
+
+/// The mode generated code is translated for (`ModeKey`): protected or
+/// real mode, 32- or 16-bit code and stack, the segments' flatness and
+/// limit classes, v8086, the FPU bits of CR0/CR4, the CPL, and whether
+/// TUs hold one instruction (single-step, interrupt shadow). An emulated
+/// instruction that changes it leaves its TU.
+pub fn mode_key(cpu: &CpuState, one_insn: bool) -> ModeKey {
+    let bit = |on: bool, b: u32| if on { b } else { 0 };
+    ModeKey(
+        bit(cpu.cr0 & cr::CR0_PE != 0, ModeKey::PE)
+            | bit(cpu.seg_db[SREG_CS], ModeKey::CODE32)
+            | bit(cpu.seg_db[SREG_SS], ModeKey::STACK32)
+            | cpu.segment_mode()
+            | bit(v86(cpu), ModeKey::VM86)
+            | bit(cpu.cr0 & cr::CR0_TS != 0, ModeKey::FPU_TS)
+            | bit(cpu.cr0 & cr::CR0_EM != 0, ModeKey::FPU_EM)
+            | bit(cpu.cr0 & cr::CR0_MP != 0, ModeKey::FPU_MP)
+            | bit(cpu.cr4 & cr::CR4_OSFXSR != 0, ModeKey::OSFXSR)
+            | bit(one_insn, ModeKey::ONE_INSN)
+            | (cpl(cpu) << ModeKey::CPL_SHIFT),
+    )
+}
+
 /// The current privilege level: 0 in real mode, else the RPL CS was
 /// loaded with (right after CR0.PE is set that is still 0, whatever the
-/// real-mode CS value).
-/// v8086 code runs at CPL 3.
+/// real-mode CS value). v8086 code runs at CPL 3.
 pub fn cpl(cpu: &CpuState) -> u32 {
-    if cpu.cr0 & 1 == 0 {
+    if cpu.cr0 & cr::CR0_PE == 0 {
         0
     } else if v86(cpu) {
         3
@@ -290,13 +328,13 @@ pub fn cpl(cpu: &CpuState) -> u32 {
 
 /// Virtual-8086 mode: protected mode with EFLAGS.VM set.
 pub fn v86(cpu: &CpuState) -> bool {
-    cpu.cr0 & 1 != 0 && cpu.sys_flags & translator::abi::flags::VM != 0
+    cpu.cr0 & cr::CR0_PE != 0 && cpu.sys_flags & translator::abi::flags::VM != 0
 }
 
 /// Segments work as in real mode (base = selector * 16): real and v8086
 /// mode.
 pub fn real_addressing(cpu: &CpuState) -> bool {
-    cpu.cr0 & 1 == 0 || cpu.sys_flags & translator::abi::flags::VM != 0
+    cpu.cr0 & cr::CR0_PE == 0 || cpu.sys_flags & translator::abi::flags::VM != 0
 }
 
 pub const SREG_ES: usize = 0;

@@ -98,7 +98,8 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
     Ok(())
 }
 
-fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
+/// Adds `delta` to a register within the address-size `mask`.
+pub(super) fn advance(cpu: &mut CpuState, reg: usize, delta: u32, mask: u32) {
     let v = cpu.regs[reg];
     cpu.regs[reg] = (v & !mask) | (v.wrapping_add(delta) & mask);
 }

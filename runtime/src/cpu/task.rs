@@ -5,6 +5,7 @@
 use iced_x86::Register;
 use translator::abi::{CpuState, flags, vector};
 
+use super::cr::{CR0_PG, CR0_TS, DR6_BT};
 use super::descriptor::{Descriptor, fetch_descriptor, load_segment, set_tss_busy};
 use super::emulate::load_sreg;
 use super::{Exception, Fail, SREG_CS, System};
@@ -56,9 +57,6 @@ const TSS16: Layout = Layout {
 const TSS32_CR3: u32 = 0x1C;
 /// The T bit: a debug trap as the new task starts.
 const TSS32_TRAP: u32 = 0x64;
-const CR0_TS: u32 = 1 << 3;
-const CR0_PG: u32 = 1 << 31;
-const DR6_BT: u32 = 1 << 15;
 
 fn layout(tss32: bool) -> &'static Layout {
     if tss32 { &TSS32 } else { &TSS16 }

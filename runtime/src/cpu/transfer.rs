@@ -65,8 +65,7 @@ impl Stack {
 
     /// #SS(0) unless `len` bytes at `offset` lie within the stack segment.
     fn check(&self, offset: u32, len: u32) -> std::result::Result<(), Exception> {
-        let flat = self.limit == u32::MAX && !self.expand_down;
-        if flat || limit::allows(self.limit, self.expand_down, self.big, offset, len) {
+        if limit::allows(self.limit, self.expand_down, self.big, offset, len) {
             Ok(())
         } else {
             Err(Exception::with_error(vector::SS, 0))

@@ -403,14 +403,7 @@ impl<'a> TuBuilder<'a> {
     /// A patchable jump to guest `target`, initially to an exit that asks
     /// the run loop to translate and chain it.
     pub fn chain_to(&mut self, target: u32) {
-        self.flush_esp();
-        let label = self.e.label();
-        let slot = self.e.patchable_jmp(label);
-        self.cold.push(Cold::Chain {
-            label,
-            target,
-            slot,
-        });
+        self.chain_slot(target, |e, l| e.patchable_jmp(l));
     }
 
     /// Leaves the TU for the run loop at guest `eip` through an exit that
@@ -423,34 +416,26 @@ impl<'a> TuBuilder<'a> {
     /// A patchable host `call` to guest `target` (a translated call: the
     /// host pushes the landing pad that follows it).
     pub fn call_chained(&mut self, target: u32) {
-        self.flush_esp();
-        let label = self.e.label();
-        let slot = self.e.patchable_call(label);
-        self.cold.push(Cold::Chain {
-            label,
-            target,
-            slot,
-        });
+        self.chain_slot(target, |e, l| e.patchable_call(l));
     }
 
     /// Like [`TuBuilder::chain_to`], taken if condition `cc` holds.
     pub fn chain_if(&mut self, cc: u8, target: u32) {
-        self.flush_esp();
-        let label = self.e.label();
-        let slot = self.e.patchable_jcc(cc, label);
-        self.cold.push(Cold::Chain {
-            label,
-            target,
-            slot,
-        });
+        self.chain_slot(target, |e, l| e.patchable_jcc(cc, l));
     }
 
     /// Like [`TuBuilder::chain_to`], but skipped when the short branch
     /// `short` (opcode bytes; its rel8 is added) is taken.
     pub fn chain_unless(&mut self, short: &[u8], target: u32) {
+        self.chain_slot(target, |e, l| e.skip_over_patchable_jmp(short, l));
+    }
+
+    /// Emits a chain slot for guest `target` (`emit` places it and returns
+    /// its offset), with its unchained exit among the cold code.
+    fn chain_slot(&mut self, target: u32, emit: impl FnOnce(&mut Emitter, DynamicLabel) -> usize) {
         self.flush_esp();
         let label = self.e.label();
-        let slot = self.e.skip_over_patchable_jmp(short, label);
+        let slot = emit(&mut self.e, label);
         self.cold.push(Cold::Chain {
             label,
             target,
