@@ -87,6 +87,7 @@ fn translate(c: &mut Criterion) {
                     eip,
                     cs_limit: u32::MAX,
                     mode: ModeKey::FLAT32_CPL0,
+                    next_page: TuKey::NO_NEXT,
                 };
                 t.get(key, &mut Blob(&code)).unwrap();
             }

@@ -13,7 +13,9 @@ pub mod devices;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod paging;
 pub mod report;
+pub mod shadow;
 pub mod signals;
 
 pub use machine::{Machine, MachineConfig, MachineError, OutputSink, RunOutcome};

@@ -3,13 +3,16 @@
 
 use std::io::Write;
 
-use translator::abi::{CpuState, ExitReason, Helper, ModeKey, exc_kind, flags, vector};
+use translator::abi::{
+    CpuState, ExitReason, Helper, ModeKey, SHADOW_FAULT, exc_kind, flags, vector,
+};
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
 use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
 use crate::loader::{self, BootState, LoadError};
-use crate::memory::{GuestMemory, MemoryError};
+use crate::memory::{Filled, GuestMemory, MemFault, MemoryError, PAGE_SIZE};
+use crate::paging::AccessKind;
 use crate::signals;
 
 /// Where a character device's output goes.
@@ -35,6 +38,10 @@ pub struct MachineConfig {
     /// Stop after this many TU executions (for tests and fuzzing).
     pub tu_budget: Option<u64>,
     pub arena_size: usize,
+    /// Most guest pages mapped in the paging shadow spaces at once (each
+    /// can cost the process one kernel mapping); past it they are dropped
+    /// and refilled.
+    pub shadow_pages: usize,
 }
 
 impl Default for MachineConfig {
@@ -49,6 +56,7 @@ impl Default for MachineConfig {
             stats: false,
             tu_budget: None,
             arena_size: translator::DEFAULT_ARENA_SIZE,
+            shadow_pages: crate::shadow::DEFAULT_BUDGET,
         }
     }
 }
@@ -147,9 +155,10 @@ impl RunOutcome {
 }
 
 /// Write-protected code pages above which all translations are dropped:
-/// each protected page splits the RAM mapping, and the kernel allows a
-/// process about 65,000 mappings.
-const CODE_PAGE_BUDGET: usize = 16_384;
+/// each protected page splits the RAM mapping in two more pieces, and the
+/// kernel allows a process 65,530 mappings, which the paging shadow
+/// spaces need too (`shadow::DEFAULT_BUDGET`).
+const CODE_PAGE_BUDGET: usize = 8_192;
 
 /// Guest writes to a protected code page after which it is not
 /// protected any more (its TUs check their own code instead).
@@ -230,6 +239,9 @@ pub struct Machine {
     smc_deferred: Vec<(u32, u32)>,
     /// Guest writes to each protected code page (by page number).
     smc_writes: std::collections::HashMap<u32, u32>,
+    /// The guest TLB epoch the jump caches belong to
+    /// (`GuestMemory::tlb_epoch`).
+    tlb_epoch: u64,
 }
 
 /// A loaded guest image, kept for resets.
@@ -247,25 +259,55 @@ enum BootImage {
     Firmware,
 }
 
-/// Reads guest code at CS base + EIP (linear = physical while paging is
-/// off), up to the CS limit.
+/// Reads guest code at CS base + EIP, up to the CS limit, through the
+/// page walk when paging is on (fetch accesses, which set accessed bits).
 struct RamCode<'a> {
     mem: &'a GuestMemory,
     cs: CodeSegment,
+    paged: bool,
+    /// The #PF of the first page that could not be fetched.
+    fault: Option<MemFault>,
 }
 
 impl CodeSource for RamCode<'_> {
     fn read_code(&mut self, eip: u32, buf: &mut [u8]) -> usize {
         let in_limit = (self.cs.limit as u64 + 1).saturating_sub(eip as u64);
         let n = buf.len().min(in_limit as usize);
-        self.mem
-            .read_prefix(self.cs.base.wrapping_add(eip), &mut buf[..n])
+        let lin = self.cs.base.wrapping_add(eip);
+        if !self.paged {
+            return self.mem.read_prefix(lin, &mut buf[..n]);
+        }
+        let mut done = 0;
+        while done < n {
+            let at = lin.wrapping_add(done as u32);
+            let len = (PAGE_SIZE - (at as usize & (PAGE_SIZE - 1))).min(n - done);
+            match self.mem.translate(at, AccessKind::Fetch) {
+                Ok(phys) => {
+                    let got = self.mem.read_prefix(phys, &mut buf[done..done + len]);
+                    done += got;
+                    if got < len {
+                        break;
+                    }
+                }
+                Err(f) => {
+                    self.fault.get_or_insert(f);
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    fn page_room(&self, eip: u32) -> Option<u32> {
+        let lin = self.cs.base.wrapping_add(eip);
+        self.paged.then(|| 0x1000 - (lin & 0xFFF))
     }
 }
 
 impl Machine {
     pub fn new(config: MachineConfig) -> Result<Self, MachineError> {
-        let mem = GuestMemory::new(config.ram_size).map_err(MachineError::Memory)?;
+        let mut mem = GuestMemory::new(config.ram_size).map_err(MachineError::Memory)?;
+        mem.set_mapping_budget(config.shadow_pages);
         let mut bus = PortBus::new();
         let writer = |sink: OutputSink| -> Option<Box<dyn Write + Send>> {
             match sink {
@@ -318,6 +360,7 @@ impl Machine {
             smc_step: false,
             smc_deferred: Vec::new(),
             smc_writes: std::collections::HashMap::new(),
+            tlb_epoch: 0,
         };
         m.reset_flat(BootState {
             eip: 0,
@@ -444,6 +487,7 @@ impl Machine {
         self.cpu.cr2 = 0;
         self.cpu.cr3 = 0;
         self.cpu.cr4 = 0;
+        self.sys.nxe = false;
         self.cpu.guest_fpu = translator::abi::FxArea::initial();
         self.cpu.shadow = 0;
         self.translator.flush();
@@ -497,29 +541,52 @@ impl Machine {
         }
     }
 
-    fn key(&self, eip: u32) -> TuKey {
-        let phys = self.cpu.seg_base[crate::cpu::SREG_CS].wrapping_add(eip);
-        TuKey {
+    /// The translation key of guest `eip`: its physical address (a fetch
+    /// through the page walk), or the fault fetching its first byte raises.
+    fn key(&self, eip: u32) -> Result<TuKey, Exception> {
+        let cs = self.code_segment();
+        if eip > cs.limit {
+            return Err(Exception::with_error(vector::GP, 0));
+        }
+        let lin = cs.base.wrapping_add(eip);
+        let mem = &self.sys.mem;
+        let phys = mem.translate(lin, AccessKind::Fetch)?;
+        let next_page = if mem.paging().enabled() && translator::tu::may_cross_page(lin) {
+            let next = (lin | 0xFFF).wrapping_add(1);
+            mem.translate(next, AccessKind::Fetch)
+                .unwrap_or(TuKey::NO_NEXT)
+        } else {
+            TuKey::NO_NEXT
+        };
+        Ok(TuKey {
             phys,
             eip,
-            cs_limit: self.cpu.seg_limit[crate::cpu::SREG_CS],
+            cs_limit: cs.limit,
             mode: self.last_mode,
-        }
+            next_page,
+        })
     }
 
     /// The host code for guest `eip`, or None if fetching it raised an
     /// exception that was delivered (the CPU is now at its handler).
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
-        let key = self.key(eip);
+        let key = match self.key(eip) {
+            Ok(k) => k,
+            Err(exc) => {
+                self.exception(exc, eip, eip, exc_kind::HARDWARE)?;
+                return Ok(None);
+            }
+        };
         let cs = self.code_segment();
         let generation = self.translator.generation();
-        let got = self.translator.get(
-            key,
-            &mut RamCode {
-                mem: &self.sys.mem,
-                cs,
-            },
-        );
+        let mut src = RamCode {
+            mem: &self.sys.mem,
+            cs,
+            paged: self.sys.mem.paging().enabled(),
+            fault: None,
+        };
+        let got = self.translator.get(key, &mut src);
+        let paging_fault = src.fault;
         if self.translator.generation() != generation {
             // The arena filled up and was flushed: no code is left to guard.
             self.sys.mem.release_code();
@@ -542,6 +609,8 @@ impl Machine {
                 // memory: #PF (I/D set). The run goes on at the handler.
                 let exc = if f.addr > cs.limit || f.addr < eip {
                     Exception::with_error(vector::GP, 0)
+                } else if let Some(pf) = paging_fault {
+                    pf.into()
                 } else {
                     Exception {
                         vector: vector::PF,
@@ -568,17 +637,7 @@ impl Machine {
     ) -> Result<(), Stop> {
         self.sys.counters.exceptions += 1;
         if exc.vector == vector::PF && kind == exc_kind::HARDWARE {
-            if exc.error & 2 != 0 && self.sys.mem.is_rom(exc.addr) {
-                // The runtime drops writes to ROM; translated code cannot
-                // yet (its faulting instruction would have to be emulated).
-                return Err(Stop::Unsupported {
-                    eip: insn_eip,
-                    what: format!(
-                        "a write to ROM at {:#010x} by translated code (emulating it comes with the shadow MMU's MMIO support)",
-                        exc.addr
-                    ),
-                });
-            }
+            self.sys.counters.true_faults += 1;
             self.cpu.cr2 = exc.addr;
         }
         match crate::cpu::interrupts::deliver(
@@ -597,7 +656,7 @@ impl Machine {
     /// Runs the guest until it stops.
     pub fn run(&mut self) -> RunOutcome {
         signals::prepare_thread();
-        signals::set_gs_base(self.sys.mem.shadow_base());
+        signals::set_gs_base(self.cpu.gs_base);
         let mut next: Option<usize> = None;
         let stop = loop {
             if let Some(stop) = self.sys.stop.take() {
@@ -629,6 +688,9 @@ impl Machine {
                     }
                     continue;
                 }
+            }
+            if self.sync_space() {
+                next = None;
             }
             let tf = self.cpu.sys_flags & flags::TF != 0;
             let mode = self.mode(tf || in_shadow || self.smc_step);
@@ -704,35 +766,23 @@ impl Machine {
                 Some(ExitReason::Exception) => {
                     self.sys.counters.exit(crate::cpu::ExitKind::Exception);
                     let c = &self.cpu;
-                    let exc = Exception {
+                    let mut exc = Exception {
                         vector: c.exc_vector,
                         error: c.exc_error,
                         addr: c.fault_addr,
                     };
-                    if exc.vector == vector::PF
-                        && c.exc_kind == exc_kind::HARDWARE
-                        && exc.error & 2 != 0
-                        && self.sys.mem.is_code_page(exc.addr)
-                    {
-                        // Guest code wrote to a page holding translated
-                        // code: drop the translations and run the writing
-                        // instruction again, alone and with its pages
-                        // unprotected (they are protected again after it,
-                        // or it would fault forever on its own page). A
-                        // page written again and again stops being
-                        // protected: its TUs check their own code instead.
-                        let page = exc.addr >> 12;
-                        let writes = self.smc_writes.entry(page).or_insert(0);
-                        *writes += 1;
-                        if *writes >= SMC_HOT_WRITES {
-                            self.translator.set_self_checking(page);
-                            self.sys.mem.set_hot(page as usize);
+                    if exc.vector == vector::PF && exc.error & SHADOW_FAULT != 0 {
+                        let write = exc.error & 2 != 0;
+                        match self.shadow_fault(exc.addr, write) {
+                            Ok(Some(e)) => exc = e,
+                            Ok(None) => {
+                                next = None;
+                                continue;
+                            }
+                            Err(stop) => break stop,
                         }
-                        self.invalidate_code();
-                        self.smc_step = true;
-                        next = None;
-                        continue;
                     }
+                    let c = &self.cpu;
                     let (eip, insn_eip, kind) = (c.eip, c.exc_insn, c.exc_kind);
                     if exc.vector == vector::DE && kind == exc_kind::HARDWARE {
                         // A guest that divides by zero once may do it often:
@@ -801,6 +851,82 @@ impl Machine {
             }
             self.wake.wait(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// Generated code touched linear `lin` (a write if `write`) where its
+    /// shadow maps nothing, or maps read-only. Maps the page (a hidden
+    /// fault) or handles the write to translated code, and returns None
+    /// to run the instruction again; or returns the guest exception.
+    fn shadow_fault(&mut self, lin: u32, write: bool) -> Result<Option<Exception>, Stop> {
+        let mem = &mut self.sys.mem;
+        let filled = if mem.paging().enabled() {
+            let user = crate::cpu::cpl(&self.cpu) == 3;
+            match mem.fill_shadow(lin, write, user) {
+                Ok(f) => {
+                    self.sys.counters.hidden_faults += 1;
+                    f
+                }
+                Err(fault) => return Ok(Some(fault.into())),
+            }
+        } else if write && mem.is_code_page(lin) {
+            Filled::CodeWrite { phys: lin }
+        } else if write && mem.is_rom(lin) {
+            Filled::RomWrite { phys: lin }
+        } else {
+            Filled::NoMemory { phys: lin }
+        };
+        match filled {
+            Filled::Mapped => Ok(None),
+            Filled::CodeWrite { phys } => {
+                // Guest code wrote to a page holding translated code: drop
+                // the translations and run the writing instruction again,
+                // alone and with its pages unprotected (they are protected
+                // again after it, or it would fault forever on its own
+                // page). A page written again and again stops being
+                // protected: its TUs check their own code instead.
+                let page = phys >> 12;
+                let writes = self.smc_writes.entry(page).or_insert(0);
+                *writes += 1;
+                if *writes >= SMC_HOT_WRITES {
+                    self.translator.set_self_checking(page);
+                    self.sys.mem.set_hot(page as usize);
+                }
+                self.invalidate_code();
+                self.smc_step = true;
+                Ok(None)
+            }
+            // The runtime drops writes to ROM; translated code cannot yet
+            // (its faulting instruction would have to be emulated).
+            Filled::RomWrite { phys } => Err(Stop::Unsupported {
+                eip: self.cpu.exc_insn,
+                what: format!(
+                    "a write to ROM at {phys:#010x} by translated code (emulating it comes with the shadow MMU's MMIO support)"
+                ),
+            }),
+            Filled::NoMemory { .. } => Ok(Some(MemFault::no_memory(lin, write).into())),
+        }
+    }
+
+    /// Before entering generated code: the runtime's accesses get the
+    /// current paging registers and privilege, generated code the shadow
+    /// space for them (identity without paging, else the supervisor or
+    /// user space), and the jump caches are dropped if the guest TLB was.
+    /// Returns whether they were.
+    fn sync_space(&mut self) -> bool {
+        crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
+        let user = crate::cpu::cpl(&self.cpu) == 3;
+        let gs = self.sys.mem.space_base(user);
+        if gs != self.cpu.gs_base {
+            self.cpu.set_gs_base(gs);
+            signals::set_gs_base(gs);
+        }
+        let epoch = self.sys.mem.tlb_epoch();
+        if epoch == self.tlb_epoch {
+            return false;
+        }
+        self.tlb_epoch = epoch;
+        self.translator.clear_jump_caches();
+        true
     }
 
     /// Self-modifying code: drops every translation and the write

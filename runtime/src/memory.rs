@@ -13,7 +13,12 @@
 
 use std::io;
 
-use translator::abi::{limit, vector};
+use std::cell::Cell;
+
+use translator::abi::vector;
+
+use crate::paging::{Access, AccessKind, PageTables, PagingRegs, walk};
+use crate::shadow::{self, Backing, Spaces, View};
 
 pub const PAGE_SIZE: usize = 4096;
 /// Span of guest linear addresses: the 32-bit space.
@@ -24,10 +29,6 @@ pub const SPACE: usize = 1 << 32;
 /// page; the guards also hold the 64 KiB limit probes (`abi::limit`).
 /// Above the space, the first page of the guard is page 0's alias.
 pub const GUARD: usize = 1 << 30;
-/// The whole reservation: the guard below guest space, the space, the
-/// guard above it and the segment-limit probe areas (`abi::limit`).
-const RESERVE: usize = GUARD + limit::AREA_END as usize;
-const _: () = assert!(limit::AREA_START as usize == SPACE + GUARD);
 /// Most RAM a guest can have: leaves the top of the space for ROM and MMIO.
 pub const MAX_RAM: usize = 3 << 30;
 /// The largest firmware ROM (a PC's BIOS flash), and the granule of its size.
@@ -41,15 +42,46 @@ const ONE_MIB: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GuestPhys(pub u32);
 
-/// A guest access that hit no memory: raised as #PF with this address.
+/// A guest access that paging refused, or that hit no memory: raised as
+/// #PF with this linear address and error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemFault {
     pub addr: u32,
-    pub write: bool,
+    pub error: u32,
 }
 
 impl MemFault {
     pub const VECTOR: u32 = vector::PF;
+
+    /// An access to a physical address without memory.
+    pub fn no_memory(addr: u32, write: bool) -> Self {
+        MemFault {
+            addr,
+            error: (write as u32) << 1,
+        }
+    }
+}
+
+/// What a hidden fault (generated code touching a page its shadow space
+/// does not map) came to, when the guest's page tables allow the access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// The page is mapped now: run the instruction again.
+    Mapped,
+    /// A write to a frame that holds translated code (mapped read-only).
+    CodeWrite { phys: u32 },
+    /// A write to ROM (mapped read-only).
+    RomWrite { phys: u32 },
+    /// The frame is not RAM or ROM.
+    NoMemory { phys: u32 },
+}
+
+/// How runtime accesses by linear address are translated: the paging
+/// registers, and whether accesses are user accesses.
+#[derive(Clone, Copy, Debug, Default)]
+struct Context {
+    regs: PagingRegs,
+    user: bool,
 }
 
 #[derive(Debug)]
@@ -84,7 +116,18 @@ impl std::error::Error for MemoryError {}
 pub struct GuestMemory {
     size: usize,
     flat: *mut u8,
-    shadow: *mut u8,
+    /// The identity shadow, used while paging is off.
+    shadow: shadow::Reservation,
+    /// The RAM and ROM memfds (shadow spaces map their pages).
+    ram_fd: i32,
+    rom_fd: Option<i32>,
+    /// The shadow spaces of paging.
+    spaces: Spaces,
+    context: Cell<Context>,
+    /// Bumped whenever guest TLB entries are dropped (CR3, INVLPG, a
+    /// paging-mode change): linear-address caches outside (the jump
+    /// caches) must be dropped too.
+    tlb_epoch: u64,
     /// The firmware ROM, mapped read-only at the top of the space and
     /// (its last 128 KiB) below 1 MiB, over RAM.
     rom: Option<Box<[u8]>>,
@@ -105,7 +148,7 @@ pub struct GuestMemory {
 // thread moves that ownership (the runtime runs one vCPU per machine).
 unsafe impl Send for GuestMemory {}
 
-fn os(what: &'static str) -> MemoryError {
+pub(crate) fn os(what: &'static str) -> MemoryError {
     MemoryError::Os(what, io::Error::last_os_error())
 }
 
@@ -119,47 +162,44 @@ impl GuestMemory {
         if fd < 0 {
             return Err(os("memfd_create"));
         }
-        let result = Self::map(fd, size);
-        // SAFETY: fd is ours; the mappings keep the memory alive.
-        unsafe { libc::close(fd) };
-        result
-    }
-
-    fn map(fd: i32, size: usize) -> Result<Self, MemoryError> {
+        let fail = |e: MemoryError, flat: Option<*mut libc::c_void>| {
+            // SAFETY: fd is ours, flat (if any) was mapped with `size` bytes,
+            // and nothing else uses either.
+            unsafe {
+                if let Some(flat) = flat {
+                    libc::munmap(flat, size);
+                }
+                libc::close(fd);
+            }
+            Err(e)
+        };
         // SAFETY: fd is a fresh memfd.
         if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
-            return Err(os("ftruncate"));
+            return fail(os("ftruncate"), None);
         }
         let rw = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: a new shared mapping of our memfd at a kernel-chosen address.
         let flat = unsafe { libc::mmap(std::ptr::null_mut(), size, rw, libc::MAP_SHARED, fd, 0) };
         if flat == libc::MAP_FAILED {
-            return Err(os("mmap (flat view)"));
+            return fail(os("mmap (flat view)"), None);
         }
-        let reserve = RESERVE;
-        // SAFETY: an inaccessible reservation at a kernel-chosen address.
-        let shadow = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                reserve,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let shadow_space = match shadow::reserve() {
+            Ok(s) => s,
+            Err(e) => return fail(e, Some(flat)),
         };
-        if shadow == libc::MAP_FAILED {
-            let e = os("mmap (shadow reservation)");
-            // SAFETY: flat was mapped above with this size.
-            unsafe { libc::munmap(flat, size) };
-            return Err(e);
-        }
-        // SAFETY: the guest space starts GUARD bytes into the reservation.
-        let shadow = unsafe { shadow.cast::<u8>().add(GUARD) };
+        let spaces = match Spaces::new(shadow::DEFAULT_BUDGET) {
+            Ok(s) => s,
+            Err(e) => return fail(e, Some(flat)),
+        };
         let mem = GuestMemory {
             size,
             flat: flat.cast(),
-            shadow,
+            shadow: shadow_space,
+            ram_fd: fd,
+            rom_fd: None,
+            spaces,
+            context: Cell::new(Context::default()),
+            tlb_epoch: 0,
             rom: None,
             low_rom: ONE_MIB,
             code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
@@ -169,27 +209,6 @@ impl GuestMemory {
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
-        for (probe, len) in [
-            (limit::PROBE_GP, SPACE),
-            (limit::PROBE_SS, SPACE),
-            (limit::PROBE64_GP, 1 << 16),
-            (limit::PROBE64_SS, 1 << 16),
-        ] {
-            // SAFETY: inside our reservation; private anonymous zero pages.
-            let p = unsafe {
-                libc::mmap(
-                    mem.shadow.offset(probe as isize).cast(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(os("mmap (segment limit probe)"));
-            }
-        }
         Ok(mem)
     }
 
@@ -218,7 +237,7 @@ impl GuestMemory {
         // replaces only pages this value owns.
         let p = unsafe {
             libc::mmap(
-                self.shadow.add(at).cast(),
+                self.shadow.space().add(at).cast(),
                 len,
                 prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
@@ -260,9 +279,16 @@ impl GuestMemory {
             self.map_fixed(fd, SPACE - len, 0, len, libc::PROT_READ)?;
             self.map_fixed(fd, ONE_MIB - low, len - low, low, libc::PROT_READ)
         })();
-        // SAFETY: fd is ours; the mappings keep the ROM alive.
-        unsafe { libc::close(fd) };
-        result?;
+        if let Err(e) = result {
+            // SAFETY: fd is ours and not kept.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        // Kept open: shadow spaces map ROM pages from it.
+        if let Some(old) = self.rom_fd.replace(fd) {
+            // SAFETY: the previous ROM's fd, which nothing uses any more.
+            unsafe { libc::close(old) };
+        }
         self.rom = Some(image.into());
         self.low_rom = ONE_MIB - len.min(LOW_ROM_WINDOW);
         Ok(())
@@ -320,7 +346,7 @@ impl GuestMemory {
         if self.code_pages[page / 64] & (1 << (page % 64)) != 0 {
             self.code_pages[page / 64] &= !(1 << (page % 64));
             self.code_page_count -= 1;
-            self.set_shadow_prot(page, libc::PROT_READ | libc::PROT_WRITE);
+            self.set_shadow_prot(page, false);
         }
     }
 
@@ -356,33 +382,40 @@ impl GuestMemory {
             }
             self.code_pages[page / 64] |= 1 << (page % 64);
             self.code_page_count += 1;
-            self.set_shadow_prot(page, libc::PROT_READ);
+            self.set_shadow_prot(page, true);
         }
     }
 
     /// Drops every code-page protection (after the translations are gone).
     pub fn release_code(&mut self) {
-        for (w, &bits) in self.code_pages.iter().enumerate() {
-            let mut bits = bits;
-            while bits != 0 {
+        let mut pages = std::mem::take(&mut self.code_pages);
+        for (w, bits) in pages.iter_mut().enumerate() {
+            while *bits != 0 {
                 let page = w * 64 + bits.trailing_zeros() as usize;
-                self.set_shadow_prot(page, libc::PROT_READ | libc::PROT_WRITE);
-                bits &= bits - 1;
+                self.set_shadow_prot(page, false);
+                *bits &= *bits - 1;
             }
         }
-        self.code_pages.fill(0);
+        self.code_pages = pages;
         self.code_page_count = 0;
         self.code_written.set(false);
     }
 
-    /// mprotect of RAM page `page` in the shadow (and its alias above
-    /// 4 GiB for page 0).
-    fn set_shadow_prot(&self, page: usize, prot: i32) {
+    /// Write-protects RAM page `page` (it holds code) or lifts that, in
+    /// the identity shadow (and its alias above 4 GiB for page 0) and
+    /// wherever the paging spaces map it.
+    fn set_shadow_prot(&mut self, page: usize, code: bool) {
+        self.spaces.protect_frame(page as u32, code);
+        let prot = if code {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         let alias = (page == 0).then_some(SPACE);
         for off in std::iter::once(page * PAGE_SIZE).chain(alias) {
             // SAFETY: a page of the shadow's RAM mapping, which this value
             // owns; generated code sees the new protection at once.
-            let r = unsafe { libc::mprotect(self.shadow.add(off).cast(), PAGE_SIZE, prot) };
+            let r = unsafe { libc::mprotect(self.shadow.space().add(off).cast(), PAGE_SIZE, prot) };
             debug_assert_eq!(r, 0, "mprotect of a shadow RAM page");
         }
     }
@@ -419,10 +452,7 @@ impl GuestMemory {
             }
         };
         if let Some(i) = (0..len).find(|&i| place(i).is_none()) {
-            return Err(MemFault {
-                addr: addr.wrapping_add(i as u32),
-                write,
-            });
+            return Err(MemFault::no_memory(addr.wrapping_add(i as u32), write));
         }
         for i in 0..len {
             f(i, place(i).expect("checked above"));
@@ -432,7 +462,224 @@ impl GuestMemory {
 
     /// Host address of guest linear 0: the GS base for generated code.
     pub fn shadow_base(&self) -> u64 {
-        self.shadow as u64
+        self.shadow.space() as u64
+    }
+
+    /// Sets how the runtime's accesses by linear address are translated:
+    /// the paging registers and the privilege of its accesses (a user
+    /// access at CPL 3).
+    pub fn set_context(&self, regs: PagingRegs, user: bool) {
+        self.context.set(Context { regs, user });
+    }
+
+    pub fn paging(&self) -> PagingRegs {
+        self.context.get().regs
+    }
+
+    /// Runs `f` with the runtime's accesses made with privilege `user`
+    /// (the implicit supervisor accesses to descriptor tables and TSSes,
+    /// pushes onto an inner ring's stack).
+    pub fn with_privilege<T>(&self, user: bool, f: impl FnOnce(&Self) -> T) -> T {
+        let saved = self.context.get();
+        self.context.set(Context { user, ..saved });
+        let r = f(self);
+        self.context.set(saved);
+        r
+    }
+
+    /// Sets the privilege of the runtime's accesses; returns the old one.
+    pub fn set_user(&self, user: bool) -> bool {
+        let saved = self.context.get();
+        self.context.set(Context { user, ..saved });
+        saved.user
+    }
+
+    /// [`GuestMemory::with_privilege`] for supervisor accesses.
+    pub fn supervisor<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
+        self.with_privilege(false, f)
+    }
+
+    /// The budget of pages mapped in the paging spaces (see `shadow`).
+    pub fn set_mapping_budget(&mut self, pages: usize) {
+        self.spaces.set_budget(pages);
+    }
+
+    /// The GS base generated code runs with: the identity shadow without
+    /// paging, else the supervisor or the user space.
+    pub fn space_base(&self, user: bool) -> u64 {
+        if !self.context.get().regs.enabled() {
+            self.shadow.space() as u64
+        } else if user {
+            self.spaces.base(View::User)
+        } else {
+            self.spaces.base(View::Supervisor)
+        }
+    }
+
+    /// The guest physical address of linear `lin` for an access of
+    /// `kind` with the current context (the page walk, which sets
+    /// accessed and dirty bits), or the #PF it raises.
+    pub fn translate(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
+        let ctx = self.context.get();
+        if !ctx.regs.enabled() {
+            return Ok(lin);
+        }
+        let access = Access {
+            kind,
+            user: ctx.user,
+        };
+        let t =
+            walk(self, &ctx.regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
+        u32::try_from(t.frame | (lin & 0xFFF) as u64)
+            .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))
+    }
+
+    /// Runs `op(phys, start, len)` for the pieces of `len` bytes at linear
+    /// `addr` (one per page), all translated before the first runs.
+    fn linear(
+        &self,
+        addr: u32,
+        len: usize,
+        kind: AccessKind,
+        mut op: impl FnMut(u32, usize, usize) -> Result<(), MemFault>,
+    ) -> Result<(), MemFault> {
+        if !self.context.get().regs.enabled() {
+            return op(addr, 0, len);
+        }
+        // A fault on physical memory is reported at its linear address.
+        let relink = |f: MemFault, phys: u32, lin: u32| MemFault {
+            addr: lin.wrapping_add(f.addr.wrapping_sub(phys)),
+            ..f
+        };
+        let first = PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1));
+        if len <= first {
+            let phys = self.translate(addr, kind)?;
+            return op(phys, 0, len).map_err(|f| relink(f, phys, addr));
+        }
+        let mut pieces = Vec::with_capacity(len / PAGE_SIZE + 2);
+        let mut done = 0;
+        while done < len {
+            let lin = addr.wrapping_add(done as u32);
+            let n = (PAGE_SIZE - (lin as usize & (PAGE_SIZE - 1))).min(len - done);
+            pieces.push((self.translate(lin, kind)?, lin, done, n));
+            done += n;
+        }
+        for (phys, lin, start, n) in pieces {
+            op(phys, start, n).map_err(|f| relink(f, phys, lin))?;
+        }
+        Ok(())
+    }
+
+    /// Reads at a linear address (translated when paging is on).
+    #[inline]
+    pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+        let len = buf.len();
+        self.linear(addr, len, AccessKind::Read, |phys, start, n| {
+            self.read_phys(phys, &mut buf[start..start + n])
+        })
+    }
+
+    /// Writes at a linear address; nothing is written unless every page
+    /// of it may be.
+    #[inline]
+    pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        self.linear(addr, data.len(), AccessKind::Write, |phys, start, n| {
+            self.write_phys(phys, &data[start..start + n])
+        })
+    }
+
+    /// Checks that `len` bytes at linear `addr` could be written (paging
+    /// allows it and there is memory), without writing.
+    pub fn check_write(&self, addr: u32, len: usize) -> Result<(), MemFault> {
+        self.linear(addr, len, AccessKind::Write, |phys, _, n| {
+            if self.contains(phys, n) || self.is_rom(phys) {
+                Ok(())
+            } else {
+                Err(MemFault::no_memory(phys, true))
+            }
+        })
+    }
+
+    /// A hidden fault: generated code touched linear `lin` (a write if
+    /// `write`) with privilege `user`, and the page is not mapped in that
+    /// space (or mapped read-only). Walks the guest's page tables and maps
+    /// the page, or returns the guest's #PF.
+    pub fn fill_shadow(&mut self, lin: u32, write: bool, user: bool) -> Result<Filled, MemFault> {
+        let regs = self.context.get().regs;
+        let kind = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        let t = walk(self, &regs, lin, Access { kind, user })
+            .map_err(|error| MemFault { addr: lin, error })?;
+        let Ok(phys) = u32::try_from(t.frame) else {
+            return Ok(Filled::NoMemory { phys: u32::MAX });
+        };
+        let back = if let Some(r) = self.rom_index(phys) {
+            Backing {
+                fd: self.rom_fd.expect("a ROM has its memfd"),
+                offset: r,
+                read_only: true,
+            }
+        } else if self.contains(phys, PAGE_SIZE) {
+            Backing {
+                fd: self.ram_fd,
+                offset: phys as usize,
+                read_only: false,
+            }
+        } else {
+            return Ok(Filled::NoMemory { phys });
+        };
+        let protected = self.is_code_page(phys);
+        let writable = t.dirty && t.write_allowed(user, &regs);
+        let view = if user { View::User } else { View::Supervisor };
+        self.spaces
+            .map(
+                view,
+                lin >> 12,
+                phys >> 12,
+                back,
+                writable,
+                t.global,
+                t.large,
+                protected,
+            )
+            .map_err(|_| MemFault::no_memory(lin, write))?;
+        Ok(match () {
+            _ if write && back.read_only => Filled::RomWrite { phys },
+            _ if write && protected => Filled::CodeWrite { phys },
+            _ => Filled::Mapped,
+        })
+    }
+
+    /// Drops shadow mappings the way a guest TLB flush does: all of them
+    /// (`global`: a paging-mode change), or all but global pages (a CR3
+    /// write).
+    pub fn flush_tlb(&mut self, global: bool) {
+        if global {
+            self.spaces.drop_all();
+        } else {
+            self.spaces.drop_non_global();
+        }
+        self.tlb_epoch += 1;
+    }
+
+    /// INVLPG: drops linear page of `lin` from the shadow spaces.
+    pub fn invalidate_page(&mut self, lin: u32) {
+        self.spaces.invalidate_page(lin >> 12);
+        self.tlb_epoch += 1;
+    }
+
+    /// Counts guest TLB flushes (see the field).
+    pub fn tlb_epoch(&self) -> u64 {
+        self.tlb_epoch
+    }
+
+    /// Shadow flushes so far (over the mapping budget or a TLB flush
+    /// that dropped everything), and pages mapped now.
+    pub fn shadow_counts(&self) -> (u64, usize) {
+        (self.spaces.flushes, self.spaces.mapped())
     }
 
     /// Whether `len` bytes at `addr` are all RAM.
@@ -443,8 +690,9 @@ impl GuestMemory {
             .is_some_and(|end| end <= self.size)
     }
 
+    /// Reads guest physical memory (RAM and ROM).
     #[inline]
-    pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+    pub fn read_phys(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
         if !self.plain_ram(addr, buf.len()) {
             return self.read_slow(addr, buf);
         }
@@ -470,9 +718,9 @@ impl GuestMemory {
         })
     }
 
-    /// Writes `data`; bytes that fall on ROM are dropped.
+    /// Writes guest physical memory; bytes that fall on ROM are dropped.
     #[inline]
-    pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+    pub fn write_phys(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
         self.note_write(addr, data.len());
         if !self.plain_ram(addr, data.len()) {
             return self.write_slow(addr, data);
@@ -495,7 +743,8 @@ impl GuestMemory {
         })
     }
 
-    /// Reads up to `buf.len()` bytes and returns how many were RAM or ROM.
+    /// Reads up to `buf.len()` bytes of guest physical memory and returns
+    /// how many were RAM or ROM.
     pub fn read_prefix(&self, addr: u32, buf: &mut [u8]) -> usize {
         let n = if self.plain_ram(addr, buf.len()) {
             buf.len()
@@ -507,7 +756,7 @@ impl GuestMemory {
                 })
                 .unwrap_or(buf.len())
         };
-        self.read(addr, &mut buf[..n]).map_or(0, |()| n)
+        self.read_phys(addr, &mut buf[..n]).map_or(0, |()| n)
     }
 
     /// Fills `len` bytes with `byte`; bytes that fall on ROM are kept.
@@ -588,6 +837,29 @@ impl GuestMemory {
     }
 }
 
+/// The walk reads and writes page tables in RAM (and reads ROM).
+impl PageTables for GuestMemory {
+    fn read_u32(&self, addr: u64) -> Option<u32> {
+        let mut b = [0; 4];
+        self.read_phys(u32::try_from(addr).ok()?, &mut b).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        let mut b = [0; 8];
+        self.read_phys(u32::try_from(addr).ok()?, &mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn write_u32(&self, addr: u64, v: u32) {
+        let _ = self.write_phys(addr as u32, &v.to_le_bytes());
+    }
+
+    fn write_u64(&self, addr: u64, v: u64) {
+        let _ = self.write_phys(addr as u32, &v.to_le_bytes());
+    }
+}
+
 /// Where one byte of guest physical memory lives.
 #[derive(Clone, Copy)]
 enum Place {
@@ -603,7 +875,10 @@ impl Drop for GuestMemory {
         // generated code runs once the machine owning them is dropped.
         unsafe {
             libc::munmap(self.flat.cast(), self.size);
-            libc::munmap(self.shadow.sub(GUARD).cast(), RESERVE);
+            libc::close(self.ram_fd);
+            if let Some(fd) = self.rom_fd {
+                libc::close(fd);
+            }
         }
     }
 }
@@ -635,17 +910,11 @@ mod tests {
         let m = GuestMemory::new(1 << 20).unwrap();
         assert_eq!(
             m.read_u32((1 << 20) - 2),
-            Err(MemFault {
-                addr: 1 << 20,
-                write: false
-            })
+            Err(MemFault::no_memory(1 << 20, false))
         );
         assert_eq!(
             m.write_u8(0xFFFF_FFFF, 1),
-            Err(MemFault {
-                addr: 0xFFFF_FFFF,
-                write: true
-            })
+            Err(MemFault::no_memory(0xFFFF_FFFF, true))
         );
     }
 

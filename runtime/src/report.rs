@@ -51,6 +51,19 @@ impl Report {
                 "smc_invalidations".to_string(),
                 Some(sys.counters.smc_invalidations),
             ),
+            (
+                "hidden_faults".to_string(),
+                Some(sys.counters.hidden_faults),
+            ),
+            ("true_faults".to_string(), Some(sys.counters.true_faults)),
+            (
+                "shadow_flushes".to_string(),
+                Some(sys.mem.shadow_counts().0),
+            ),
+            (
+                "shadow_pages_mapped".to_string(),
+                Some(sys.mem.shadow_counts().1 as u64),
+            ),
         ];
         for (k, v) in HelperKind::ALL.iter().zip(sys.counters.helper_calls) {
             if v > 0 {

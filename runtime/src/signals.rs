@@ -174,7 +174,11 @@ fn classify(sig: libc::c_int, fault: u64, gs_base: u64, err: u64) -> (u32, u32, 
                 // guest): #PF with the linear address. The host error
                 // code's bit 1 says whether it was a write.
                 let write = (err >> 1) & 1;
-                (vector::PF, (write << 1) as u32, off as u32)
+                (
+                    vector::PF,
+                    (write << 1) as u32 | translator::abi::SHADOW_FAULT,
+                    off as u32,
+                )
             } else {
                 // A #GP in the host (si_addr 0): the guest's own #GP(0).
                 (vector::GP, 0, 0)

@@ -53,8 +53,9 @@ impl Run {
     pub fn eip(&self) -> u32 {
         self.machine.cpu().eip
     }
+    /// Guest physical memory after the run.
     pub fn mem_u32(&self, addr: u32) -> u32 {
-        self.machine.memory().read_u32(addr).unwrap()
+        u32::from_le_bytes(self.mem_bytes(addr, 4).try_into().unwrap())
     }
     pub fn output_str(&self) -> String {
         String::from_utf8_lossy(&self.output).into_owned()
@@ -77,6 +78,8 @@ pub struct Options {
     /// End the run at a triple fault instead of resetting (the default
     /// here: tests want to see it).
     pub no_reboot: bool,
+    /// `MachineConfig::shadow_pages`.
+    pub shadow_pages: usize,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             stats: false,
             budget: Some(50_000_000),
             no_reboot: true,
+            shadow_pages: bt86_runtime::shadow::DEFAULT_BUDGET,
         }
     }
 }
@@ -144,6 +148,7 @@ fn run_machine(opts: Options, load: impl FnOnce(&mut Machine)) -> Run {
         tu_budget: opts.budget,
         no_reboot: opts.no_reboot,
         arena_size: 8 << 20,
+        shadow_pages: opts.shadow_pages,
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config).expect("machine");
@@ -169,6 +174,7 @@ pub fn tsc_ghz() -> f64 {
     let c1 = unsafe { core::arch::x86_64::_rdtsc() };
     (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64
 }
+pub mod paging;
 pub mod pm;
 
 // ---------------------------------------------------------------------
@@ -184,14 +190,14 @@ pub use bt86_translator::abi::vector as vec;
 
 impl Run {
     pub fn mem_u8(&self, addr: u32) -> u8 {
-        self.machine.memory().read_u8(addr).unwrap()
+        self.mem_bytes(addr, 1)[0]
     }
     pub fn mem_u16(&self, addr: u32) -> u16 {
-        self.machine.memory().read_u16(addr).unwrap()
+        u16::from_le_bytes(self.mem_bytes(addr, 2).try_into().unwrap())
     }
     pub fn mem_bytes(&self, addr: u32, len: usize) -> Vec<u8> {
         let mut v = vec![0; len];
-        self.machine.memory().read(addr, &mut v).unwrap();
+        self.machine.memory().read_phys(addr, &mut v).unwrap();
         v
     }
     /// The status flags (CF PF AF ZF SF OF) of the final EFLAGS.

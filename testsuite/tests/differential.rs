@@ -584,7 +584,7 @@ fn run_guest(image: &[u8]) -> Run {
             ram: RAM,
             stats: false,
             budget: Some(1 << 32),
-            no_reboot: true,
+            ..Options::default()
         },
         image,
         LOAD,

@@ -21,7 +21,7 @@ fn small() -> Options {
         ram: 2 << 20,
         stats: false,
         budget: Some(20_000),
-        no_reboot: true,
+        ..Options::default()
     }
 }
 

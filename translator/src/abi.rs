@@ -106,6 +106,10 @@ pub struct CodeCheck {
     pub phys: u32,
     pub eip: u32,
     pub bytes: Box<[u8]>,
+    /// Bytes at `phys`; the rest are at `next_phys` (a TU whose one
+    /// instruction runs into another page under paging).
+    pub split: u32,
+    pub next_phys: u32,
 }
 
 /// How an `ExitReason::Exception` came about (`CpuState::exc_kind`); the
@@ -121,6 +125,12 @@ pub mod exc_kind {
     /// no DPL check).
     pub const EXTERNAL: u32 = 3;
 }
+
+/// Set in `CpuState::exc_error` of a #PF that the fault handler made from
+/// a host fault in the shadow (the page is not mapped there, or mapped
+/// read-only): the run loop decides what it is for the guest (a hidden
+/// fault, self-modifying code, a true #PF).
+pub const SHADOW_FAULT: u32 = 1 << 31;
 
 /// A helper returns this to let the TU go on; anything else exits to the
 /// run loop with `ExitReason::Helper` (or whatever reason the helper stored).

@@ -57,6 +57,24 @@ pub struct TuKey {
     /// The CS limit: a TU stops where fetching would fault.
     pub cs_limit: u32,
     pub mode: ModeKey,
+    /// Under paging, for an EIP whose instruction may run into the next
+    /// page ([`tu::may_cross_page`]): the guest physical address of that
+    /// page ([`TuKey::NO_NEXT`] if it is not mapped); else `NO_NEXT`.
+    pub next_page: u32,
+}
+
+impl TuKey {
+    pub const NO_NEXT: u32 = u32::MAX;
+
+    /// Bytes of a TU of `len` bytes that lie in its first page, and the
+    /// rest (in `next_page`).
+    fn split(&self, len: u32) -> (u32, u32) {
+        if self.next_page == Self::NO_NEXT {
+            return (len, 0);
+        }
+        let room = 0x1000 - (self.phys & 0xFFF);
+        (len.min(room), len.saturating_sub(room))
+    }
 }
 
 #[derive(Debug)]
@@ -104,6 +122,9 @@ pub struct Translator {
     /// One jump cache per mode (its entries are keyed by EIP alone), and
     /// the one generated code uses now.
     jump_caches: Vec<((ModeKey, CodeSegment), Box<JumpCache>)>,
+    /// The entries filled in each jump cache since it was last cleared
+    /// (while few, clearing resets just those).
+    jc_filled: Vec<Vec<u16>>,
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
@@ -152,6 +173,7 @@ impl Translator {
             insns: Vec::new(),
             fault_map,
             jump_caches,
+            jc_filled: vec![Vec::new()],
             current_jc: 0,
             call_stack,
             emulated_divs: hashbrown::HashSet::new(),
@@ -223,7 +245,10 @@ impl Translator {
         let t0 = stats::cycles();
         let mut formed = tu::form(src, key.eip, key.mode).map_err(TranslateError::Fetch)?;
         let page = |a: u32| a >> 12;
-        let last = key.phys.wrapping_add(formed.len.max(1) - 1);
+        let last = match key.split(formed.len) {
+            (_, 0) => key.phys.wrapping_add(formed.len.max(1) - 1),
+            _ => key.next_page,
+        };
         let checked = self.self_checking.contains(&page(key.phys))
             || self.self_checking.contains(&page(last));
         if checked {
@@ -236,6 +261,7 @@ impl Translator {
             }
         }
         let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
+        let (first, rest) = key.split(formed.len);
         let check = checked.then(|| {
             let mut bytes = vec![0u8; formed.len as usize];
             let n = src.read_code(key.eip, &mut bytes);
@@ -244,6 +270,8 @@ impl Translator {
                 phys: key.phys,
                 eip: key.eip,
                 bytes: bytes.into_boxed_slice(),
+                split: first,
+                next_phys: key.next_page,
             })
         });
         let check_ptr = check.as_ref().map(|c| &**c as *const abi::CodeCheck);
@@ -286,7 +314,10 @@ impl Translator {
             );
             self.insns.push(insns);
             self.map.insert(key, base);
-            self.translated.push((key.phys, formed.len));
+            self.translated.push((key.phys, first));
+            if rest != 0 {
+                self.translated.push((key.next_page, rest));
+            }
             if let Some(c) = check {
                 self.checks.push(c);
             }
@@ -315,6 +346,9 @@ impl Translator {
     pub fn jump_cache_insert(&mut self, eip: u32, host: usize) {
         let i = eip as usize & (JUMP_CACHE_ENTRIES - 1);
         let jc = &mut self.jump_caches[self.current_jc].1;
+        if jc.targets[i] == self.stubs.miss as u64 {
+            self.jc_filled[self.current_jc].push(i as u16);
+        }
         jc.keys[i] = eip;
         jc.targets[i] = host as u64;
         self.counters.jc_inserts += 1;
@@ -331,6 +365,7 @@ impl Translator {
             None => {
                 self.jump_caches
                     .push((key, new_jump_cache(self.stubs.miss)));
+                self.jc_filled.push(Vec::new());
                 self.jump_caches.len() - 1
             }
         };
@@ -338,10 +373,20 @@ impl Translator {
         cpu.jump_cache = &mut *self.jump_caches[i].1;
     }
 
-    fn jump_caches_clear(&mut self) {
+    /// Empties every jump cache (their entries are keyed by linear EIP:
+    /// the runtime calls this when guest mappings change).
+    pub fn clear_jump_caches(&mut self) {
         let miss = self.stubs.miss;
-        for (_, jc) in &mut self.jump_caches {
-            reset_jump_cache(jc, miss);
+        for ((_, jc), filled) in self.jump_caches.iter_mut().zip(&mut self.jc_filled) {
+            if filled.len() < JUMP_CACHE_ENTRIES / 8 {
+                for &i in filled.iter() {
+                    jc.keys[i as usize] = 0;
+                    jc.targets[i as usize] = miss as u64;
+                }
+            } else {
+                reset_jump_cache(jc, miss);
+            }
+            filled.clear();
         }
     }
 
@@ -362,7 +407,7 @@ impl Translator {
         self.map.clear();
         self.insns.clear();
         self.fault_map.clear();
-        self.jump_caches_clear();
+        self.clear_jump_caches();
         self.generation += 1;
         self.translated.clear();
         self.checks.clear();

@@ -17,6 +17,18 @@ pub trait CodeSource {
     /// Copies the guest bytes at linear `addr` into `buf` and returns how
     /// many could be read (they stop at the first unreadable byte).
     fn read_code(&mut self, addr: u32, buf: &mut [u8]) -> usize;
+
+    /// Bytes from `eip` to the end of its page when a TU must stay within
+    /// one page (paging: each page's mapping may change on its own), else
+    /// None. An instruction that itself crosses the end is a TU alone.
+    fn page_room(&self, _eip: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// Whether an instruction at linear `addr` may run into the next page.
+pub fn may_cross_page(addr: u32) -> bool {
+    (addr & 0xFFF) as usize + MAX_INSN_LEN > 0x1000
 }
 
 /// The code at `addr` cannot be fetched (no memory there).
@@ -47,6 +59,7 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     let avail = src.read_code(eip, &mut buf);
     let mut decoder = Decoder::with_ip(bitness, &buf[..avail], eip as u64, DecoderOptions::NONE);
     let mut ip = eip;
+    let room = src.page_room(eip).map_or(usize::MAX, |r| r as usize);
     let max = if mode.0 & ModeKey::ONE_INSN != 0 {
         1
     } else {
@@ -54,6 +67,9 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
     };
     while insns.len() < max {
         let at = ip.wrapping_sub(eip) as usize;
+        if at >= room {
+            break;
+        }
         if at >= avail {
             if insns.is_empty() {
                 return Err(FetchFault { addr: ip });
@@ -75,9 +91,13 @@ pub fn form(src: &mut dyn CodeSource, eip: u32, mode: ModeKey) -> Result<FormedT
             // code before it runs and #UD comes at the right EIP.
             break;
         }
+        let crosses = at + insn.len() > room;
+        if crosses && !insns.is_empty() {
+            break;
+        }
         ip = ip.wrapping_add(insn.len() as u32);
         insns.push(insn);
-        if ends_tu(&insn) {
+        if ends_tu(&insn) || crosses {
             break;
         }
         if bitness == 16 && ip > 0xFFFF {

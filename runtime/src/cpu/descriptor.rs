@@ -97,8 +97,8 @@ pub fn load_segment(
         } else {
             sys.gdtr.base
         };
-        sys.mem
-            .write_u8(table.wrapping_add((sel & !7) as u32 + 5), d.access | 1)?;
+        let at = table.wrapping_add((sel & !7) as u32 + 5);
+        sys.mem.supervisor(|m| m.write_u8(at, d.access | 1))?;
     }
     cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
     cpu.set_expand_down(i, d.expand_down());
@@ -108,9 +108,9 @@ pub fn load_segment(
 /// Sets or clears the busy bit of the TSS descriptor `sel`.
 pub fn set_tss_busy(sys: &System, sel: u16, busy: bool) -> Result<(), Exception> {
     let at = sys.gdtr.base.wrapping_add((sel & !7) as u32 + 5);
-    let access = sys.mem.read_u8(at)?;
+    let access = sys.mem.supervisor(|m| m.read_u8(at))?;
     let access = if busy { access | 0x02 } else { access & !0x02 };
-    sys.mem.write_u8(at, access)?;
+    sys.mem.supervisor(|m| m.write_u8(at, access))?;
     Ok(())
 }
 
@@ -125,8 +125,12 @@ pub fn tss_stack(sys: &System, ring: u32) -> Result<(u16, u32), Exception> {
     if sys.tr & !3 == 0 || off + width + 1 > sys.tss_limit {
         return Err(Exception::with_error(vector::TS, (sys.tr & !3) as u32));
     }
-    let esp = sys.mem.read_sized(sys.tss_base.wrapping_add(off), width)?;
-    let ss = sys.mem.read_u16(sys.tss_base.wrapping_add(off + width))?;
+    let esp = sys
+        .mem
+        .supervisor(|m| m.read_sized(sys.tss_base.wrapping_add(off), width))?;
+    let ss = sys
+        .mem
+        .supervisor(|m| m.read_u16(sys.tss_base.wrapping_add(off + width)))?;
     Ok((ss, esp))
 }
 
@@ -157,7 +161,9 @@ pub fn fetch_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception>
     if off + 7 > limit {
         return Err(gp);
     }
-    let raw = sys.mem.read_u64(table.wrapping_add(off))?;
+    let raw = sys
+        .mem
+        .supervisor(|m| m.read_u64(table.wrapping_add(off)))?;
     let (lo, hi) = (raw as u32, (raw >> 32) as u32);
     let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
     let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);

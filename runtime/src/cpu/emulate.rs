@@ -10,12 +10,15 @@ use translator::abi::{
     CodeCheck, CpuState, ExitReason, HELPER_CONTINUE, HELPER_EXIT, exc_kind, flags, vector,
 };
 
-use super::cr::{CR0_ET, CR0_PE, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_TSD};
+use super::cr::{
+    CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PGE,
+    CR4_PSE, CR4_TSD,
+};
 use super::descriptor::{fetch_descriptor, load_segment, read_descriptor, set_tss_busy};
 use super::operand::{checked_address, get_reg, read_op, segment_linear, set_reg, write_op};
 use super::string::advance;
 use super::transfer;
-use super::{Exception, Fail, HelperKind, Stop, System, bcd, cpl, cpuid};
+use super::{Exception, Fail, HelperKind, Stop, System, TlbFlush, bcd, cpl, cpuid};
 use crate::devices::{IoAction, Port};
 
 /// What happens after an emulated instruction.
@@ -39,13 +42,19 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     // separate allocations, so the two mutable borrows do not overlap.
     let (cpu, insn, sys) = unsafe { (&mut *cpu, &*insn, &mut *((*cpu).ctx as *mut System)) };
     let before = super::mode_key(cpu, false);
+    let epoch = sys.mem.tlb_epoch();
+    sys.mem
+        .set_context(super::paging_regs(cpu, sys), cpl(cpu) == 3);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
     // An instruction that changed how code must be translated (a segment
     // load, CR0) leaves the TU, whose chain must not be patched across modes.
-    // So does one that wrote to translated code (the run loop drops it).
+    // So does one that wrote to translated code (the run loop drops it) or
+    // that dropped guest TLB entries (the run loop drops the jump caches).
     let result = match result {
         Ok(Ok(Next::Continue))
-            if super::mode_key(cpu, false) != before || sys.mem.code_written() =>
+            if super::mode_key(cpu, false) != before
+                || sys.mem.code_written()
+                || sys.mem.tlb_epoch() != epoch =>
         {
             Ok(Ok(Next::Jump(insn.next_ip32())))
         }
@@ -105,7 +114,10 @@ pub unsafe extern "sysv64" fn check_code_helper(
     // A TU's code is at most MAX_TU_BYTES long.
     let mut now = [0u8; translator::tu::MAX_TU_BYTES];
     let now = &mut now[..check.bytes.len().min(translator::tu::MAX_TU_BYTES)];
-    if sys.mem.read(check.phys, now).is_ok() && *now == *check.bytes {
+    let (first, rest) = now.split_at_mut((check.split as usize).min(now.len()));
+    let read = sys.mem.read_phys(check.phys, first).is_ok()
+        && (rest.is_empty() || sys.mem.read_phys(check.next_phys, rest).is_ok());
+    if read && *now == *check.bytes {
         return HELPER_CONTINUE;
     }
     // The code changed since it was translated: the run loop drops the
@@ -216,9 +228,17 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             cpu.cr0 &= !CR0_TS;
             Ok(Next::Continue)
         }
-        M::Invd | M::Wbinvd | M::Invlpg => {
-            // No caches and no TLB to flush without paging.
+        M::Invd | M::Wbinvd => {
+            // No caches to flush.
             require_ring0(cpu)?;
+            Ok(Next::Continue)
+        }
+        M::Invlpg => {
+            require_ring0(cpu)?;
+            let lin = checked_address(cpu, insn, 1)?;
+            if cpu.cr0 & CR0_PG != 0 {
+                sys.mem.invalidate_page(lin);
+            }
             Ok(Next::Continue)
         }
         M::Lmsw => {
@@ -226,7 +246,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             let v = read_op(cpu, sys, insn, 0, 2)?;
             // lmsw can set PE but never clear it.
             let new = (cpu.cr0 & !0xE) | (v & 0xF) | (cpu.cr0 & 1);
-            set_cr0(cpu, insn, new)
+            set_cr0(cpu, sys, new)
         }
         M::Smsw => {
             let size = store16_size(insn);
@@ -270,7 +290,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Wrmsr => {
             require_ring0(cpu)?;
             let v = ((cpu.regs[2] as u64) << 32) | cpu.regs[0] as u64;
-            write_msr(sys, cpu.regs[1], v)?;
+            write_msr(cpu, sys, cpu.regs[1], v)?;
             Ok(Next::Continue)
         }
         M::Bound => {
@@ -367,19 +387,14 @@ fn require_ring0(cpu: &CpuState) -> Result<()> {
     Ok(())
 }
 
-fn set_cr0(cpu: &mut CpuState, insn: &Instruction, v: u32) -> Result<Next> {
-    if v & CR0_PG != 0 && v & CR0_PE == 0 {
+fn set_cr0(cpu: &mut CpuState, sys: &mut System, v: u32) -> Result<Next> {
+    // Paging needs protected mode; CD=0 with NW=1 is invalid.
+    if (v & CR0_PG != 0 && v & CR0_PE == 0) || v & (CR0_CD | CR0_NW) == CR0_NW {
         return Err(Exception::with_error(vector::GP, 0).into());
     }
     // ET is hardwired to 1 on a P6.
-    let v = v | CR0_ET;
-    if v & CR0_PG != 0 {
-        return Ok(unsupported(
-            insn,
-            "enabling paging (the shadow MMU comes later)",
-        ));
-    }
-    cpu.cr0 = v;
+    cpu.cr0 = v | CR0_ET;
+    super::sync_paging(cpu, sys, TlbFlush::None);
     Ok(Next::Continue)
 }
 
@@ -389,23 +404,27 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
         require_ring0(cpu)?;
         let v = get_reg(cpu, insn.op1_register());
         return match insn.op0_register() {
-            Register::CR0 => set_cr0(cpu, insn, v),
+            Register::CR0 => set_cr0(cpu, sys, v),
             Register::CR2 => {
                 cpu.cr2 = v;
                 Ok(Next::Continue)
             }
             Register::CR3 => {
                 cpu.cr3 = v;
+                super::sync_paging(cpu, sys, TlbFlush::NonGlobal);
                 Ok(Next::Continue)
             }
             Register::CR4 => {
                 // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE, and with
                 // SSE OSFXSR and OSXMMEXCPT. Only what CPUID reports can
                 // be set: the others, like reserved bits, fault.
-                if v & !(CR4_TSD | CR4_OSFXSR | CR4_OSXMMEXCPT) != 0 {
+                const CR4_KNOWN: u32 =
+                    CR4_TSD | CR4_PSE | CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+                if v & !CR4_KNOWN != 0 {
                     return Err(Exception::with_error(vector::GP, 0).into());
                 }
                 cpu.cr4 = v;
+                super::sync_paging(cpu, sys, TlbFlush::None);
                 Ok(Next::Continue)
             }
             _ => Err(Exception::new(vector::UD).into()),
@@ -895,6 +914,8 @@ const MSR_TSC: u32 = 0x10;
 const MSR_SYSENTER_CS: u32 = 0x174;
 const MSR_SYSENTER_ESP: u32 = 0x175;
 const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_EFER: u32 = 0xC000_0080;
+const EFER_NXE_BIT: u32 = 11;
 
 fn read_msr(sys: &System, msr: u32) -> Result<u64> {
     Ok(match msr {
@@ -902,12 +923,18 @@ fn read_msr(sys: &System, msr: u32) -> Result<u64> {
         MSR_SYSENTER_CS => sys.sysenter_cs as u64,
         MSR_SYSENTER_ESP => sys.sysenter_esp as u64,
         MSR_SYSENTER_EIP => sys.sysenter_eip as u64,
+        MSR_EFER => (sys.nxe as u64) << EFER_NXE_BIT,
         _ => return Err(Exception::with_error(vector::GP, 0).into()),
     })
 }
 
-fn write_msr(sys: &mut System, msr: u32, v: u64) -> Result<()> {
+fn write_msr(cpu: &CpuState, sys: &mut System, msr: u32, v: u64) -> Result<()> {
     match msr {
+        // Only NXE: there is no long mode and no syscall.
+        MSR_EFER if v & !(1 << EFER_NXE_BIT) == 0 => {
+            sys.nxe = v != 0;
+            super::sync_paging(cpu, sys, TlbFlush::None);
+        }
         MSR_TSC => sys.tsc_offset = super::host_tsc().wrapping_sub(v),
         MSR_SYSENTER_CS => sys.sysenter_cs = v as u32,
         MSR_SYSENTER_ESP => sys.sysenter_esp = v as u32,
@@ -943,7 +970,11 @@ fn check_io(cpu: &CpuState, sys: &System, port: Port, size: u8) -> Result<()> {
     if sys.tr & !3 == 0 || !sys.tss32 || IOMAP_BASE + 1 > sys.tss_limit {
         return Err(gp());
     }
-    let map = sys.mem.read_u16(sys.tss_base.wrapping_add(IOMAP_BASE))? as u32;
+    let tss = |off: u32| {
+        sys.mem
+            .supervisor(|m| m.read_u16(sys.tss_base.wrapping_add(off)))
+    };
+    let map = tss(IOMAP_BASE)? as u32;
     let first = port.0 as u32;
     let last = first + size as u32 - 1;
     // The bits may straddle a byte: read the two bytes that hold them.
@@ -951,7 +982,7 @@ fn check_io(cpu: &CpuState, sys: &System, port: Port, size: u8) -> Result<()> {
     if at + 1 > sys.tss_limit {
         return Err(gp());
     }
-    let bits = sys.mem.read_u16(sys.tss_base.wrapping_add(at))? as u32;
+    let bits = tss(at)? as u32;
     let mask = ((1u32 << (last - first + 1)) - 1) << (first % 8);
     if bits & mask != 0 {
         return Err(gp());

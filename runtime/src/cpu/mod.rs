@@ -17,6 +17,7 @@ use translator::abi::{CpuState, ModeKey};
 
 use crate::devices::PortBus;
 use crate::memory::GuestMemory;
+use crate::paging::PagingRegs;
 
 pub use cpuid::SIGNATURE as CPUID_SIGNATURE;
 pub use emulate::{check_code_helper, emulate_helper};
@@ -52,7 +53,7 @@ impl From<crate::memory::MemFault> for Exception {
     fn from(f: crate::memory::MemFault) -> Self {
         Exception {
             vector: crate::memory::MemFault::VECTOR,
-            error: (f.write as u32) << 1,
+            error: f.error,
             addr: f.addr,
         }
     }
@@ -115,6 +116,12 @@ pub struct ExecCounters {
     pub port_writes: u64,
     /// Translations dropped because guest or runtime wrote to their code.
     pub smc_invalidations: u64,
+    /// Generated code touched a page its shadow space did not map (or
+    /// mapped read-only until the dirty bit was set) and the guest's page
+    /// tables allowed it: mapped, and the instruction ran again.
+    pub hidden_faults: u64,
+    /// #PF delivered to the guest.
+    pub true_faults: u64,
 }
 
 /// What the `Emulate` helper was called for.
@@ -236,6 +243,8 @@ pub struct System {
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
     pub sysenter_eip: u32,
+    /// IA32_EFER.NXE.
+    pub nxe: bool,
 }
 
 impl System {
@@ -261,6 +270,7 @@ impl System {
             sysenter_cs: 0,
             sysenter_esp: 0,
             sysenter_eip: 0,
+            nxe: false,
         }
     }
 
@@ -282,13 +292,52 @@ pub mod cr {
     pub const CR0_EM: u32 = 1 << 2;
     pub const CR0_TS: u32 = 1 << 3;
     pub const CR0_ET: u32 = 1 << 4;
+    pub const CR0_WP: u32 = 1 << 16;
+    pub const CR0_NW: u32 = 1 << 29;
+    pub const CR0_CD: u32 = 1 << 30;
     pub const CR0_PG: u32 = 1 << 31;
     pub const CR4_TSD: u32 = 1 << 2;
+    pub const CR4_PSE: u32 = 1 << 4;
+    pub const CR4_PAE: u32 = 1 << 5;
+    pub const CR4_PGE: u32 = 1 << 7;
     pub const CR4_OSFXSR: u32 = 1 << 9;
     pub const CR4_OSXMMEXCPT: u32 = 1 << 10;
     /// DR6: single-step, task-switch trap.
     pub const DR6_BS: u32 = 1 << 14;
     pub const DR6_BT: u32 = 1 << 15;
+}
+
+/// The registers guest paging depends on.
+pub fn paging_regs(cpu: &CpuState, sys: &System) -> PagingRegs {
+    PagingRegs {
+        cr0: cpu.cr0,
+        cr3: cpu.cr3,
+        cr4: cpu.cr4,
+        nxe: sys.nxe,
+    }
+}
+
+/// Which guest TLB entries an instruction drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbFlush {
+    None,
+    /// A CR3 write: all but global pages.
+    NonGlobal,
+}
+
+/// After CR0, CR3, CR4 or EFER changed (or may have): gives the runtime's
+/// accesses the new paging registers and drops the shadow mappings the
+/// change invalidates: every one when the paging mode changed, the
+/// non-global ones for a CR3 write.
+pub fn sync_paging(cpu: &CpuState, sys: &mut System, flush: TlbFlush) {
+    let old = sys.mem.paging();
+    let new = paging_regs(cpu, sys);
+    sys.mem.set_context(new, cpl(cpu) == 3);
+    if old.layout() != new.layout() {
+        sys.mem.flush_tlb(true);
+    } else if flush == TlbFlush::NonGlobal && new.enabled() {
+        sys.mem.flush_tlb(false);
+    }
 }
 
 /// The mode generated code is translated for (`ModeKey`): protected or
@@ -300,6 +349,7 @@ pub fn mode_key(cpu: &CpuState, one_insn: bool) -> ModeKey {
     let bit = |on: bool, b: u32| if on { b } else { 0 };
     ModeKey(
         bit(cpu.cr0 & cr::CR0_PE != 0, ModeKey::PE)
+            | bit(cpu.cr0 & cr::CR0_PG != 0, ModeKey::PG)
             | bit(cpu.seg_db[SREG_CS], ModeKey::CODE32)
             | bit(cpu.seg_db[SREG_SS], ModeKey::STACK32)
             | cpu.segment_mode()

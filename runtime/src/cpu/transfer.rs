@@ -15,7 +15,6 @@ use super::{
     Exception, Fail, SREG_CS, SREG_DS, SREG_ES, SREG_FS, SREG_GS, SREG_SS, System, cpl,
     real_addressing, v86,
 };
-use crate::memory::MemFault;
 
 fn gp(sel: u16) -> Exception {
     Exception::with_error(vector::GP, (sel & !3) as u32)
@@ -39,6 +38,8 @@ pub(super) struct Stack {
     pub esp: u32,
     pub limit: u32,
     pub expand_down: bool,
+    /// Pushes are user accesses (a ring-3 stack).
+    pub user: bool,
 }
 
 impl Stack {
@@ -49,6 +50,7 @@ impl Stack {
             esp: cpu.regs[4],
             limit: cpu.seg_limit[SREG_SS],
             expand_down: cpu.seg_expand_down[SREG_SS],
+            user: cpl(cpu) == 3,
         }
     }
 
@@ -60,6 +62,7 @@ impl Stack {
             esp,
             limit: d.limit,
             expand_down: d.expand_down(),
+            user: d.dpl() == 3,
         }
     }
 
@@ -104,7 +107,8 @@ impl Stack {
                     buf[2 * i..2 * i + 2].copy_from_slice(&(*w as u16).to_le_bytes());
                 }
             }
-            sys.mem.write(self.base.wrapping_add(offset), buf)?;
+            let at = self.base.wrapping_add(offset);
+            sys.mem.with_privilege(self.user, |m| m.write(at, buf))?;
         } else {
             // A 16-bit stack that wraps inside the frame: word by word,
             // all checked first.
@@ -112,16 +116,12 @@ impl Stack {
             let at = |i: usize| self.base.wrapping_add(offset(i));
             for i in 0..words.len() {
                 self.check(offset(i), width)?;
-                if !sys.mem.contains(at(i), width as usize) {
-                    return Err(MemFault {
-                        addr: at(i),
-                        write: true,
-                    }
-                    .into());
-                }
+                sys.mem
+                    .with_privilege(self.user, |m| m.check_write(at(i), width as usize))?;
             }
             for (i, w) in words.iter().enumerate() {
-                sys.mem.write_sized(at(i), width, *w)?;
+                sys.mem
+                    .with_privilege(self.user, |m| m.write_sized(at(i), width, *w))?;
             }
         }
         let pushed = self.esp.wrapping_sub(width * words.len() as u32);
@@ -377,7 +377,7 @@ pub(super) fn iret(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> 
     }
     if cpu.sys_flags & flags::NT != 0 {
         // Back to the task whose selector is this TSS's back link.
-        let link = sys.mem.read_u16(sys.tss_base)?;
+        let link = sys.mem.supervisor(|m| m.read_u16(sys.tss_base))?;
         let tss = task::tss_descriptor(sys, link, TaskSource::Iret, 0)?;
         task::switch(cpu, sys, link, tss, TaskSource::Iret, insn.next_ip32(), 0)?;
         return Ok(Next::Jump(task_entry(cpu, 0)?));

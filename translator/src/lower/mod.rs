@@ -47,6 +47,9 @@ enum Cold {
         target: u32,
         slot: usize,
     },
+    /// A branch that cannot be chained (to another page under paging,
+    /// where mappings may change): through the jump cache.
+    Probe { label: DynamicLabel, target: u32 },
     /// The budget check at the head.
     HeadExit {
         label: DynamicLabel,
@@ -436,11 +439,29 @@ impl<'a> TuBuilder<'a> {
         self.flush_esp();
         let label = self.e.label();
         let slot = emit(&mut self.e, label);
-        self.cold.push(Cold::Chain {
-            label,
-            target,
-            slot,
-        });
+        if self.chainable(target) {
+            self.cold.push(Cold::Chain {
+                label,
+                target,
+                slot,
+            });
+        } else {
+            self.cold.push(Cold::Probe { label, target });
+        }
+    }
+
+    /// Whether a direct branch to `target` may be chained. Under paging
+    /// only within the TU's own page with flat code (both ends then move
+    /// together whatever the guest maps there), and not to a TU that may
+    /// run into the next page: every other mapping may change with CR3,
+    /// INVLPG and the page tables, and such branches go through the jump
+    /// cache, which the run loop drops with the guest TLB.
+    fn chainable(&self, target: u32) -> bool {
+        let m = self.mode.0;
+        m & ModeKey::PG == 0
+            || (m & ModeKey::FLAT != 0
+                && target >> 12 == self.tu_eip >> 12
+                && !crate::tu::may_cross_page(target))
     }
 
     fn emit_cold(&mut self) {
@@ -456,6 +477,14 @@ impl<'a> TuBuilder<'a> {
                     self.e.bind(label);
                     asm!(self.e; mov QWORD [cpu + off::EXIT_ARG], patch_at);
                     self.e.exit_with(target, ExitReason::Branch);
+                }
+                Cold::Probe { label, target } => {
+                    self.e.bind(label);
+                    let probe = self.e.stubs.probe;
+                    asm!(self.e
+                        ; mov r11d, target as i32
+                        ; jmp extern probe
+                    );
                 }
                 Cold::HeadExit { label, reason } => {
                     self.e.bind(label);

@@ -1,0 +1,352 @@
+//! Shadow address spaces for guest paging (DESIGN.md section 6).
+//!
+//! A space is a host reservation laid out like the identity shadow (a
+//! guard, 4 GiB of guest linear space, page 0's alias, a guard, the
+//! segment-limit probe areas), so generated code runs unchanged with its
+//! start as the GS base. There are two: one for supervisor accesses and
+//! one for user accesses (a page the guest made supervisor-only is never
+//! mapped in the user space, and CR0.WP=0 lets supervisor writes through
+//! read-only pages). Pages are mapped one at a time from the RAM (or ROM)
+//! memfd when generated code faults on them (a hidden fault), read-only
+//! until the guest's dirty bit is set, and read-only while they hold
+//! translated code. Every mapped page is remembered with its guest frame
+//! (a reverse map finds the mappings of a frame when it starts or stops
+//! holding code).
+//!
+//! The kernel counts each mapping of the process (vm.max_map_count is
+//! 65530 by default) and scattered pages do not merge, so the spaces keep
+//! below a budget of mapped pages: past it, everything is dropped and
+//! refilled by hidden faults (a shadow flush).
+
+use std::collections::HashMap;
+
+use crate::memory::{GUARD, MemoryError, PAGE_SIZE, SPACE, os};
+use translator::abi::limit;
+
+/// The whole reservation of one space: the guard below guest space, the
+/// space, the guard above it and the segment-limit probe areas.
+pub const RESERVE: usize = GUARD + limit::AREA_END as usize;
+const _: () = assert!(limit::AREA_START as usize == SPACE + GUARD);
+
+/// Default budget of pages mapped in the paging spaces together. A page
+/// between unmapped ones costs two kernel mappings (itself and the hole
+/// after it): with the identity shadow's code-page protections (at most
+/// 8,192, two each as well) and the process's own mappings this stays
+/// below 65,530.
+pub const DEFAULT_BUDGET: usize = 20_480;
+
+/// A reserved space, unmapped when dropped.
+pub struct Reservation(*mut u8);
+
+impl Reservation {
+    /// Host address of guest linear 0.
+    pub fn space(&self) -> *mut u8 {
+        self.0
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: `reserve` mapped RESERVE bytes from GUARD before the
+        // space; no generated code runs on it any more.
+        unsafe { libc::munmap(self.0.sub(GUARD).cast(), RESERVE) };
+    }
+}
+
+/// Reserves a space (inaccessible) with its probe areas.
+pub fn reserve() -> Result<Reservation, MemoryError> {
+    // SAFETY: an inaccessible reservation at a kernel-chosen address.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            RESERVE,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(os("mmap (shadow reservation)"));
+    }
+    // SAFETY: the guest space starts GUARD bytes into the reservation.
+    let r = Reservation(unsafe { base.cast::<u8>().add(GUARD) });
+    for (probe, len) in [
+        (limit::PROBE_GP, SPACE),
+        (limit::PROBE_SS, SPACE),
+        (limit::PROBE64_GP, 1 << 16),
+        (limit::PROBE64_SS, 1 << 16),
+    ] {
+        // SAFETY: inside our reservation; private anonymous zero pages.
+        let p = unsafe {
+            libc::mmap(
+                r.0.offset(probe as isize).cast(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap (segment limit probe)"));
+        }
+    }
+    Ok(r)
+}
+
+/// Makes `len` bytes at `at` in a space inaccessible again.
+fn unmap_range(space: *mut u8, at: usize, len: usize) {
+    // SAFETY: inside a reservation this module owns; replacing the pages
+    // with a fresh inaccessible mapping drops the old ones.
+    let p = unsafe {
+        libc::mmap(
+            space.add(at).cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    debug_assert_ne!(p, libc::MAP_FAILED, "unmapping shadow pages");
+}
+
+/// Supervisor or user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Supervisor = 0,
+    User = 1,
+}
+
+/// A page mapped in a space.
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    /// Guest physical page number.
+    frame: u32,
+    /// The guest lets this privilege write it and its dirty bit is set.
+    writable: bool,
+    global: bool,
+    /// Part of a large guest page.
+    large: bool,
+}
+
+/// Linear pages per 4 MiB region (a large page is at most that).
+const REGION_PAGES: u32 = 1024;
+
+/// Where a guest frame's bytes come from.
+#[derive(Clone, Copy, Debug)]
+pub struct Backing {
+    pub fd: i32,
+    pub offset: usize,
+    /// Never writable (ROM).
+    pub read_only: bool,
+}
+
+pub struct Spaces {
+    spaces: [Reservation; 2],
+    maps: [HashMap<u32, Mapping>; 2],
+    /// Guest frame -> (view, linear page) of every mapping of it.
+    rmap: HashMap<u32, Vec<(View, u32)>>,
+    globals: usize,
+    /// Mappings from large guest pages, per 4 MiB linear region.
+    large: HashMap<u32, u32>,
+    budget: usize,
+    pub flushes: u64,
+}
+
+impl Spaces {
+    pub fn new(budget: usize) -> Result<Self, MemoryError> {
+        Ok(Spaces {
+            spaces: [reserve()?, reserve()?],
+            maps: [HashMap::new(), HashMap::new()],
+            rmap: HashMap::new(),
+            globals: 0,
+            large: HashMap::new(),
+            budget: budget.max(16),
+            flushes: 0,
+        })
+    }
+
+    pub fn set_budget(&mut self, pages: usize) {
+        self.budget = pages.max(16);
+    }
+
+    /// Host address of guest linear 0 in `view`: the GS base.
+    pub fn base(&self, view: View) -> u64 {
+        self.spaces[view as usize].space() as u64
+    }
+
+    pub fn mapped(&self) -> usize {
+        self.maps[0].len() + self.maps[1].len()
+    }
+
+    /// Maps linear page `page` of `view` to guest `frame`, read-only
+    /// unless `writable` and not `protected` (a code page).
+    pub fn map(
+        &mut self,
+        view: View,
+        page: u32,
+        frame: u32,
+        back: Backing,
+        writable: bool,
+        global: bool,
+        large: bool,
+        protected: bool,
+    ) -> Result<(), MemoryError> {
+        if self.mapped() >= self.budget {
+            self.drop_all();
+        }
+        self.unmap_page(view, page);
+        let writable = writable && !back.read_only;
+        let prot = prot(writable && !protected);
+        let at = page as usize * PAGE_SIZE;
+        let alias = (page == 0).then_some(SPACE);
+        let base = self.spaces[view as usize].space();
+        let mapped = |off: usize| {
+            // SAFETY: a page inside this space's reservation; the memfd
+            // range is the guest frame's backing, checked by the caller.
+            let p = unsafe {
+                libc::mmap(
+                    base.add(off).cast(),
+                    PAGE_SIZE,
+                    prot,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    back.fd,
+                    back.offset as libc::off_t,
+                )
+            };
+            p != libc::MAP_FAILED
+        };
+        if !std::iter::once(at).chain(alias).all(mapped) {
+            // Out of kernel mappings after all (other machines in the
+            // process use them too): start over with none.
+            let e = os("mmap (shadow page)");
+            self.drop_all();
+            if !std::iter::once(at).chain(alias).all(mapped) {
+                return Err(e);
+            }
+        }
+        self.maps[view as usize].insert(
+            page,
+            Mapping {
+                frame,
+                writable,
+                global,
+                large,
+            },
+        );
+        self.rmap.entry(frame).or_default().push((view, page));
+        self.globals += global as usize;
+        if large {
+            *self.large.entry(page / REGION_PAGES).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn unmap_page(&mut self, view: View, page: u32) {
+        let Some(m) = self.maps[view as usize].remove(&page) else {
+            return;
+        };
+        self.globals -= m.global as usize;
+        if m.large {
+            let region = page / REGION_PAGES;
+            let n = self.large.get_mut(&region).expect("counted");
+            *n -= 1;
+            if *n == 0 {
+                self.large.remove(&region);
+            }
+        }
+        if let Some(list) = self.rmap.get_mut(&m.frame) {
+            list.retain(|&e| e != (view, page));
+            if list.is_empty() {
+                self.rmap.remove(&m.frame);
+            }
+        }
+        let base = self.spaces[view as usize].space();
+        unmap_range(base, page as usize * PAGE_SIZE, PAGE_SIZE);
+        if page == 0 {
+            unmap_range(base, SPACE, PAGE_SIZE);
+        }
+    }
+
+    /// INVLPG: drops linear page `page` from both spaces, and every
+    /// mapping from a large page around it (the large page it is in may
+    /// be any of them).
+    pub fn invalidate_page(&mut self, page: u32) {
+        let region = page / REGION_PAGES;
+        for view in [View::Supervisor, View::User] {
+            self.unmap_page(view, page);
+            if self.large.contains_key(&region) {
+                for p in region * REGION_PAGES..(region + 1) * REGION_PAGES {
+                    if self.maps[view as usize].get(&p).is_some_and(|m| m.large) {
+                        self.unmap_page(view, p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops every mapping (a paging-mode change, or over budget).
+    pub fn drop_all(&mut self) {
+        if self.mapped() == 0 {
+            return;
+        }
+        for s in &self.spaces {
+            unmap_range(s.space(), 0, SPACE + PAGE_SIZE);
+        }
+        self.maps.iter_mut().for_each(HashMap::clear);
+        self.rmap.clear();
+        self.globals = 0;
+        self.large.clear();
+        self.flushes += 1;
+    }
+
+    /// A CR3 write: drops every mapping but the global ones.
+    pub fn drop_non_global(&mut self) {
+        if self.globals == 0 {
+            self.drop_all();
+            return;
+        }
+        for view in [View::Supervisor, View::User] {
+            let mut pages: Vec<u32> = self.maps[view as usize]
+                .iter()
+                .filter(|(_, m)| !m.global)
+                .map(|(&p, _)| p)
+                .collect();
+            pages.sort_unstable();
+            for p in pages {
+                self.unmap_page(view, p);
+            }
+        }
+        self.flushes += 1;
+    }
+
+    /// Sets the protection of every mapping of guest `frame`: read-only
+    /// while it holds translated code, else what the guest allows.
+    pub fn protect_frame(&mut self, frame: u32, protected: bool) {
+        let Some(list) = self.rmap.get(&frame) else {
+            return;
+        };
+        for &(view, page) in list {
+            let m = self.maps[view as usize][&page];
+            let prot = prot(m.writable && !protected);
+            let base = self.spaces[view as usize].space();
+            let alias = (page == 0).then_some(SPACE);
+            for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {
+                // SAFETY: a page of this space that is mapped (it is in
+                // the map).
+                let r = unsafe { libc::mprotect(base.add(off).cast(), PAGE_SIZE, prot) };
+                debug_assert_eq!(r, 0, "mprotect of a shadow page");
+            }
+        }
+    }
+}
+
+fn prot(writable: bool) -> i32 {
+    if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    }
+}
