@@ -662,12 +662,17 @@ impl Machine {
             if let Some(stop) = self.sys.stop.take() {
                 break stop;
             }
-            if self.sys.mem.take_code_written() || self.sys.mem.code_page_count() > CODE_PAGE_BUDGET
-            {
-                // The runtime wrote to a code page (an emulated store, an
-                // exception frame), or protection would split the RAM
-                // mapping into too many pieces.
-                self.invalidate_code();
+            // The runtime wrote to code pages (an emulated store, an
+            // exception frame), or a self-checking TU found its code
+            // changed.
+            for page in self.sys.mem.take_written_code() {
+                self.invalidate_page(page);
+                next = None;
+            }
+            if self.sys.mem.code_page_count() > CODE_PAGE_BUDGET {
+                // Protection would split the RAM mapping into too many
+                // pieces: start over.
+                self.flush_translations();
                 next = None;
             }
             if self.sys.halted
@@ -891,7 +896,7 @@ impl Machine {
                     self.translator.set_self_checking(page);
                     self.sys.mem.set_hot(page as usize);
                 }
-                self.invalidate_code();
+                self.invalidate_page(page);
                 self.smc_step = true;
                 Ok(None)
             }
@@ -929,11 +934,11 @@ impl Machine {
         true
     }
 
-    /// Self-modifying code: drops every translation and the write
-    /// protection of their pages.
-    fn invalidate_code(&mut self) {
-        self.translator.flush();
-        self.sys.mem.release_code();
+    /// Self-modifying code: drops the translations of guest physical
+    /// page `page` and its write protection.
+    fn invalidate_page(&mut self, page: u32) {
+        self.translator.invalidate_page(page);
+        self.sys.mem.release_page(page);
         self.sys.counters.smc_invalidations += 1;
     }
 

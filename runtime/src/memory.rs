@@ -138,7 +138,7 @@ pub struct GuestMemory {
     code_pages: Vec<u64>,
     code_page_count: usize,
     /// The runtime wrote to a code page (see [`GuestMemory::write`]).
-    code_written: std::cell::Cell<bool>,
+    written_code: std::cell::RefCell<Vec<u32>>,
     /// Pages written too often to be protected (their TUs check their
     /// own code instead: `Translator::set_self_checking`).
     hot_pages: Vec<u64>,
@@ -204,7 +204,7 @@ impl GuestMemory {
             low_rom: ONE_MIB,
             code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
             code_page_count: 0,
-            code_written: std::cell::Cell::new(false),
+            written_code: Default::default(),
             hot_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
         };
         mem.map_shadow(fd, 0, 0, size)?;
@@ -321,19 +321,24 @@ impl GuestMemory {
     /// Records a runtime write that touches a code page.
     #[inline]
     fn note_write(&self, addr: u32, len: usize) {
-        if self.code_page_count != 0
-            && len != 0
-            && (self.is_code_page(addr)
-                || self.is_code_page(addr.wrapping_add(len as u32 - 1))
-                || len > PAGE_SIZE)
-        {
-            self.code_written.set(true);
+        if self.code_page_count == 0 || len == 0 {
+            return;
+        }
+        let last = addr as usize + len - 1;
+        if !self.is_code_page(addr) && !self.is_code_page(last as u32) && len <= PAGE_SIZE {
+            return;
+        }
+        let pages = addr as usize / PAGE_SIZE..=last / PAGE_SIZE;
+        let mut written = self.written_code.borrow_mut();
+        for page in pages.filter(|&p| self.is_code_page((p * PAGE_SIZE) as u32)) {
+            written.push(page as u32);
         }
     }
 
-    /// Marks a write to translated code that a self-checking TU found.
-    pub fn mark_code_written(&self) {
-        self.code_written.set(true);
+    /// Marks a write to translated code in `page` that a self-checking TU
+    /// found.
+    pub fn mark_code_written(&self, page: u32) {
+        self.written_code.borrow_mut().push(page);
     }
 
     /// Stops protecting RAM page `page` for good: it is written too often
@@ -350,15 +355,15 @@ impl GuestMemory {
         }
     }
 
-    /// Whether the runtime wrote to a code page since the last call (its
-    /// translations are stale), and forgets it.
-    pub fn take_code_written(&self) -> bool {
-        self.code_written.replace(false)
+    /// The code pages the runtime wrote to since the last call (their
+    /// translations are stale).
+    pub fn take_written_code(&self) -> Vec<u32> {
+        std::mem::take(&mut self.written_code.borrow_mut())
     }
 
     /// Whether the runtime wrote to a code page (without forgetting it).
     pub fn code_written(&self) -> bool {
-        self.code_written.get()
+        !self.written_code.borrow().is_empty()
     }
 
     pub fn code_page_count(&self) -> usize {
@@ -398,7 +403,17 @@ impl GuestMemory {
         }
         self.code_pages = pages;
         self.code_page_count = 0;
-        self.code_written.set(false);
+        self.written_code.borrow_mut().clear();
+    }
+
+    /// Stops write-protecting RAM page `page` (its translations are gone).
+    pub fn release_page(&mut self, page: u32) {
+        let page = page as usize;
+        if self.is_code_page((page * PAGE_SIZE) as u32) {
+            self.code_pages[page / 64] &= !(1 << (page % 64));
+            self.code_page_count -= 1;
+            self.set_shadow_prot(page, false);
+        }
     }
 
     /// Write-protects RAM page `page` (it holds code) or lifts that, in

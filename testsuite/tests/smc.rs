@@ -142,3 +142,27 @@ fn a_page_written_constantly_stops_faulting_and_still_sees_code_changes() {
         "{invalidations} invalidations: the page must stop faulting"
     );
 }
+
+/// A write to a code page drops that page's translations only, and a
+/// direct call chained into the old translation reaches the new one.
+#[test]
+fn a_write_drops_only_its_pages_translations_and_unchains_them() {
+    let func = returns_one();
+    let main = assemble_at(LOAD, |a| {
+        let mut again = a.create_label();
+        a.mov(esp, STACK)?;
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 3u32)?;
+        a.set_label(&mut again)?;
+        a.call(FUNC as u64)?;
+        a.add(ebx, eax)?;
+        a.inc(dword_ptr(FUNC + 1))?;
+        a.loop_(again)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), 1 + 2 + 3, "each call ran the patched function");
+    assert_eq!(r.counter("cache_flushes"), 0, "nothing else was dropped");
+    assert_eq!(r.counter("smc_invalidations"), 3);
+}

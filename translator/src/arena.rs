@@ -183,6 +183,19 @@ impl CodeArena {
         cell.store(rel as u32, Ordering::Release);
     }
 
+    /// Where the rel32 at arena offset `at` (as for `patch_rel32`) jumps.
+    pub fn rel32_target(&self, at: u32) -> usize {
+        let at = at as usize;
+        assert!(
+            at.is_multiple_of(4) && at + 4 <= self.used,
+            "chain slot outside the arena"
+        );
+        // SAFETY: as in `patch_rel32`, an aligned 4-byte read.
+        let cell = unsafe { &*(self.rw.add(at) as *const AtomicU32) };
+        let rel = cell.load(Ordering::Acquire) as i32;
+        (self.base() + at + 4).wrapping_add_signed(rel as isize)
+    }
+
     /// Forgets all code after the first `keep` bytes. The caller
     /// guarantees nothing executes there and nothing points there.
     pub fn truncate(&mut self, keep: usize) {

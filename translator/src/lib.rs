@@ -106,6 +106,8 @@ impl std::error::Error for TranslateError {}
 pub struct CacheCounters {
     pub chains: u64,
     pub flushes: u64,
+    /// Pages whose translations were dropped (`Translator::invalidate_page`).
+    pub invalidations: u64,
     pub jc_inserts: u64,
 }
 
@@ -115,6 +117,11 @@ pub struct Translator {
     /// Arena bytes taken by the stubs; TUs start after them.
     stubs_len: usize,
     map: HashMap<TuKey, usize>,
+    /// The TUs with code in each guest physical page.
+    by_page: HashMap<u32, Vec<TuKey>>,
+    /// The chain slots patched to jump to each TU (by host address), with
+    /// where they jumped before: undone when the TU is invalidated.
+    chained_to: HashMap<usize, Vec<(u32, usize)>>,
     /// Decoded instructions, kept alive while code refers to them (helper
     /// calls pass their address).
     insns: Vec<Box<[Instruction]>>,
@@ -170,6 +177,8 @@ impl Translator {
             stubs,
             stubs_len,
             map: HashMap::new(),
+            by_page: HashMap::new(),
+            chained_to: HashMap::new(),
             insns: Vec::new(),
             fault_map,
             jump_caches,
@@ -213,13 +222,13 @@ impl Translator {
     }
 
     /// Makes TUs from guest physical page `page` self-checking from now
-    /// on (the runtime stops write-protecting it); drops every translation
+    /// on (the runtime stops write-protecting it); drops its translations
     /// if it was not already. Returns whether it was new.
     pub fn set_self_checking(&mut self, page: u32) -> bool {
         if !self.self_checking.insert(page) {
             return false;
         }
-        self.flush();
+        self.invalidate_page(page);
         true
     }
 
@@ -315,8 +324,17 @@ impl Translator {
             self.insns.push(insns);
             self.map.insert(key, base);
             self.translated.push((key.phys, first));
+            let mut pages = vec![
+                page(key.phys),
+                page(key.phys.wrapping_add(first.max(1) - 1)),
+            ];
             if rest != 0 {
                 self.translated.push((key.next_page, rest));
+                pages.push(page(key.next_page));
+            }
+            pages.dedup();
+            for p in pages {
+                self.by_page.entry(p).or_default().push(key);
             }
             if let Some(c) = check {
                 self.checks.push(c);
@@ -336,8 +354,35 @@ impl Translator {
         if generation != self.generation || patch_at as usize >= self.arena.used() {
             return;
         }
+        let before = self.arena.rel32_target(patch_at as u32);
         self.arena.patch_rel32(patch_at as u32, target);
+        self.chained_to
+            .entry(target)
+            .or_default()
+            .push((patch_at as u32, before));
         self.counters.chains += 1;
+    }
+
+    /// Drops the translations with code in guest physical page `page`
+    /// (it was written): later lookups translate again, chains into them
+    /// go back to their exits and the jump caches are emptied. Their code
+    /// stays in the arena, unreachable, until the next flush. Returns
+    /// whether there were any.
+    pub fn invalidate_page(&mut self, page: u32) -> bool {
+        let Some(keys) = self.by_page.remove(&page) else {
+            return false;
+        };
+        for key in keys {
+            let Some(host) = self.map.remove(&key) else {
+                continue;
+            };
+            for (site, before) in self.chained_to.remove(&host).unwrap_or_default() {
+                self.arena.patch_rel32(site, before);
+            }
+        }
+        self.clear_jump_caches();
+        self.counters.invalidations += 1;
+        true
     }
 
     /// Remembers guest `eip` -> `host` for inline indirect-branch probes.
@@ -405,6 +450,8 @@ impl Translator {
         // The stubs stay: they do not depend on any translation.
         self.arena.truncate(self.stubs_len);
         self.map.clear();
+        self.by_page.clear();
+        self.chained_to.clear();
         self.insns.clear();
         self.fault_map.clear();
         self.clear_jump_caches();

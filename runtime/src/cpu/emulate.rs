@@ -122,7 +122,10 @@ pub unsafe extern "sysv64" fn check_code_helper(
     }
     // The code changed since it was translated: the run loop drops the
     // translations and comes back here.
-    sys.mem.mark_code_written();
+    sys.mem.mark_code_written(check.phys >> 12);
+    if check.split < check.bytes.len() as u32 {
+        sys.mem.mark_code_written(check.next_phys >> 12);
+    }
     cpu.eip = check.eip;
     cpu.exit_reason = ExitReason::Helper as u32;
     HELPER_EXIT
