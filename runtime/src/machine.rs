@@ -237,12 +237,32 @@ pub struct Machine {
     /// meanwhile, protected once it has run.
     smc_step: bool,
     smc_deferred: Vec<(u32, u32)>,
+    /// The next TU is one instruction run against devices or ROM.
+    device_step: Option<DeviceStep>,
+    /// Device steps of each instruction (by guest physical address).
+    device_steps: std::collections::HashMap<u32, u32>,
     /// Guest writes to each protected code page (by page number).
     smc_writes: std::collections::HashMap<u32, u32>,
     /// The guest TLB epoch the jump caches belong to
     /// (`GuestMemory::tlb_epoch`).
     tlb_epoch: u64,
 }
+
+/// An instruction that touched MMIO or wrote to ROM, run again alone:
+/// scratch pages replace the device and ROM pages it uses (filled with
+/// what the devices read), and what it stored goes to the devices after.
+struct DeviceStep {
+    /// The space the scratch pages are in (user or supervisor).
+    user: bool,
+    /// (linear page, guest frame) of each scratch page.
+    pages: Vec<(u32, u32)>,
+    /// (guest physical, linear, length) of each device store.
+    stores: Vec<(u32, u32, usize)>,
+}
+
+/// Device steps of one instruction after which it is retranslated to
+/// reach the devices through the `Emulate` helper (if it can).
+const DEVICE_HOT_STEPS: u32 = 4;
 
 /// A loaded guest image, kept for resets.
 enum BootImage {
@@ -359,6 +379,8 @@ impl Machine {
             no_reboot: config.no_reboot,
             smc_step: false,
             smc_deferred: Vec::new(),
+            device_step: None,
+            device_steps: std::collections::HashMap::new(),
             smc_writes: std::collections::HashMap::new(),
             tlb_epoch: 0,
         };
@@ -682,7 +704,9 @@ impl Machine {
             }
             // sti/mov ss hold interrupts off until the next instruction ran.
             let in_shadow = self.cpu.shadow != 0 && self.cpu.shadow_eip == self.cpu.eip;
-            if !in_shadow {
+            // An instruction about to run with scratch pages (a device
+            // step) runs before any interrupt.
+            if !in_shadow && self.device_step.is_none() {
                 self.cpu.shadow = 0;
                 if let Some(vector) = self.acknowledge_interrupt() {
                     next = None;
@@ -698,7 +722,7 @@ impl Machine {
                 next = None;
             }
             let tf = self.cpu.sys_flags & flags::TF != 0;
-            let mode = self.mode(tf || in_shadow || self.smc_step);
+            let mode = self.mode(tf || in_shadow || self.smc_step || self.device_step.is_some());
             let cs = self.code_segment();
             if mode != self.last_mode || cs != self.last_cs {
                 // Jump-cache entries are keyed by EIP alone: each mode and
@@ -728,6 +752,13 @@ impl Machine {
                 self.cpu.shadow = 0;
             }
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
+            if let Some(step) = self.device_step.take() {
+                let completed = matches!(
+                    reason,
+                    Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
+                );
+                self.finish_device_step(step, completed);
+            }
             // Chains and jump-cache entries stay within one mode, and a
             // one-instruction TU always comes back here.
             let link = mode.0 & ModeKey::ONE_INSN == 0
@@ -793,7 +824,9 @@ impl Machine {
                         // A guest that divides by zero once may do it often:
                         // emulate that divide from now on (no host signal).
                         let linear = c.seg_base[crate::cpu::SREG_CS].wrapping_add(insn_eip);
-                        self.translator.emulate_div(linear);
+                        if let Ok(phys) = self.sys.mem.translate(linear, AccessKind::Fetch) {
+                            self.translator.emulate_insn(phys);
+                        }
                     }
                     if let Err(stop) = self.exception(exc, eip, insn_eip, kind) {
                         break stop;
@@ -902,13 +935,171 @@ impl Machine {
             }
             // The runtime drops writes to ROM; translated code cannot yet
             // (its faulting instruction would have to be emulated).
-            Filled::RomWrite { phys } => Err(Stop::Unsupported {
-                eip: self.cpu.exc_insn,
-                what: format!(
-                    "a write to ROM at {phys:#010x} by translated code (emulating it comes with the shadow MMU's MMIO support)"
-                ),
-            }),
+            // The write is dropped: the instruction runs on a private copy.
+            Filled::RomWrite { .. } => self.device_access(),
+            Filled::NoMemory { phys } if self.sys.mmio.claims(phys) => self.device_access(),
             Filled::NoMemory { .. } => Ok(Some(MemFault::no_memory(lin, write).into())),
+        }
+    }
+
+    /// The guest instruction at `eip` (CS-relative), if it can be fetched.
+    fn decode_at(&self, eip: u32) -> Option<iced_x86::Instruction> {
+        let mut bytes = [0u8; 15];
+        let n = RamCode {
+            mem: &self.sys.mem,
+            cs: self.code_segment(),
+            paged: self.sys.mem.paging().enabled(),
+            fault: None,
+        }
+        .read_code(eip, &mut bytes);
+        let bitness = if self.cpu.seg_db[crate::cpu::SREG_CS] {
+            32
+        } else {
+            16
+        };
+        let mut d = iced_x86::Decoder::with_ip(
+            bitness,
+            &bytes[..n],
+            eip as u64,
+            iced_x86::DecoderOptions::NONE,
+        );
+        let insn = d.decode();
+        (!insn.is_invalid()).then_some(insn)
+    }
+
+    /// The instruction that faulted touched an MMIO device's page (or
+    /// wrote to ROM): prepares a device step (see [`DeviceStep`]) and
+    /// returns None to run it, or the guest exception.
+    fn device_access(&mut self) -> Result<Option<Exception>, Stop> {
+        use iced_x86::OpAccess;
+        let eip = self.cpu.exc_insn;
+        let Some(insn) = self.decode_at(eip) else {
+            return Err(Stop::Internal(format!(
+                "the instruction at {eip:#010x} touched a device but cannot be decoded again"
+            )));
+        };
+        let cpu = &*self.cpu;
+        let reg = |r: iced_x86::Register, _: usize, _: usize| {
+            Some(if r.is_segment_register() {
+                cpu.seg_base[r.number() - iced_x86::Register::ES.number()] as u64
+            } else {
+                crate::cpu::device::register(cpu, r) as u64
+            })
+        };
+        if crate::cpu::device::is_data_mov(&insn)
+            && let Ok(phys) = self.sys.mem.translate(
+                self.code_segment().base.wrapping_add(eip),
+                AccessKind::Fetch,
+            )
+        {
+            let steps = self.device_steps.entry(phys).or_insert(0);
+            *steps += 1;
+            if *steps > DEVICE_HOT_STEPS {
+                // It keeps touching devices: from now on it calls the
+                // runtime, which reaches them without a host fault.
+                self.translator.emulate_insn(phys);
+                return Ok(None);
+            }
+        }
+        let cpu = &*self.cpu;
+        let user = crate::cpu::cpl(cpu) == 3;
+        let mut step = DeviceStep {
+            user,
+            pages: Vec::new(),
+            stores: Vec::new(),
+        };
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        let used: Vec<_> = info.info(&insn).used_memory().to_vec();
+        let repeated = insn.has_rep_prefix() || insn.has_repne_prefix();
+        for m in used {
+            let Some(lin) = m.virtual_address(0, reg) else {
+                continue;
+            };
+            let (lin, size) = (lin as u32, m.memory_size().size().max(1));
+            let reads = matches!(
+                m.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            );
+            let writes = matches!(
+                m.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            );
+            let kind = if writes {
+                AccessKind::Write
+            } else {
+                AccessKind::Read
+            };
+            let mut done = 0;
+            while done < size {
+                let at = lin.wrapping_add(done as u32);
+                let len = (PAGE_SIZE - (at as usize & (PAGE_SIZE - 1))).min(size - done);
+                done += len;
+                let phys = match self.sys.mem.translate(at, kind) {
+                    Ok(p) => p,
+                    Err(f) => {
+                        self.drop_device_step(step);
+                        return Ok(Some(f.into()));
+                    }
+                };
+                let device = self.sys.mmio.claims(phys);
+                let rom_write = writes && self.sys.mem.is_rom(phys);
+                if !device && !rom_write {
+                    continue;
+                }
+                if device && repeated {
+                    self.drop_device_step(step);
+                    return Err(Stop::Unsupported {
+                        eip,
+                        what: format!("`{insn}`: a repeated string instruction on MMIO"),
+                    });
+                }
+                let page = (at >> 12, phys >> 12);
+                if !step.pages.contains(&page) {
+                    if let Err(e) = self.sys.mem.map_scratch(user, page.0, page.1) {
+                        self.drop_device_step(step);
+                        return Err(Stop::Internal(e.to_string()));
+                    }
+                    step.pages.push(page);
+                }
+                if device && reads {
+                    let mut buf = vec![0u8; len];
+                    self.sys.mmio.read(phys, &mut buf);
+                    self.sys.mem.write_space(user, at, &buf);
+                }
+                if device && writes {
+                    step.stores.push((phys, at, len));
+                }
+            }
+        }
+        if step.pages.is_empty() {
+            // Nothing of it is a device's after all (the guest changed
+            // its page tables meanwhile): run it again as it is.
+            return Ok(None);
+        }
+        self.sys.counters.mmio_emulations += 1;
+        self.device_step = Some(step);
+        Ok(None)
+    }
+
+    /// After a device step: the stores go to the devices if the
+    /// instruction completed, and the pages are put back.
+    fn finish_device_step(&mut self, step: DeviceStep, completed: bool) {
+        if completed {
+            for &(phys, lin, len) in &step.stores {
+                let mut buf = vec![0u8; len];
+                self.sys.mem.read_space(step.user, lin, &mut buf);
+                self.sys.mmio.write(phys, &buf);
+            }
+        }
+        self.drop_device_step(step);
+    }
+
+    fn drop_device_step(&mut self, step: DeviceStep) {
+        for (page, frame) in step.pages {
+            self.sys.mem.unmap_scratch(step.user, page, frame);
         }
     }
 
@@ -940,6 +1131,30 @@ impl Machine {
         self.translator.invalidate_page(page);
         self.sys.mem.release_page(page);
         self.sys.counters.smc_invalidations += 1;
+    }
+
+    /// Gives guest physical `base..base+len` (whole pages above RAM and
+    /// outside the ROM) to an MMIO device.
+    pub fn register_mmio(
+        &mut self,
+        base: u32,
+        len: u32,
+        dev: Box<dyn crate::devices::mmio::MmioDevice + Send>,
+    ) -> Result<(), crate::devices::mmio::BadRange> {
+        let end = base as u64 + len as u64;
+        let mem = &self.sys.mem;
+        if (base as usize) < mem.size()
+            || (base as u64..end)
+                .step_by(4096)
+                .any(|a| mem.is_rom(a as u32))
+        {
+            return Err(crate::devices::mmio::BadRange {
+                base,
+                len,
+                why: "the range overlaps RAM or the ROM",
+            });
+        }
+        self.sys.mmio.register(base, len, dev)
     }
 
     /// Connects the source of external interrupts.

@@ -531,6 +531,79 @@ impl GuestMemory {
         }
     }
 
+    /// Maps a scratch page, readable and writable, at linear page `page`
+    /// of the space generated code uses with privilege `user`, for one
+    /// instruction run against a device or ROM (guest physical page
+    /// `frame`): a private copy of a ROM page (its writes are dropped
+    /// with it), or a zero page for MMIO that the caller fills.
+    pub fn map_scratch(&self, user: bool, page: u32, frame: u32) -> Result<(), MemoryError> {
+        let rom = self.rom_index(frame << 12);
+        let (fd, off, flags) = match (rom, self.rom_fd) {
+            (Some(r), Some(fd)) => (fd, r, libc::MAP_PRIVATE),
+            _ => (-1, 0, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
+        };
+        // SAFETY: a page inside one of our spaces (`space_base`); the page
+        // is put back by `unmap_scratch` before other code runs there.
+        let p = unsafe {
+            libc::mmap(
+                (self.space_base(user) as *mut u8)
+                    .add(page as usize * PAGE_SIZE)
+                    .cast(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags | libc::MAP_FIXED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap (device scratch page)"));
+        }
+        Ok(())
+    }
+
+    /// Puts back what [`GuestMemory::map_scratch`] replaced: the ROM page
+    /// read-only, or nothing for MMIO.
+    pub fn unmap_scratch(&self, user: bool, page: u32, frame: u32) {
+        let at = (self.space_base(user) as *mut u8).wrapping_add(page as usize * PAGE_SIZE);
+        let (fd, off, flags, prot) = match (self.rom_index(frame << 12), self.rom_fd) {
+            (Some(r), Some(fd)) => (fd, r, libc::MAP_SHARED, libc::PROT_READ),
+            _ => (
+                -1,
+                0,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::PROT_NONE,
+            ),
+        };
+        // SAFETY: as in `map_scratch`.
+        let p = unsafe {
+            libc::mmap(
+                at.cast(),
+                PAGE_SIZE,
+                prot,
+                flags | libc::MAP_FIXED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        debug_assert_ne!(p, libc::MAP_FAILED, "putting back a scratch page");
+    }
+
+    /// Copies bytes at linear `lin` of the space of privilege `user` as
+    /// generated code sees them (a scratch page's).
+    pub fn read_space(&self, user: bool, lin: u32, buf: &mut [u8]) {
+        let at = (self.space_base(user) as *const u8).wrapping_add(lin as usize);
+        // SAFETY: the caller mapped these bytes (`map_scratch`); a raw copy.
+        unsafe { std::ptr::copy_nonoverlapping(at, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    /// Copies `data` to linear `lin` of the space of privilege `user`.
+    pub fn write_space(&self, user: bool, lin: u32, data: &[u8]) {
+        let at = (self.space_base(user) as *mut u8).wrapping_add(lin as usize);
+        // SAFETY: as in `read_space`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len()) };
+    }
+
     /// The guest physical address of linear `lin` for an access of
     /// `kind` with the current context (the page walk, which sets
     /// accessed and dirty bits), or the #PF it raises.

@@ -57,6 +57,10 @@ impl Report {
             ),
             ("true_faults".to_string(), Some(sys.counters.true_faults)),
             (
+                "mmio_emulations".to_string(),
+                Some(sys.counters.mmio_emulations),
+            ),
+            (
                 "shadow_flushes".to_string(),
                 Some(sys.mem.shadow_counts().0),
             ),

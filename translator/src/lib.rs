@@ -135,10 +135,11 @@ pub struct Translator {
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
-    /// Divide instructions (by linear address) that raised #DE: retranslated
-    /// to be emulated, so a guest that divides by zero on purpose does not
-    /// pay a host signal each time.
-    emulated_divs: hashbrown::HashSet<u32>,
+    /// Instructions (by guest physical address) that call the runtime's
+    /// `Emulate` helper instead of running natively: divides that raised
+    /// #DE (a guest that divides by zero on purpose pays no host signal
+    /// each time) and movs that touch devices (no host fault each time).
+    emulated: hashbrown::HashSet<u32>,
     instrument: Instrument,
     /// Bumped by every flush: a chain patch requested before a flush is void.
     generation: u64,
@@ -185,7 +186,7 @@ impl Translator {
             jc_filled: vec![Vec::new()],
             current_jc: 0,
             call_stack,
-            emulated_divs: hashbrown::HashSet::new(),
+            emulated: hashbrown::HashSet::new(),
             poll: std::sync::Arc::new(
                 poll::PollPage::new().map_err(|e| ArenaError::Os("poll page", e))?,
             ),
@@ -296,7 +297,7 @@ impl Translator {
                 self.instrument,
                 self.poll.addr(),
                 key.phys,
-                &self.emulated_divs,
+                &self.emulated,
                 &insns,
                 check_ptr,
             );
@@ -436,13 +437,14 @@ impl Translator {
     }
 
     /// Drops every translation and chain.
-    /// Has the divide at linear `addr` emulated from now on (a flush drops
-    /// the translations that ran it natively). Returns false if it already was.
-    pub fn emulate_div(&mut self, addr: u32) -> bool {
-        if !self.emulated_divs.insert(addr) {
+    /// Has the instruction at guest physical `addr` call the runtime from
+    /// now on (its page's translations are dropped). Returns false if it
+    /// already did.
+    pub fn emulate_insn(&mut self, addr: u32) -> bool {
+        if !self.emulated.insert(addr) {
             return false;
         }
-        self.flush();
+        self.invalidate_page(addr >> 12);
         true
     }
 

@@ -149,6 +149,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => HelperKind::Bcd,
         M::Div | M::Idiv => HelperKind::Divide,
         _ if insn.is_string_instruction() => HelperKind::String,
+        _ if super::device::is_data_mov(insn) => HelperKind::Device,
         _ => HelperKind::System,
     };
     sys.counters.helper(kind);
@@ -225,6 +226,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         }
         M::Popf | M::Popfd => popf(cpu, sys, insn),
         M::Pushf | M::Pushfd => pushf(cpu, sys, insn),
+        _ if super::device::is_data_mov(insn) => super::device::data_mov(cpu, sys, insn),
         M::Mov => mov_special(cpu, sys, insn),
         M::Clts => {
             require_ring0(cpu)?;

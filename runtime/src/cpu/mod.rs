@@ -5,6 +5,7 @@
 mod bcd;
 mod cpuid;
 mod descriptor;
+pub mod device;
 pub mod emulate;
 mod fpu;
 pub mod interrupts;
@@ -122,6 +123,8 @@ pub struct ExecCounters {
     pub hidden_faults: u64,
     /// #PF delivered to the guest.
     pub true_faults: u64,
+    /// Instructions run against MMIO devices or ROM after a host fault.
+    pub mmio_emulations: u64,
 }
 
 /// What the `Emulate` helper was called for.
@@ -133,17 +136,20 @@ pub enum HelperKind {
     Bcd,
     String,
     Divide,
+    /// A mov known to reach a device (MMIO).
+    Device,
     System,
 }
 
 impl HelperKind {
-    pub const ALL: [HelperKind; 7] = [
+    pub const ALL: [HelperKind; 8] = [
         HelperKind::Io,
         HelperKind::Cpuid,
         HelperKind::Rdtsc,
         HelperKind::Bcd,
         HelperKind::String,
         HelperKind::Divide,
+        HelperKind::Device,
         HelperKind::System,
     ];
 
@@ -155,6 +161,7 @@ impl HelperKind {
             HelperKind::Bcd => "bcd",
             HelperKind::String => "string",
             HelperKind::Divide => "divide",
+            HelperKind::Device => "device",
             HelperKind::System => "system",
         }
     }
@@ -219,6 +226,7 @@ pub struct TableReg {
 pub struct System {
     pub mem: GuestMemory,
     pub bus: PortBus,
+    pub mmio: crate::devices::mmio::MmioBus,
     /// Where external interrupts come from, if anything raises them.
     pub irq: Option<Box<dyn crate::devices::InterruptController>>,
     /// The CPU executed hlt with interrupts on and waits for one.
@@ -252,6 +260,7 @@ impl System {
         System {
             mem,
             bus,
+            mmio: Default::default(),
             irq: None,
             halted: false,
             stop: None,

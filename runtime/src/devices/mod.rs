@@ -4,6 +4,7 @@
 
 pub mod debug_exit;
 pub mod debugcon;
+pub mod mmio;
 pub mod serial;
 
 /// A guest I/O port number.

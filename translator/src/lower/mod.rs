@@ -69,10 +69,10 @@ pub struct TuBuilder<'a> {
     insns: &'a [Instruction],
     /// The exit-request page TU heads poll.
     poll_page: usize,
-    /// Linear address of the TU's first byte (CS base + EIP).
-    tu_linear: u32,
-    /// Divides (by linear address) the runtime emulates.
-    emulated_divs: &'a hashbrown::HashSet<u32>,
+    /// Guest physical address of the TU's first byte.
+    tu_phys: u32,
+    /// Instructions (by guest physical address) the runtime emulates.
+    emulated: &'a hashbrown::HashSet<u32>,
     /// Guest esp is r12 + this: runs of push/pop/call/ret move r12 once.
     esp_pending: i32,
     /// The guest's FPU state is in the host FPU here (an FPU instruction
@@ -97,8 +97,8 @@ impl<'a> TuBuilder<'a> {
         mode: ModeKey,
         instrument: Instrument,
         poll_page: usize,
-        tu_linear: u32,
-        emulated_divs: &'a hashbrown::HashSet<u32>,
+        tu_phys: u32,
+        emulated: &'a hashbrown::HashSet<u32>,
         insns: &'a [Instruction],
         check: Option<*const crate::abi::CodeCheck>,
     ) -> Self {
@@ -112,8 +112,8 @@ impl<'a> TuBuilder<'a> {
             cold: Vec::new(),
             insns,
             poll_page,
-            tu_linear,
-            emulated_divs,
+            tu_phys,
+            emulated,
             esp_pending: 0,
             fpu_in: false,
             check,
@@ -175,9 +175,9 @@ impl<'a> TuBuilder<'a> {
         });
     }
 
-    /// The linear address of a guest instruction of this TU.
-    fn linear(&self, insn: &Instruction) -> u32 {
-        self.tu_linear
+    /// The guest physical address of an instruction of this TU.
+    fn phys(&self, insn: &Instruction) -> u32 {
+        self.tu_phys
             .wrapping_add(insn.ip32().wrapping_sub(self.tu_eip))
     }
 
@@ -533,11 +533,9 @@ impl<'a> TuBuilder<'a> {
 /// Lowers one guest instruction.
 fn lower_insn(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     use ident::Family;
-    if matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv)
-        && b.emulated_divs.contains(&b.linear(insn))
-    {
-        // This divide raised #DE before: the runtime divides, so the next
-        // #DE needs no host signal.
+    if b.emulated.contains(&b.phys(insn)) {
+        // A divide that raised #DE before (the runtime divides, so the
+        // next #DE needs no host signal), or a mov that touches devices.
         b.call_emulate(insn);
         return Ok(Flow::Next);
     }
