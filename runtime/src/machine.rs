@@ -1163,6 +1163,8 @@ impl Machine {
     }
 
     fn enter(&mut self, host: usize) {
+        // What the code about to run was looked up with must be traced.
+        self.sys.mem.trace_pending_tables();
         // Re-derive the helpers' context pointer from a fresh borrow of the
         // System box right before generated code may use it.
         self.cpu.ctx = (&mut *self.sys as *mut System).cast();

@@ -17,7 +17,7 @@ use std::cell::Cell;
 
 use translator::abi::vector;
 
-use crate::paging::{Access, AccessKind, PageTables, PagingRegs, walk};
+use crate::paging::{Access, AccessKind, PageTables, PagingRegs, Translation, walk};
 use crate::shadow::{self, Backing, Spaces, View};
 
 pub const PAGE_SIZE: usize = 4096;
@@ -124,6 +124,8 @@ pub struct GuestMemory {
     /// The shadow spaces of paging.
     spaces: Spaces,
     context: Cell<Context>,
+    /// Page tables the runtime's walks read, to trace (see `shadow`).
+    pending_tables: std::cell::RefCell<Vec<u32>>,
     /// Bumped whenever guest TLB entries are dropped (CR3, INVLPG, a
     /// paging-mode change): linear-address caches outside (the jump
     /// caches) must be dropped too.
@@ -199,6 +201,7 @@ impl GuestMemory {
             rom_fd: None,
             spaces,
             context: Cell::new(Context::default()),
+            pending_tables: Default::default(),
             tlb_epoch: 0,
             rom: None,
             low_rom: ONE_MIB,
@@ -420,7 +423,7 @@ impl GuestMemory {
     /// the identity shadow (and its alias above 4 GiB for page 0) and
     /// wherever the paging spaces map it.
     fn set_shadow_prot(&mut self, page: usize, code: bool) {
-        self.spaces.protect_frame(page as u32, code);
+        self.spaces.protect_code(page as u32, code);
         let prot = if code {
             libc::PROT_READ
         } else {
@@ -618,8 +621,19 @@ impl GuestMemory {
         };
         let t =
             walk(self, &ctx.regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
+        self.pending_tables
+            .borrow_mut()
+            .extend_from_slice(t.table_frames());
         u32::try_from(t.frame | (lin & 0xFFF) as u64)
             .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))
+    }
+
+    /// Write-protects the page tables the runtime's own walks read since
+    /// the last call (translations, jump caches and chains depend on them
+    /// too): before generated code runs again.
+    pub fn trace_pending_tables(&mut self) {
+        let pending = std::mem::take(&mut *self.pending_tables.borrow_mut());
+        self.spaces.trace_tables(&pending);
     }
 
     /// Runs `op(phys, start, len)` for the pieces of `len` bytes at linear
@@ -701,6 +715,20 @@ impl GuestMemory {
         };
         let t = walk(self, &regs, lin, Access { kind, user })
             .map_err(|error| MemFault { addr: lin, error })?;
+        self.spaces.trace_tables(t.table_frames());
+        self.install(lin, &t, write, user)
+    }
+
+    /// Maps linear `lin`'s page in the space of privilege `user` as
+    /// translation `t` says (for an access that writes if `write`).
+    fn install(
+        &mut self,
+        lin: u32,
+        t: &Translation,
+        write: bool,
+        user: bool,
+    ) -> Result<Filled, MemFault> {
+        let regs = self.context.get().regs;
         let Ok(phys) = u32::try_from(t.frame) else {
             return Ok(Filled::NoMemory { phys: u32::MAX });
         };
@@ -721,6 +749,11 @@ impl GuestMemory {
         };
         let protected = self.is_code_page(phys);
         let writable = t.dirty && t.write_allowed(user, &regs);
+        if write {
+            // A write to a page table makes it writable until the next CR3
+            // write, which drops the mappings that may depend on it.
+            self.spaces.table_written(phys >> 12);
+        }
         let view = if user { View::User } else { View::Supervisor };
         self.spaces
             .map(
@@ -731,7 +764,6 @@ impl GuestMemory {
                 writable,
                 t.global,
                 t.large,
-                protected,
             )
             .map_err(|_| MemFault::no_memory(lin, write))?;
         Ok(match () {
@@ -741,22 +773,56 @@ impl GuestMemory {
         })
     }
 
-    /// Drops shadow mappings the way a guest TLB flush does: all of them
-    /// (`global`: a paging-mode change), or all but global pages (a CR3
-    /// write).
-    pub fn flush_tlb(&mut self, global: bool) {
-        if global {
-            self.spaces.drop_all();
-        } else {
-            self.spaces.drop_non_global();
-        }
+    /// A paging-mode change (CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE): every
+    /// shadow mapping goes, global ones too.
+    pub fn paging_changed(&mut self) {
+        self.spaces.drop_all();
+        self.spaces.untrace_tables();
+        self.pending_tables.borrow_mut().clear();
         self.tlb_epoch += 1;
     }
 
-    /// INVLPG: drops linear page of `lin` from the shadow spaces.
+    /// A CR3 write (`same`: of the value it had): drops the non-global
+    /// mappings, unless the same value is loaded again and no page table
+    /// was written since the last CR3 write (then nothing changed).
+    pub fn cr3_written(&mut self, same: bool) {
+        if self.spaces.cr3_write(same) {
+            self.tlb_epoch += 1;
+        }
+    }
+
+    /// INVLPG: drops linear page of `lin` from the shadow spaces, and maps
+    /// it again at once where it was mapped if the guest's tables allow a
+    /// read (setting the accessed bit, as a speculative walk may): the
+    /// access that usually follows then takes no hidden fault.
     pub fn invalidate_page(&mut self, lin: u32) {
-        self.spaces.invalidate_page(lin >> 12);
+        let regs = self.context.get().regs;
+        let refill: Vec<(View, Translation)> = self
+            .spaces
+            .views_mapping(lin >> 12)
+            .into_iter()
+            .filter_map(|view| {
+                let user = view == View::User;
+                let access = Access {
+                    kind: AccessKind::Read,
+                    user,
+                };
+                walk(self, &regs, lin, access).ok().map(|t| (view, t))
+            })
+            .collect();
+        let views: Vec<View> = refill.iter().map(|(v, _)| *v).collect();
+        self.spaces.invalidate_page(lin >> 12, &views);
         self.tlb_epoch += 1;
+        for (view, t) in refill {
+            self.spaces.trace_tables(t.table_frames());
+            if !matches!(
+                self.install(lin, &t, false, view == View::User),
+                Ok(Filled::Mapped)
+            ) {
+                // Not mapped again after all (no RAM there): drop it.
+                self.spaces.invalidate_page(lin >> 12, &[]);
+            }
+        }
     }
 
     /// Counts guest TLB flushes (see the field).
@@ -810,6 +876,10 @@ impl GuestMemory {
     #[inline]
     pub fn write_phys(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
         self.note_write(addr, data.len());
+        if let Some(last) = data.len().checked_sub(1) {
+            self.spaces.note_write(addr >> 12);
+            self.spaces.note_write(addr.wrapping_add(last as u32) >> 12);
+        }
         if !self.plain_ram(addr, data.len()) {
             return self.write_slow(addr, data);
         }
@@ -925,6 +995,24 @@ impl GuestMemory {
     }
 }
 
+impl GuestMemory {
+    /// Writes a paging-structure entry in RAM (ROM and no memory ignore it).
+    fn write_entry(&self, addr: u64, bytes: &[u8]) {
+        if let Ok(a) = u32::try_from(addr)
+            && self.contains(a, bytes.len())
+        {
+            // SAFETY: inside the flat view (checked); a raw copy.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.flat.add(a as usize),
+                    bytes.len(),
+                )
+            };
+        }
+    }
+}
+
 /// The walk reads and writes page tables in RAM (and reads ROM).
 impl PageTables for GuestMemory {
     fn read_u32(&self, addr: u64) -> Option<u32> {
@@ -939,12 +1027,14 @@ impl PageTables for GuestMemory {
         Some(u64::from_le_bytes(b))
     }
 
+    // Accessed and dirty bits: only ever set, which no mapping or
+    // translation depends on, so not a page-table write for tracing.
     fn write_u32(&self, addr: u64, v: u32) {
-        let _ = self.write_phys(addr as u32, &v.to_le_bytes());
+        self.write_entry(addr, &v.to_le_bytes());
     }
 
     fn write_u64(&self, addr: u64, v: u64) {
-        let _ = self.write_phys(addr as u32, &v.to_le_bytes());
+        self.write_entry(addr, &v.to_le_bytes());
     }
 }
 

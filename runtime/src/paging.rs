@@ -108,9 +108,17 @@ pub struct Translation {
     pub global: bool,
     /// A 4 MiB or 2 MiB page (INVLPG of any address in it drops it all).
     pub large: bool,
+    /// The guest frames of the entries the walk used (the first
+    /// `levels`): the page tables this translation depends on.
+    tables: [u32; 3],
+    levels: u8,
 }
 
 impl Translation {
+    pub fn table_frames(&self) -> &[u32] {
+        &self.tables[..self.levels as usize]
+    }
+
     /// Whether a write with privilege `user` is allowed (CR0.WP decides
     /// for supervisor writes to read-only pages).
     pub fn write_allowed(&self, user: bool, regs: &PagingRegs) -> bool {
@@ -223,6 +231,8 @@ pub fn walk(
         dirty: leaf & entry::D != 0,
         global: leaf & entry::G != 0 && regs.global_pages(),
         large: n == 1 || (regs.pae() && n == 2),
+        tables: used.map(|u| (u.addr >> 12) as u32),
+        levels: n as u8,
     };
     let allowed = match access.kind {
         AccessKind::Read => !access.user || user,

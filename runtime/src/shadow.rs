@@ -143,8 +143,28 @@ pub struct Backing {
     pub read_only: bool,
 }
 
+/// Why a guest frame is mapped read-only whatever the guest allows.
+mod readonly {
+    /// It holds translated code (self-modifying code faults).
+    pub const CODE: u8 = 1 << 0;
+    /// It holds page tables, unwritten since the last CR3 write.
+    pub const TABLE: u8 = 1 << 1;
+}
+
 pub struct Spaces {
     spaces: [Reservation; 2],
+    /// Guest frames mapped read-only, and why (`readonly` bits).
+    readonly: HashMap<u32, u8>,
+    /// Guest frames the page walk read entries from: page tables. While
+    /// none is written, every mapping agrees with the guest's tables, and
+    /// a CR3 write with the same value changes nothing.
+    traced: std::collections::HashSet<u32>,
+    /// A traced frame was written since the last CR3 write (by the guest
+    /// through a mapping, which faulted once and was made writable, or by
+    /// the runtime).
+    tables_written: std::cell::Cell<bool>,
+    /// The traced frames made writable since the last CR3 write.
+    unprotected_tables: Vec<u32>,
     maps: [HashMap<u32, Mapping>; 2],
     /// Guest frame -> (view, linear page) of every mapping of it.
     rmap: HashMap<u32, Vec<(View, u32)>>,
@@ -159,6 +179,10 @@ impl Spaces {
     pub fn new(budget: usize) -> Result<Self, MemoryError> {
         Ok(Spaces {
             spaces: [reserve()?, reserve()?],
+            readonly: HashMap::new(),
+            traced: Default::default(),
+            tables_written: Default::default(),
+            unprotected_tables: Vec::new(),
             maps: [HashMap::new(), HashMap::new()],
             rmap: HashMap::new(),
             globals: 0,
@@ -182,7 +206,7 @@ impl Spaces {
     }
 
     /// Maps linear page `page` of `view` to guest `frame`, read-only
-    /// unless `writable` and not `protected` (a code page).
+    /// unless `writable` and the frame holds neither code nor page tables.
     pub fn map(
         &mut self,
         view: View,
@@ -192,14 +216,14 @@ impl Spaces {
         writable: bool,
         global: bool,
         large: bool,
-        protected: bool,
     ) -> Result<(), MemoryError> {
         if self.mapped() >= self.budget {
             self.drop_all();
         }
-        self.unmap_page(view, page);
+        // The new page replaces the old one (MAP_FIXED).
+        self.forget(view, page);
         let writable = writable && !back.read_only;
-        let prot = prot(writable && !protected);
+        let prot = prot(writable && !self.readonly.contains_key(&frame));
         let at = page as usize * PAGE_SIZE;
         let alias = (page == 0).then_some(SPACE);
         let base = self.spaces[view as usize].space();
@@ -245,8 +269,20 @@ impl Spaces {
     }
 
     fn unmap_page(&mut self, view: View, page: u32) {
+        if self.forget(view, page) {
+            let base = self.spaces[view as usize].space();
+            unmap_range(base, page as usize * PAGE_SIZE, PAGE_SIZE);
+            if page == 0 {
+                unmap_range(base, SPACE, PAGE_SIZE);
+            }
+        }
+    }
+
+    /// Forgets the mapping of `page` in `view` (the host page stays until
+    /// replaced or unmapped); returns whether there was one.
+    fn forget(&mut self, view: View, page: u32) -> bool {
         let Some(m) = self.maps[view as usize].remove(&page) else {
-            return;
+            return false;
         };
         self.globals -= m.global as usize;
         if m.large {
@@ -263,20 +299,28 @@ impl Spaces {
                 self.rmap.remove(&m.frame);
             }
         }
-        let base = self.spaces[view as usize].space();
-        unmap_range(base, page as usize * PAGE_SIZE, PAGE_SIZE);
-        if page == 0 {
-            unmap_range(base, SPACE, PAGE_SIZE);
-        }
+        true
+    }
+
+    /// The spaces that map linear page `page`.
+    pub fn views_mapping(&self, page: u32) -> Vec<View> {
+        [View::Supervisor, View::User]
+            .into_iter()
+            .filter(|&v| self.maps[v as usize].contains_key(&page))
+            .collect()
     }
 
     /// INVLPG: drops linear page `page` from both spaces, and every
     /// mapping from a large page around it (the large page it is in may
     /// be any of them).
-    pub fn invalidate_page(&mut self, page: u32) {
+    /// The views in `refill` keep `page` itself: the caller maps it again
+    /// at once (replacing it costs one system call, dropping it two).
+    pub fn invalidate_page(&mut self, page: u32, refill: &[View]) {
         let region = page / REGION_PAGES;
         for view in [View::Supervisor, View::User] {
-            self.unmap_page(view, page);
+            if !refill.contains(&view) {
+                self.unmap_page(view, page);
+            }
             if self.large.contains_key(&region) {
                 for p in region * REGION_PAGES..(region + 1) * REGION_PAGES {
                     if self.maps[view as usize].get(&p).is_some_and(|m| m.large) {
@@ -285,6 +329,67 @@ impl Spaces {
                 }
             }
         }
+    }
+
+    /// Page-table frames a successful walk read: write-protected from now
+    /// on (see `traced`).
+    pub fn trace_tables(&mut self, frames: &[u32]) {
+        for &f in frames {
+            if self.traced.insert(f) {
+                self.set_readonly(f, readonly::TABLE, true);
+            }
+        }
+    }
+
+    /// Whether a guest write to `frame` faulted only because it holds page
+    /// tables: then it is made writable until the next CR3 write, which
+    /// will drop the mappings.
+    pub fn table_written(&mut self, frame: u32) -> bool {
+        if self
+            .readonly
+            .get(&frame)
+            .is_none_or(|r| r & readonly::TABLE == 0)
+        {
+            return false;
+        }
+        self.set_readonly(frame, readonly::TABLE, false);
+        self.unprotected_tables.push(frame);
+        self.tables_written.set(true);
+        true
+    }
+
+    /// Notes a runtime write to guest `frame` (it may be a page table).
+    #[inline]
+    pub fn note_write(&self, frame: u32) {
+        if !self.traced.is_empty() && self.traced.contains(&frame) {
+            self.tables_written.set(true);
+        }
+    }
+
+    /// A CR3 write: `same` if it loaded the value it had. With the same
+    /// value and no page table written since the last one, every mapping
+    /// still agrees with the guest's tables and nothing is dropped;
+    /// otherwise the non-global mappings are. Returns whether they were.
+    pub fn cr3_write(&mut self, same: bool) -> bool {
+        if same && !self.tables_written.get() {
+            return false;
+        }
+        self.drop_non_global();
+        self.tables_written.set(false);
+        for f in std::mem::take(&mut self.unprotected_tables) {
+            self.set_readonly(f, readonly::TABLE, true);
+        }
+        true
+    }
+
+    /// Forgets the traced page tables (paging was turned off or its
+    /// format changed: everything is walked again).
+    pub fn untrace_tables(&mut self) {
+        for f in std::mem::take(&mut self.traced) {
+            self.set_readonly(f, readonly::TABLE, false);
+        }
+        self.unprotected_tables.clear();
+        self.tables_written.set(false);
     }
 
     /// Drops every mapping (a paging-mode change, or over budget).
@@ -322,15 +427,31 @@ impl Spaces {
         self.flushes += 1;
     }
 
-    /// Sets the protection of every mapping of guest `frame`: read-only
-    /// while it holds translated code, else what the guest allows.
-    pub fn protect_frame(&mut self, frame: u32, protected: bool) {
+    /// Makes guest `frame` read-only everywhere while it holds translated
+    /// code (`code`), or lifts that.
+    pub fn protect_code(&mut self, frame: u32, code: bool) {
+        self.set_readonly(frame, readonly::CODE, code);
+    }
+
+    /// Adds or removes reason `bit` for keeping `frame` read-only, and
+    /// sets the protection of its mappings accordingly.
+    fn set_readonly(&mut self, frame: u32, bit: u8, on: bool) {
+        let old = self.readonly.get(&frame).copied().unwrap_or(0);
+        let new = if on { old | bit } else { old & !bit };
+        if new == 0 {
+            self.readonly.remove(&frame);
+        } else {
+            self.readonly.insert(frame, new);
+        }
+        if (old == 0) == (new == 0) {
+            return;
+        }
         let Some(list) = self.rmap.get(&frame) else {
             return;
         };
         for &(view, page) in list {
             let m = self.maps[view as usize][&page];
-            let prot = prot(m.writable && !protected);
+            let prot = prot(m.writable && new == 0);
             let base = self.spaces[view as usize].space();
             let alias = (page == 0).then_some(SPACE);
             for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {

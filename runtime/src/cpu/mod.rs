@@ -343,9 +343,9 @@ pub fn sync_paging(cpu: &CpuState, sys: &mut System, flush: TlbFlush) {
     let new = paging_regs(cpu, sys);
     sys.mem.set_context(new, cpl(cpu) == 3);
     if old.layout() != new.layout() {
-        sys.mem.flush_tlb(true);
+        sys.mem.paging_changed();
     } else if flush == TlbFlush::NonGlobal && new.enabled() {
-        sys.mem.flush_tlb(false);
+        sys.mem.cr3_written(old.cr3 == new.cr3);
     }
 }
 
