@@ -25,13 +25,13 @@ _start:
     cli
     cld
     /* The FPU and SSE as an OS sets them up: CR0.MP and NE, CR4.OSFXSR
-     * and OSXMMEXCPT, a clean x87. */
-    mov %cr0, %eax
-    or $0x22, %eax
-    mov %eax, %cr0
-    mov %cr4, %eax
-    or $0x600, %eax
-    mov %eax, %cr4
+     * and OSXMMEXCPT, a clean x87 (in ecx: eax holds the boot magic). */
+    mov %cr0, %ecx
+    or $0x22, %ecx
+    mov %ecx, %cr0
+    mov %cr4, %ecx
+    or $0x600, %ecx
+    mov %ecx, %cr4
     fninit
     mov $stack_top, %esp
     sub $8, %esp /* 16-byte aligned at the call, as the i386 ABI wants */

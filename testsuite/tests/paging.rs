@@ -1534,3 +1534,44 @@ fn more_scattered_pages_than_the_shadow_can_map() {
     }
     assert!(r.counter("hidden_faults") > 0);
 }
+
+/// CR3 reloads with the same value and no page table written keep the
+/// shadow's mappings (the pages are not faulted in again); after a PTE
+/// write the next reload drops them and the new mapping is used.
+#[test]
+fn cr3_reloads_without_table_writes_keep_the_mappings() {
+    const RELOADS: u32 = 1000;
+    let mut t = two_level();
+    t.map(LIN, PHYS, P | RW);
+    let pte = t.pte_addr(LIN);
+    let s = t.setup();
+    let (body, _) = paged_body(s, |a| {
+        let mut again = a.create_label();
+        a.mov(dword_ptr(PHYS), 0xAAAAu32)?;
+        a.mov(dword_ptr(PHYS2), 0xBBBBu32)?;
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, RELOADS)?;
+        a.set_label(&mut again)?;
+        a.mov(eax, cr3)?;
+        a.mov(cr3, eax)?;
+        a.add(ebx, dword_ptr(LIN))?;
+        a.dec(ecx)?;
+        a.jnz(again)?;
+        a.mov(dword_ptr(OUT), ebx)?;
+        a.mov(dword_ptr(pte), PHYS2 | (P | RW) as u32)?;
+        a.mov(eax, cr3)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, dword_ptr(LIN))?;
+        a.mov(dword_ptr(OUT + 4), eax)?;
+        Ok(vec![])
+    });
+    let r = run_paged(body, vec![], t.blocks());
+    assert_no_fault(&r);
+    assert_eq!(r.mem_u32(OUT), 0xAAAA * RELOADS);
+    assert_eq!(r.mem_u32(OUT + 4), 0xBBBB, "the PTE write was seen");
+    assert!(
+        r.counter("hidden_faults") < 100,
+        "{} hidden faults: the reloads dropped the mappings",
+        r.counter("hidden_faults")
+    );
+}
