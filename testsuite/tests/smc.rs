@@ -166,3 +166,38 @@ fn a_write_drops_only_its_pages_translations_and_unchains_them() {
     assert_eq!(r.counter("cache_flushes"), 0, "nothing else was dropped");
     assert_eq!(r.counter("smc_invalidations"), 3);
 }
+
+/// A function whose immediate is patched before every call: once its page
+/// is self-checking the immediate is read from the code as it runs (no
+/// retranslation per patch), and a change to anything else is still seen.
+#[test]
+fn patched_immediates_need_no_retranslation_and_other_changes_are_seen() {
+    let func = returns_one();
+    let main = assemble_at(LOAD, |a| {
+        let mut again = a.create_label();
+        a.mov(esp, STACK)?;
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 100u32)?;
+        a.set_label(&mut again)?;
+        a.mov(dword_ptr(FUNC + 1), ecx)?;
+        a.call(FUNC as u64)?;
+        a.add(ebx, eax)?;
+        a.loop_(again)?;
+        // mov eax, imm32 becomes mov ecx, imm32.
+        a.mov(byte_ptr(FUNC), 0xB9u32)?;
+        a.mov(eax, 7u32)?;
+        a.call(FUNC as u64)?;
+        a.mov(esi, eax)?;
+        a.mov(edi, ecx)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.reg(ebx), (1..=100).sum::<u32>());
+    assert_eq!((r.reg(esi), r.reg(edi)), (7, 1), "the new opcode ran");
+    assert!(
+        r.counter("smc_invalidations") < 10,
+        "{} invalidations",
+        r.counter("smc_invalidations")
+    );
+}

@@ -110,6 +110,28 @@ pub struct CodeCheck {
     /// instruction runs into another page under paging).
     pub split: u32,
     pub next_phys: u32,
+    /// (offset, length) of immediates the TU loads from guest memory when
+    /// it runs: changing them does not make the TU stale.
+    pub live: Vec<(u16, u8)>,
+}
+
+impl CodeCheck {
+    /// Whether guest bytes `now` (as long as `bytes`) are the code this
+    /// TU was translated from, live immediates aside.
+    pub fn matches(&self, now: &[u8]) -> bool {
+        if now.len() != self.bytes.len() {
+            return false;
+        }
+        let mut from = 0;
+        for &(at, len) in &self.live {
+            let at = at as usize;
+            if now[from..at] != self.bytes[from..at] {
+                return false;
+            }
+            from = at + len as usize;
+        }
+        now[from..] == self.bytes[from..]
+    }
 }
 
 /// How an `ExitReason::Exception` came about (`CpuState::exc_kind`); the

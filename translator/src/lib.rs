@@ -272,7 +272,7 @@ impl Translator {
         }
         let insns: Box<[Instruction]> = formed.insns.into_boxed_slice();
         let (first, rest) = key.split(formed.len);
-        let check = checked.then(|| {
+        let mut check = checked.then(|| {
             let mut bytes = vec![0u8; formed.len as usize];
             let n = src.read_code(key.eip, &mut bytes);
             bytes.truncate(n);
@@ -282,6 +282,7 @@ impl Translator {
                 bytes: bytes.into_boxed_slice(),
                 split: first,
                 next_phys: key.next_page,
+                live: Vec::new(),
             })
         });
         let check_ptr = check.as_ref().map(|c| &**c as *const abi::CodeCheck);
@@ -324,6 +325,9 @@ impl Translator {
             );
             self.insns.push(insns);
             self.map.insert(key, base);
+            if let Some(c) = check.as_mut() {
+                c.live = lowered.live;
+            }
             self.translated.push((key.phys, first));
             let mut pages = vec![
                 page(key.phys),

@@ -117,7 +117,7 @@ pub unsafe extern "sysv64" fn check_code_helper(
     let (first, rest) = now.split_at_mut((check.split as usize).min(now.len()));
     let read = sys.mem.read_phys(check.phys, first).is_ok()
         && (rest.is_empty() || sys.mem.read_phys(check.next_phys, rest).is_ok());
-    if read && *now == *check.bytes {
+    if read && check.matches(now) {
         return HELPER_CONTINUE;
     }
     // The code changed since it was translated: the run loop drops the

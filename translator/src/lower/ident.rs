@@ -340,6 +340,15 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
     if guest.mnemonic() == Mnemonic::Lea {
         return lower_lea(b, guest);
     }
+    if b.self_checking_flat()
+        && matches!(
+            guest.code(),
+            Code::Mov_r32_imm32 | Code::Mov_r16_imm16 | Code::Mov_r8_imm8
+        )
+        && !is_high8(guest.op0_register())
+    {
+        return lower_live_imm(b, guest);
+    }
     if guest.mnemonic() == Mnemonic::Xlatb
         && (is_16bit_addressing(guest) || b.needs_segment_base(guest.memory_segment()))
     {
@@ -390,6 +399,34 @@ pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> 
         rebase_memory(b, &mut insn);
     }
     emit_host(b, &insn)
+}
+
+/// `mov reg, imm` in a self-checking TU (a page whose code is written
+/// often): the immediate is loaded from the guest code when it runs, and
+/// the TU's code check skips it, so code that patches immediates (a
+/// patch-and-call loop) does not make the TU stale. Flat code only: the
+/// immediate's linear address is its EIP.
+fn lower_live_imm(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
+    let size = guest.op0_register().size() as u32;
+    // The immediate is the instruction's last bytes.
+    let at = guest.next_ip32().wrapping_sub(size);
+    let code = match size {
+        1 => Code::Mov_r8_rm8,
+        2 => Code::Mov_r16_rm16,
+        _ => Code::Mov_r32_rm32,
+    };
+    b.e.put(Instruction::with2(Code::Mov_r32_imm32, Register::R11D, at).expect("mov"));
+    b.e.put(
+        Instruction::with2(
+            code,
+            host_reg(guest.op0_register()),
+            crate::emit::gmem(Register::R11D, 0),
+        )
+        .expect("mov"),
+    );
+    b.live
+        .push((at.wrapping_sub(b.tu_eip()) as u16, size as u8));
+    Ok(())
 }
 
 /// `lea` computes an address without touching memory: no GS, and a 16-bit

@@ -80,6 +80,8 @@ pub struct TuBuilder<'a> {
     pub fpu_in: bool,
     /// A self-checking TU: the head compares its guest code with this.
     check: Option<*const crate::abi::CodeCheck>,
+    /// Immediates loaded from guest memory (see `ident::lower_live_imm`).
+    pub live: Vec<(u16, u8)>,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,8 @@ pub struct LoweredTu {
     pub code: Vec<u8>,
     /// Sites with arena offsets.
     pub sites: Vec<Site>,
+    /// (TU offset, length) of the immediates loaded from guest memory.
+    pub live: Vec<(u16, u8)>,
 }
 
 impl<'a> TuBuilder<'a> {
@@ -117,6 +121,7 @@ impl<'a> TuBuilder<'a> {
             esp_pending: 0,
             fpu_in: false,
             check,
+            live: Vec::new(),
         }
     }
 
@@ -163,7 +168,11 @@ impl<'a> TuBuilder<'a> {
                 ..s
             })
             .collect();
-        Ok(LoweredTu { code, sites })
+        Ok(LoweredTu {
+            code,
+            sites,
+            live: self.live,
+        })
     }
 
     /// Starts the code of a guest instruction (or re-marks it with a fixup).
@@ -173,6 +182,15 @@ impl<'a> TuBuilder<'a> {
             guest_eip,
             fixup,
         });
+    }
+
+    /// A self-checking TU (its page is written often) of flat code.
+    pub fn self_checking_flat(&self) -> bool {
+        self.check.is_some() && self.mode.0 & ModeKey::FLAT != 0
+    }
+
+    pub fn tu_eip(&self) -> u32 {
+        self.tu_eip
     }
 
     /// The guest physical address of an instruction of this TU.
