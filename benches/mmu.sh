@@ -114,8 +114,8 @@ build_guest() {
     # One object holds the loops (and the guest code); the guest and the Linux
     # program both link it, so both time the same bytes.
     gcc "${CFLAGS[@]}" -ffreestanding -fno-tree-loop-distribute-patterns -c "$SRC/mmu.c" -o "$OUT/mmu.o" &&
-        gcc -m32 -c "$SRC/mmu_start.S" -o "$OUT/mmu_start.o" &&
-        ld -m elf_i386 -T "$SRC/link.ld" -o "$OUT/mmu.elf" "$OUT/mmu_start.o" "$OUT/mmu.o" &&
+        gcc -m32 -c "$SRC/mb_start.S" -o "$OUT/mb_start.o" &&
+        ld -m elf_i386 -T "$SRC/link.ld" -o "$OUT/mmu.elf" "$OUT/mb_start.o" "$OUT/mmu.o" &&
         gcc -m32 -O2 -Wall -Wextra -Werror -DMMU_LINUX -c "$SRC/mmu.c" -o "$OUT/mmu_linux.o" &&
         gcc -m32 -static -no-pie -o "$OUT/mmu.linux" "$OUT/mmu_linux.o" "$OUT/mmu.o" || return 1
     local undef

@@ -9,15 +9,7 @@
 #include <time.h>
 
 #include "bench.h"
-
-typedef unsigned long long u64;
-
-static inline u64 rdtsc(void)
-{
-    unsigned lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
+#include "x86.h"
 
 static u64 now_ns(void)
 {

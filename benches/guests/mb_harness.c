@@ -5,23 +5,10 @@
  * value (0: success).
  */
 #include "bench.h"
-
-typedef unsigned long long u64;
+#include "x86.h"
 
 #define MB_BOOT_MAGIC 0x2BADB002
 #define MB_INFO_CMDLINE (1u << 2)
-
-static inline void outb(unsigned short port, unsigned char v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline u64 rdtsc(void)
-{
-    unsigned lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
 
 static void put_str(const char *s)
 {

@@ -21,7 +21,7 @@
  * -DMMU_LINUX into mmu_linux.o, which holds only the Linux main(); the
  * Linux program links both, so it times the very bytes the guest times.
  *
- * The guest is linked with mmu_start.S (multiboot header, stack, exit
+ * The guest is linked with mb_start.S (multiboot header, stack, exit
  * through isa-debug-exit with mb_main's return value) and link.ld.
  *
  * Command line (the multiboot one, or argv natively), key=value words:
@@ -42,8 +42,9 @@
  * read, the same under every system for the same command line.
  */
 
+#include "x86.h"
+
 typedef unsigned int u32;
-typedef unsigned long long u64;
 
 /* --- the loops (shared by both builds) ---------------------------------- */
 
@@ -150,17 +151,6 @@ __attribute__((noinline)) u32 loop_memsweep(const unsigned char *a, u32 iters)
 static u32 page_dir[1024] __attribute__((aligned(4096)));
 static u32 page_tables[MAPPED_BYTES >> 12] __attribute__((aligned(4096)));
 
-static inline void outb(unsigned short port, unsigned char v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
 
 static inline u32 read_cr0(void)
 {
@@ -592,13 +582,6 @@ int mb_main(u32 magic, const u32 *info)
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return ((u64)hi << 32) | lo;
-}
 
 static u64 now_ns(void)
 {

@@ -505,11 +505,12 @@ impl GuestMemory {
         r
     }
 
-    /// Sets the privilege of the runtime's accesses; returns the old one.
-    pub fn set_user(&self, user: bool) -> bool {
-        let saved = self.context.get();
-        self.context.set(Context { user, ..saved });
-        saved.user
+    /// Sets the privilege of the runtime's accesses.
+    pub fn set_user(&self, user: bool) {
+        self.context.set(Context {
+            user,
+            ..self.context.get()
+        });
     }
 
     /// [`GuestMemory::with_privilege`] for supervisor accesses.

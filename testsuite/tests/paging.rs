@@ -1575,3 +1575,23 @@ fn cr3_reloads_without_table_writes_keep_the_mappings() {
         r.counter("hidden_faults")
     );
 }
+
+/// With everything but the user code and stack supervisor-only, a ring-3
+/// `int` still reaches its handler: the IDT, GDT and TSS reads and the
+/// ring-0 stack pushes are supervisor accesses.
+#[test]
+fn ring_3_interrupts_reach_supervisor_only_tables() {
+    let mut t = two_level();
+    for page in (0..0x40_0000u32).step_by(PAGE as usize) {
+        let user = page == USER & !0xFFF || page == (USER_STACK - 4) & !0xFFF;
+        t.map(page, page, if user { P | RW | US } else { P | RW });
+    }
+    let (user, _) = user_code(|a| {
+        a.mov(esi, 0x1234u32)?;
+        Ok(vec![])
+    });
+    let r = run_paged(ring3_body(t.setup()), user, t.blocks());
+    assert_no_fault(&r);
+    assert_eq!(r.reg(esi), 0x1234, "ring 3 ran");
+    assert_eq!(r.sreg(cs) & 3, 0, "the handler runs in ring 0");
+}

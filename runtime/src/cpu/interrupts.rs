@@ -65,21 +65,8 @@ pub fn deliver(
     kind: u32,
 ) -> Result<(), Stop> {
     // The IDT, the TSS and the handler's stack are supervisor accesses
-    // (the run loop sets the privilege again for the handler's code).
-    let user = sys.mem.set_user(false);
-    let r = deliver_event(cpu, sys, exc, eip, insn_eip, kind);
-    sys.mem.set_user(user);
-    r
-}
-
-fn deliver_event(
-    cpu: &mut CpuState,
-    sys: &mut System,
-    exc: Exception,
-    eip: u32,
-    insn_eip: u32,
-    kind: u32,
-) -> Result<(), Stop> {
+    // (the run loop sets the privilege again before code runs).
+    sys.mem.set_user(false);
     if cpu.cr0 & super::cr::CR0_PE == 0 {
         return deliver_real(cpu, sys, exc, eip);
     }

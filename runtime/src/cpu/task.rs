@@ -109,22 +109,9 @@ pub(super) fn switch(
     return_eip: u32,
     ext: u32,
 ) -> Result<(), Fail> {
-    // TSS accesses are supervisor accesses.
-    let user = sys.mem.set_user(false);
-    let r = switch_task(cpu, sys, sel, d, source, return_eip, ext);
-    sys.mem.set_user(user);
-    r
-}
-
-fn switch_task(
-    cpu: &mut CpuState,
-    sys: &mut System,
-    sel: u16,
-    d: Descriptor,
-    source: TaskSource,
-    return_eip: u32,
-    ext: u32,
-) -> Result<(), Fail> {
+    // TSS accesses are supervisor accesses (the helper's and the run
+    // loop's next entry set the privilege again).
+    sys.mem.set_user(false);
     let ts = |s: u16| Exception::with_error(vector::TS, (s & !3) as u32 | ext);
     let new = layout(d.system32());
     if d.limit < new.min_limit {
