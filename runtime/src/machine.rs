@@ -524,6 +524,7 @@ impl Machine {
                 Ok(())
             }
         };
+        crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
         self.sys.counters.exit(crate::cpu::ExitKind::Reset);
         log::info!(target: "bt86::machine", "triple fault: machine reset");
         loaded.is_ok()
@@ -573,7 +574,7 @@ impl Machine {
         let lin = cs.base.wrapping_add(eip);
         let mem = &self.sys.mem;
         let phys = mem.translate(lin, AccessKind::Fetch)?;
-        let next_page = if mem.paging().enabled() && translator::tu::may_cross_page(lin) {
+        let next_page = if mem.paged() && translator::tu::may_cross_page(lin) {
             let next = (lin | 0xFFF).wrapping_add(1);
             mem.translate(next, AccessKind::Fetch)
                 .unwrap_or(TuKey::NO_NEXT)
@@ -604,7 +605,7 @@ impl Machine {
         let mut src = RamCode {
             mem: &self.sys.mem,
             cs,
-            paged: self.sys.mem.paging().enabled(),
+            paged: self.sys.mem.paged(),
             fault: None,
         };
         let got = self.translator.get(key, &mut src);
@@ -679,6 +680,8 @@ impl Machine {
     pub fn run(&mut self) -> RunOutcome {
         signals::prepare_thread();
         signals::set_gs_base(self.cpu.gs_base);
+        // The CPU state may have been set from outside (a loader, a test).
+        crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
         let mut next: Option<usize> = None;
         let stop = loop {
             if let Some(stop) = self.sys.stop.take() {
@@ -752,7 +755,9 @@ impl Machine {
                 self.cpu.shadow = 0;
             }
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
-            if let Some(step) = self.device_step.take() {
+            if self.device_step.is_some()
+                && let Some(step) = self.device_step.take()
+            {
                 let completed = matches!(
                     reason,
                     Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
@@ -897,7 +902,7 @@ impl Machine {
     /// to run the instruction again; or returns the guest exception.
     fn shadow_fault(&mut self, lin: u32, write: bool) -> Result<Option<Exception>, Stop> {
         let mem = &mut self.sys.mem;
-        let filled = if mem.paging().enabled() {
+        let filled = if mem.paged() {
             let user = crate::cpu::cpl(&self.cpu) == 3;
             match mem.fill_shadow(lin, write, user) {
                 Ok(f) => {
@@ -948,7 +953,7 @@ impl Machine {
         let n = RamCode {
             mem: &self.sys.mem,
             cs: self.code_segment(),
-            paged: self.sys.mem.paging().enabled(),
+            paged: self.sys.mem.paged(),
             fault: None,
         }
         .read_code(eip, &mut bytes);
@@ -1104,13 +1109,14 @@ impl Machine {
     }
 
     /// Before entering generated code: the runtime's accesses get the
-    /// current paging registers and privilege, generated code the shadow
-    /// space for them (identity without paging, else the supervisor or
-    /// user space), and the jump caches are dropped if the guest TLB was.
+    /// privilege of the CPL (whatever changes the paging registers syncs
+    /// them itself: `cpu::sync_paging`), generated code the shadow space
+    /// for it (identity without paging, else the supervisor or user
+    /// space), and the jump caches are dropped if the guest TLB was.
     /// Returns whether they were.
     fn sync_space(&mut self) -> bool {
-        crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
         let user = crate::cpu::cpl(&self.cpu) == 3;
+        self.sys.mem.set_user(user);
         let gs = self.sys.mem.space_base(user);
         if gs != self.cpu.gs_base {
             self.cpu.set_gs_base(gs);

@@ -76,14 +76,6 @@ pub enum Filled {
     NoMemory { phys: u32 },
 }
 
-/// How runtime accesses by linear address are translated: the paging
-/// registers, and whether accesses are user accesses.
-#[derive(Clone, Copy, Debug, Default)]
-struct Context {
-    regs: PagingRegs,
-    user: bool,
-}
-
 #[derive(Debug)]
 pub enum MemoryError {
     Size(usize),
@@ -123,7 +115,12 @@ pub struct GuestMemory {
     rom_fd: Option<i32>,
     /// The shadow spaces of paging.
     spaces: Spaces,
-    context: Cell<Context>,
+    /// How the runtime's accesses by linear address are translated: the
+    /// paging registers, whether paging is on in them (the accessors'
+    /// one-load fast path), and whether they are user accesses.
+    paging: Cell<PagingRegs>,
+    paged: Cell<bool>,
+    user: Cell<bool>,
     /// Page tables the runtime's walks read, to trace (see `shadow`).
     pending_tables: std::cell::RefCell<Vec<u32>>,
     /// Bumped whenever guest TLB entries are dropped (CR3, INVLPG, a
@@ -200,7 +197,9 @@ impl GuestMemory {
             ram_fd: fd,
             rom_fd: None,
             spaces,
-            context: Cell::new(Context::default()),
+            paging: Cell::new(PagingRegs::default()),
+            paged: Cell::new(false),
+            user: Cell::new(false),
             pending_tables: Default::default(),
             tlb_epoch: 0,
             rom: None,
@@ -361,6 +360,9 @@ impl GuestMemory {
     /// The code pages the runtime wrote to since the last call (their
     /// translations are stale).
     pub fn take_written_code(&self) -> Vec<u32> {
+        if !self.code_written() {
+            return Vec::new();
+        }
         std::mem::take(&mut self.written_code.borrow_mut())
     }
 
@@ -487,30 +489,34 @@ impl GuestMemory {
     /// the paging registers and the privilege of its accesses (a user
     /// access at CPL 3).
     pub fn set_context(&self, regs: PagingRegs, user: bool) {
-        self.context.set(Context { regs, user });
+        self.paging.set(regs);
+        self.paged.set(regs.enabled());
+        self.user.set(user);
+    }
+
+    /// Whether paging is on for the runtime's accesses.
+    #[inline]
+    pub fn paged(&self) -> bool {
+        self.paged.get()
     }
 
     pub fn paging(&self) -> PagingRegs {
-        self.context.get().regs
+        self.paging.get()
     }
 
     /// Runs `f` with the runtime's accesses made with privilege `user`
     /// (the implicit supervisor accesses to descriptor tables and TSSes,
     /// pushes onto an inner ring's stack).
     pub fn with_privilege<T>(&self, user: bool, f: impl FnOnce(&Self) -> T) -> T {
-        let saved = self.context.get();
-        self.context.set(Context { user, ..saved });
+        let saved = self.user.replace(user);
         let r = f(self);
-        self.context.set(saved);
+        self.user.set(saved);
         r
     }
 
     /// Sets the privilege of the runtime's accesses.
     pub fn set_user(&self, user: bool) {
-        self.context.set(Context {
-            user,
-            ..self.context.get()
-        });
+        self.user.set(user);
     }
 
     /// [`GuestMemory::with_privilege`] for supervisor accesses.
@@ -526,7 +532,7 @@ impl GuestMemory {
     /// The GS base generated code runs with: the identity shadow without
     /// paging, else the supervisor or the user space.
     pub fn space_base(&self, user: bool) -> u64 {
-        if !self.context.get().regs.enabled() {
+        if !self.paged.get() {
             self.shadow.space() as u64
         } else if user {
             self.spaces.base(View::User)
@@ -611,17 +617,19 @@ impl GuestMemory {
     /// The guest physical address of linear `lin` for an access of
     /// `kind` with the current context (the page walk, which sets
     /// accessed and dirty bits), or the #PF it raises.
+    #[inline]
     pub fn translate(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
-        let ctx = self.context.get();
-        if !ctx.regs.enabled() {
+        if !self.paged.get() {
             return Ok(lin);
         }
-        let access = Access {
-            kind,
-            user: ctx.user,
-        };
-        let t =
-            walk(self, &ctx.regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
+        self.translate_paged(lin, kind)
+    }
+
+    #[inline(never)]
+    fn translate_paged(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
+        let (regs, user) = (self.paging.get(), self.user.get());
+        let access = Access { kind, user };
+        let t = walk(self, &regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
         self.pending_tables
             .borrow_mut()
             .extend_from_slice(t.table_frames());
@@ -633,8 +641,11 @@ impl GuestMemory {
     /// the last call (translations, jump caches and chains depend on them
     /// too): before generated code runs again.
     pub fn trace_pending_tables(&mut self) {
-        let pending = std::mem::take(&mut *self.pending_tables.borrow_mut());
-        self.spaces.trace_tables(&pending);
+        let pending = self.pending_tables.get_mut();
+        if !pending.is_empty() {
+            self.spaces.trace_tables(pending);
+            pending.clear();
+        }
     }
 
     /// Runs `op(phys, start, len)` for the pieces of `len` bytes at linear
@@ -646,7 +657,7 @@ impl GuestMemory {
         kind: AccessKind,
         mut op: impl FnMut(u32, usize, usize) -> Result<(), MemFault>,
     ) -> Result<(), MemFault> {
-        if !self.context.get().regs.enabled() {
+        if !self.paged.get() {
             return op(addr, 0, len);
         }
         // A fault on physical memory is reported at its linear address.
@@ -676,6 +687,15 @@ impl GuestMemory {
     /// Reads at a linear address (translated when paging is on).
     #[inline]
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
+        if !self.paged.get() {
+            // Inline and constant-size for the sized accessors.
+            return self.read_phys(addr, buf);
+        }
+        self.read_paged(addr, buf)
+    }
+
+    #[inline(never)]
+    fn read_paged(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
         let len = buf.len();
         self.linear(addr, len, AccessKind::Read, |phys, start, n| {
             self.read_phys(phys, &mut buf[start..start + n])
@@ -686,6 +706,14 @@ impl GuestMemory {
     /// of it may be.
     #[inline]
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
+        if !self.paged.get() {
+            return self.write_phys(addr, data);
+        }
+        self.write_paged(addr, data)
+    }
+
+    #[inline(never)]
+    fn write_paged(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
         self.linear(addr, data.len(), AccessKind::Write, |phys, start, n| {
             self.write_phys(phys, &data[start..start + n])
         })
@@ -708,7 +736,7 @@ impl GuestMemory {
     /// space (or mapped read-only). Walks the guest's page tables and maps
     /// the page, or returns the guest's #PF.
     pub fn fill_shadow(&mut self, lin: u32, write: bool, user: bool) -> Result<Filled, MemFault> {
-        let regs = self.context.get().regs;
+        let regs = self.paging.get();
         let kind = if write {
             AccessKind::Write
         } else {
@@ -729,7 +757,7 @@ impl GuestMemory {
         write: bool,
         user: bool,
     ) -> Result<Filled, MemFault> {
-        let regs = self.context.get().regs;
+        let regs = self.paging.get();
         let Ok(phys) = u32::try_from(t.frame) else {
             return Ok(Filled::NoMemory { phys: u32::MAX });
         };
@@ -797,7 +825,7 @@ impl GuestMemory {
     /// read (setting the accessed bit, as a speculative walk may): the
     /// access that usually follows then takes no hidden fault.
     pub fn invalidate_page(&mut self, lin: u32) {
-        let regs = self.context.get().regs;
+        let regs = self.paging.get();
         let refill: Vec<(View, Translation)> = self
             .spaces
             .views_mapping(lin >> 12)

@@ -239,6 +239,7 @@ impl Translator {
         std::mem::take(&mut self.translated)
     }
 
+    #[inline]
     pub fn lookup(&self, key: &TuKey) -> Option<usize> {
         self.map.get(key).copied()
     }

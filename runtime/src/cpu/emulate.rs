@@ -43,8 +43,7 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     let (cpu, insn, sys) = unsafe { (&mut *cpu, &*insn, &mut *((*cpu).ctx as *mut System)) };
     let before = super::mode_key(cpu, false);
     let epoch = sys.mem.tlb_epoch();
-    sys.mem
-        .set_context(super::paging_regs(cpu, sys), cpl(cpu) == 3);
+    sys.mem.set_user(cpl(cpu) == 3);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| emulate(cpu, sys, insn)));
     // An instruction that changed how code must be translated (a segment
     // load, CR0) leaves the TU, whose chain must not be patched across modes.

@@ -317,6 +317,7 @@ pub mod cr {
 }
 
 /// The registers guest paging depends on.
+#[inline]
 pub fn paging_regs(cpu: &CpuState, sys: &System) -> PagingRegs {
     PagingRegs {
         cr0: cpu.cr0,
@@ -338,6 +339,7 @@ pub enum TlbFlush {
 /// accesses the new paging registers and drops the shadow mappings the
 /// change invalidates: every one when the paging mode changed, the
 /// non-global ones for a CR3 write.
+#[inline]
 pub fn sync_paging(cpu: &CpuState, sys: &mut System, flush: TlbFlush) {
     let old = sys.mem.paging();
     let new = paging_regs(cpu, sys);
