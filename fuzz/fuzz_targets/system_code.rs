@@ -3,10 +3,14 @@
 //! stop or the run budget: never a host crash, a hang or an internal
 //! error. This reaches the system paths `guest_code` cannot: far
 //! transfers through random gates and TSSes, task switches, segment
-//! limits of every kind, v8086 and real mode.
+//! limits of every kind, v8086 and real mode, and paging: the code runs
+//! on identity page tables whose entries (and the tables themselves,
+//! which it can rewrite) have random flags.
 //!
-//! Input: a mode byte, 64 bytes of GDT descriptors (selectors
-//! 0x20-0x58), 64 bytes of IDT gates (vectors 0x20-0x27), then code.
+//! Input: a mode byte (bits 0-1: ring 0, ring 3, v8086, real mode; 2-3:
+//! IOPL; 4: paging; 5: CR0.WP), 64 bytes of GDT descriptors (selectors
+//! 0x20-0x58, and the flags of pages 0xA-0x49 under paging), 64 bytes of
+//! IDT gates (vectors 0x20-0x27), then code.
 //!
 //!     RUSTC_BOOTSTRAP=1 cargo fuzz run -s none system_code
 #![no_main]
@@ -22,6 +26,10 @@ const IDT: u32 = 0x2800;
 const TSS: u32 = 0x3000;
 const HANDLER: u32 = 0x4000;
 const CODE: u32 = 0x5000;
+/// Under paging: the page directory and the one page table (the first
+/// 4 MiB, identity-mapped).
+const PD: u32 = 0xA000;
+const PT: u32 = 0xB000;
 
 /// The image at LOAD: a prologue that loads the tables and enters the
 /// code in the chosen mode, then the tables, the handler and the code.
@@ -42,6 +50,13 @@ fn image(mode: u8, gdt_random: &[u8], idt_random: &[u8], code: &[u8]) -> Vec<u8>
         a.mov(ds, ax)?;
         a.mov(es, ax)?;
         a.mov(ss, ax)?;
+        if mode & 0x10 != 0 {
+            a.mov(eax, PD)?;
+            a.mov(cr3, eax)?;
+            a.mov(eax, cr0)?;
+            a.or(eax, 0x8000_0000u32 | if mode & 0x20 != 0 { 1 << 16 } else { 0 })?;
+            a.mov(cr0, eax)?;
+        }
         let iopl = ((mode >> 2) & 3) as u32;
         match mode & 3 {
             // Ring 3 at CODE.
@@ -72,7 +87,7 @@ fn image(mode: u8, gdt_random: &[u8], idt_random: &[u8], code: &[u8]) -> Vec<u8>
     })();
     prologue.unwrap();
     let prologue = a.assemble(LOAD as u64).unwrap();
-    let mut image = vec![0u8; (CODE - LOAD) as usize + code.len()];
+    let mut image = vec![0u8; ((CODE - LOAD) as usize + code.len()).max((PT + 0x1000 - LOAD) as usize)];
     image[..prologue.len()].copy_from_slice(&prologue);
     let put = |image: &mut Vec<u8>, at: u32, bytes: &[u8]| {
         let off = (at - LOAD) as usize;
@@ -99,6 +114,18 @@ fn image(mode: u8, gdt_random: &[u8], idt_random: &[u8], code: &[u8]) -> Vec<u8>
     // The handler skips nothing: it counts on the budget to end loops.
     put(&mut image, HANDLER, &[0xCF]); // iretd
     put(&mut image, CODE, code);
+    if mode & 0x10 != 0 {
+        // Pages 0xA-0x49 (the page tables among them) get P, R/W, U/S,
+        // A, D and G at random; the others are present, writable, user.
+        put(&mut image, PD, &(PT | 0x27).to_le_bytes());
+        for page in 0..1024u32 {
+            let flags = match page.checked_sub(0xA).and_then(|i| gdt_random.get(i as usize)) {
+                Some(&r) => r as u32 & 0x167,
+                None => 0x67,
+            };
+            put(&mut image, PT + 4 * page, &((page << 12) | flags).to_le_bytes());
+        }
+    }
     image
 }
 

@@ -186,10 +186,7 @@ impl GuestMemory {
             Ok(s) => s,
             Err(e) => return fail(e, Some(flat)),
         };
-        let spaces = match Spaces::new(shadow::DEFAULT_BUDGET) {
-            Ok(s) => s,
-            Err(e) => return fail(e, Some(flat)),
-        };
+        let spaces = Spaces::new(shadow::DEFAULT_BUDGET);
         let mem = GuestMemory {
             size,
             flat: flat.cast(),
@@ -804,11 +801,17 @@ impl GuestMemory {
 
     /// A paging-mode change (CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE): every
     /// shadow mapping goes, global ones too.
-    pub fn paging_changed(&mut self) {
+    /// Fails if the shadow spaces cannot be reserved the first time
+    /// paging is turned on.
+    pub fn paging_changed(&mut self) -> Result<(), MemoryError> {
         self.spaces.drop_all();
         self.spaces.untrace_tables();
         self.pending_tables.borrow_mut().clear();
         self.tlb_epoch += 1;
+        if self.paged.get() {
+            self.spaces.reserve()?;
+        }
+        Ok(())
     }
 
     /// A CR3 write (`same`: of the value it had): drops the non-global

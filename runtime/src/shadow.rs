@@ -152,7 +152,8 @@ mod readonly {
 }
 
 pub struct Spaces {
-    spaces: [Reservation; 2],
+    /// Reserved when the guest first turns paging on (`reserve`).
+    spaces: Option<[Reservation; 2]>,
     /// Guest frames mapped read-only, and why (`readonly` bits).
     readonly: HashMap<u32, u8>,
     /// Guest frames the page walk read entries from: page tables. While
@@ -176,9 +177,9 @@ pub struct Spaces {
 }
 
 impl Spaces {
-    pub fn new(budget: usize) -> Result<Self, MemoryError> {
-        Ok(Spaces {
-            spaces: [reserve()?, reserve()?],
+    pub fn new(budget: usize) -> Self {
+        Spaces {
+            spaces: None,
             readonly: HashMap::new(),
             traced: Default::default(),
             tables_written: Default::default(),
@@ -189,7 +190,21 @@ impl Spaces {
             large: HashMap::new(),
             budget: budget.max(16),
             flushes: 0,
-        })
+        }
+    }
+
+    /// Reserves the two spaces, the first time paging is turned on
+    /// (machines that never use paging do not pay for them).
+    pub fn reserve(&mut self) -> Result<(), MemoryError> {
+        if self.spaces.is_none() {
+            self.spaces = Some([reserve()?, reserve()?]);
+        }
+        Ok(())
+    }
+
+    /// Host address of guest linear 0 in `view`.
+    fn space(&self, view: View) -> *mut u8 {
+        self.spaces.as_ref().expect("paging reserved its spaces")[view as usize].space()
     }
 
     pub fn set_budget(&mut self, pages: usize) {
@@ -198,7 +213,7 @@ impl Spaces {
 
     /// Host address of guest linear 0 in `view`: the GS base.
     pub fn base(&self, view: View) -> u64 {
-        self.spaces[view as usize].space() as u64
+        self.space(view) as u64
     }
 
     pub fn mapped(&self) -> usize {
@@ -226,7 +241,7 @@ impl Spaces {
         let prot = prot(writable && !self.readonly.contains_key(&frame));
         let at = page as usize * PAGE_SIZE;
         let alias = (page == 0).then_some(SPACE);
-        let base = self.spaces[view as usize].space();
+        let base = self.space(view);
         let mapped = |off: usize| {
             // SAFETY: a page inside this space's reservation; the memfd
             // range is the guest frame's backing, checked by the caller.
@@ -270,7 +285,7 @@ impl Spaces {
 
     fn unmap_page(&mut self, view: View, page: u32) {
         if self.forget(view, page) {
-            let base = self.spaces[view as usize].space();
+            let base = self.space(view);
             unmap_range(base, page as usize * PAGE_SIZE, PAGE_SIZE);
             if page == 0 {
                 unmap_range(base, SPACE, PAGE_SIZE);
@@ -397,7 +412,7 @@ impl Spaces {
         if self.mapped() == 0 {
             return;
         }
-        for s in &self.spaces {
+        for s in self.spaces.iter().flatten() {
             unmap_range(s.space(), 0, SPACE + PAGE_SIZE);
         }
         self.maps.iter_mut().for_each(HashMap::clear);
@@ -452,7 +467,7 @@ impl Spaces {
         for &(view, page) in list {
             let m = self.maps[view as usize][&page];
             let prot = prot(m.writable && new == 0);
-            let base = self.spaces[view as usize].space();
+            let base = self.space(view);
             let alias = (page == 0).then_some(SPACE);
             for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {
                 // SAFETY: a page of this space that is mapped (it is in
