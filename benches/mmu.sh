@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # MMU microbenchmarks (benches/guests/mmu.c): a multiboot guest that turns
-# on 32-bit paging itself and times six loops (random page access,
+# on 32-bit paging itself and times seven loops (random page access,
 # self-modifying code, #PF round trip, PTE rewrite + invlpg, CR3 reload +
-# 8 touches, memsweep), run under bt86 and under QEMU's TCG; the loops that
+# 8 touches, CR3 switch between two address spaces + 8 touches,
+# memsweep), run under bt86 and under QEMU's TCG; the loops that
 # need no privilege (random, smc, memsweep) also run natively as a static
 # i386 Linux program built from the same object. Prints ns per iteration
 # (median of RUNS runs) per system and the ratios.
 #
-# Usage: benches/mmu.sh [LOOP]     (LOOP: random smc pf invlpg cr3 memsweep; default all)
+# Usage: benches/mmu.sh [LOOP]     (LOOP: random smc pf invlpg cr3 cr3switch memsweep; default all)
 #
 # Environment:
 #   RUNS=3            runs per system (the median is reported)
@@ -42,7 +43,7 @@ NOPAGING=${NOPAGING:-1}
 TIMEOUT=${TIMEOUT:-300}
 QEMU=${QEMU:-qemu-system-i386}
 
-ALL_LOOPS=(random smc pf invlpg cr3 memsweep)
+ALL_LOOPS=(random smc pf invlpg cr3 cr3switch memsweep)
 NATIVE_LOOPS=" random smc memsweep "
 # QEMU 7.2 TCG on the AMD EPYC VM this was written on (ns/iteration, medians of 5 runs).
 declare -A QEMU_REF=([random]=229 [smc]=8200 [pf]=1190 [invlpg]=365 [cr3]=3330 [memsweep]=121)

@@ -149,6 +149,8 @@ __attribute__((noinline)) u32 loop_memsweep(const unsigned char *a, u32 iters)
 #define MB_INFO_CMDLINE (1u << 2)
 
 static u32 page_dir[1024] __attribute__((aligned(4096)));
+/* A second address space (the same mappings) for the cr3switch loop. */
+static u32 page_dir2[1024] __attribute__((aligned(4096)));
 static u32 page_tables[MAPPED_BYTES >> 12] __attribute__((aligned(4096)));
 
 
@@ -349,7 +351,8 @@ static void setup_paging(void)
     for (u32 i = 0; i < (MAPPED_BYTES >> 12); i++)
         page_tables[i] = (i << 12) | PTE_P | PTE_W;
     for (u32 i = 0; i < 1024; i++)
-        page_dir[i] = i < (MAPPED_BYTES >> 22) ? ((u32)&page_tables[i * 1024] | PTE_P | PTE_W) : 0;
+        page_dir2[i] = page_dir[i] =
+            i < (MAPPED_BYTES >> 22) ? ((u32)&page_tables[i * 1024] | PTE_P | PTE_W) : 0;
     write_cr3((u32)page_dir);
     write_cr0(read_cr0() | 0x80010000u); /* PG | WP */
 }
@@ -390,6 +393,19 @@ __attribute__((noinline)) static u32 loop_invlpg(u32 iters, u32 *bad)
     *pte = ALIAS_VA | PTE_P | PTE_W;
     invlpg(ALIAS_VA);
     *bad += wrong;
+    return sum;
+}
+
+/* A process switch: CR3 alternates between two page directories. */
+__attribute__((noinline)) static u32 loop_cr3switch(u32 iters)
+{
+    u32 sum = 0;
+    for (u32 i = 0; i < iters; i++) {
+        write_cr3((u32)(i & 1 ? page_dir2 : page_dir));
+        for (u32 k = 0; k < 8; k++)
+            sum += *(volatile u32 *)(RANDOM_BASE + k * 0x201000u + (i & 7) * 4);
+    }
+    write_cr3((u32)page_dir);
     return sum;
 }
 
@@ -557,6 +573,14 @@ int mb_main(u32 magic, const u32 *info)
         r = loop_cr3(n);
         t1 = rdtsc();
         report("cr3", n, r, 0, t1 - t0);
+    }
+    if (paging && selected(cmdline, "cr3switch")) {
+        n = scaled(N_CR3, scale) / 10;
+        loop_cr3switch(100);
+        t0 = rdtsc();
+        r = loop_cr3switch(n);
+        t1 = rdtsc();
+        report("cr3switch", n, r, 0, t1 - t0);
     }
     if (selected(cmdline, "memsweep")) {
         n = sweeps * SWEEP_BYTES;

@@ -800,27 +800,27 @@ impl GuestMemory {
     }
 
     /// A paging-mode change (CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE): every
-    /// shadow mapping goes, global ones too.
-    /// Fails if the shadow spaces cannot be reserved the first time
-    /// paging is turned on.
+    /// shadow mapping goes, global ones too. Fails if the shadow spaces
+    /// cannot be reserved.
     pub fn paging_changed(&mut self) -> Result<(), MemoryError> {
         self.spaces.drop_all();
         self.spaces.untrace_tables();
         self.pending_tables.borrow_mut().clear();
         self.tlb_epoch += 1;
         if self.paged.get() {
-            self.spaces.reserve()?;
+            self.spaces.reserve(self.paging.get().cr3)?;
         }
         Ok(())
     }
 
-    /// A CR3 write (`same`: of the value it had): drops the non-global
-    /// mappings, unless the same value is loaded again and no page table
-    /// was written since the last CR3 write (then nothing changed).
-    pub fn cr3_written(&mut self, same: bool) {
-        if self.spaces.cr3_write(same) {
+    /// A CR3 write (`same`: of the value it had): see
+    /// `shadow::Spaces::cr3_write`. Fails if the shadow spaces of a new
+    /// address space cannot be reserved.
+    pub fn cr3_written(&mut self, same: bool) -> Result<(), MemoryError> {
+        if self.spaces.cr3_write(self.paging.get().cr3, same)? {
             self.tlb_epoch += 1;
         }
+        Ok(())
     }
 
     /// INVLPG: drops linear page of `lin` from the shadow spaces, and maps

@@ -151,14 +151,62 @@ mod readonly {
     pub const TABLE: u8 = 1 << 1;
 }
 
+/// Address spaces kept at once (each is two reservations).
+const MAX_SETS: usize = 4;
+
+/// The shadow of one guest address space (one CR3 value): the supervisor
+/// and the user space and what they map.
+struct SpaceSet {
+    cr3: u32,
+    spaces: [Reservation; 2],
+    maps: [HashMap<u32, Mapping>; 2],
+    globals: usize,
+    /// Mappings from large guest pages, per 4 MiB linear region.
+    large: HashMap<u32, u32>,
+    /// A page table was written since this set was last current: its
+    /// non-global mappings may disagree with the guest's tables.
+    stale: bool,
+    /// When it was last made current (for eviction).
+    used: u64,
+}
+
+impl SpaceSet {
+    fn new(cr3: u32) -> Result<Self, MemoryError> {
+        Ok(SpaceSet {
+            cr3,
+            spaces: [reserve()?, reserve()?],
+            maps: [HashMap::new(), HashMap::new()],
+            globals: 0,
+            large: HashMap::new(),
+            stale: false,
+            used: 0,
+        })
+    }
+
+    fn space(&self, view: View) -> *mut u8 {
+        self.spaces[view as usize].space()
+    }
+
+    fn mapped(&self) -> usize {
+        self.maps[0].len() + self.maps[1].len()
+    }
+}
+
+/// A mapping: the set, the view and the linear page.
+type Slot = (usize, View, u32);
+
 pub struct Spaces {
-    /// Reserved when the guest first turns paging on (`reserve`).
-    spaces: Option<[Reservation; 2]>,
+    /// One set per guest address space, reserved when the guest first
+    /// turns paging on and as it switches CR3 (at most `MAX_SETS`).
+    sets: Vec<SpaceSet>,
+    /// The set generated code runs on.
+    current: usize,
+    clock: u64,
     /// Guest frames mapped read-only, and why (`readonly` bits).
     readonly: HashMap<u32, u8>,
     /// Guest frames the page walk read entries from: page tables. While
-    /// none is written, every mapping agrees with the guest's tables, and
-    /// a CR3 write with the same value changes nothing.
+    /// none is written, every mapping agrees with the guest's tables, so
+    /// a CR3 write changes nothing but which set is current.
     traced: std::collections::HashSet<u32>,
     /// A traced frame was written since the last CR3 write (by the guest
     /// through a mapping, which faulted once and was made writable, or by
@@ -166,12 +214,8 @@ pub struct Spaces {
     tables_written: std::cell::Cell<bool>,
     /// The traced frames made writable since the last CR3 write.
     unprotected_tables: Vec<u32>,
-    maps: [HashMap<u32, Mapping>; 2],
-    /// Guest frame -> (view, linear page) of every mapping of it.
-    rmap: HashMap<u32, Vec<(View, u32)>>,
-    globals: usize,
-    /// Mappings from large guest pages, per 4 MiB linear region.
-    large: HashMap<u32, u32>,
+    /// Guest frame -> every mapping of it.
+    rmap: HashMap<u32, Vec<Slot>>,
     budget: usize,
     pub flushes: u64,
 }
@@ -179,49 +223,79 @@ pub struct Spaces {
 impl Spaces {
     pub fn new(budget: usize) -> Self {
         Spaces {
-            spaces: None,
+            sets: Vec::new(),
+            current: 0,
+            clock: 0,
             readonly: HashMap::new(),
             traced: Default::default(),
             tables_written: Default::default(),
             unprotected_tables: Vec::new(),
-            maps: [HashMap::new(), HashMap::new()],
             rmap: HashMap::new(),
-            globals: 0,
-            large: HashMap::new(),
             budget: budget.max(16),
             flushes: 0,
         }
     }
 
-    /// Reserves the two spaces, the first time paging is turned on
-    /// (machines that never use paging do not pay for them).
-    pub fn reserve(&mut self) -> Result<(), MemoryError> {
-        if self.spaces.is_none() {
-            self.spaces = Some([reserve()?, reserve()?]);
+    /// Makes the set of address space `cr3` current: a kept one, a new
+    /// one (reserved now; the machines that never use paging do not pay
+    /// for any), or the least recently used one, emptied for it.
+    fn select(&mut self, cr3: u32) -> Result<(), MemoryError> {
+        self.clock += 1;
+        let i = match self.sets.iter().position(|s| s.cr3 == cr3) {
+            Some(i) => i,
+            None if self.sets.len() < MAX_SETS => {
+                self.sets.push(SpaceSet::new(cr3)?);
+                self.sets.len() - 1
+            }
+            None => {
+                let i = (0..self.sets.len())
+                    .min_by_key(|&i| self.sets[i].used)
+                    .expect("sets");
+                self.drop_set(i, false);
+                self.sets[i].cr3 = cr3;
+                self.sets[i].stale = false;
+                i
+            }
+        };
+        self.current = i;
+        self.sets[i].used = self.clock;
+        if std::mem::take(&mut self.sets[i].stale) {
+            self.drop_set(i, true);
         }
         Ok(())
     }
 
-    /// Host address of guest linear 0 in `view`.
-    fn space(&self, view: View) -> *mut u8 {
-        self.spaces.as_ref().expect("paging reserved its spaces")[view as usize].space()
+    /// Paging was turned on (or its format changed, everything dropped):
+    /// address space `cr3` is current.
+    pub fn reserve(&mut self, cr3: u32) -> Result<(), MemoryError> {
+        self.select(cr3)
+    }
+
+    fn set(&self) -> &SpaceSet {
+        self.sets
+            .get(self.current)
+            .expect("paging reserved its spaces")
     }
 
     pub fn set_budget(&mut self, pages: usize) {
         self.budget = pages.max(16);
     }
 
-    /// Host address of guest linear 0 in `view`: the GS base.
+    /// Host address of guest linear 0 in `view` of the current set: the
+    /// GS base.
     pub fn base(&self, view: View) -> u64 {
-        self.space(view) as u64
+        self.set().space(view) as u64
     }
 
+    /// Pages mapped in all sets.
     pub fn mapped(&self) -> usize {
-        self.maps[0].len() + self.maps[1].len()
+        self.sets.iter().map(SpaceSet::mapped).sum()
     }
 
-    /// Maps linear page `page` of `view` to guest `frame`, read-only
-    /// unless `writable` and the frame holds neither code nor page tables.
+    /// Maps linear page `page` of `view` (current set) to guest `frame`,
+    /// read-only unless `writable` and the frame holds neither code nor
+    /// page tables.
+    #[allow(clippy::too_many_arguments)]
     pub fn map(
         &mut self,
         view: View,
@@ -235,15 +309,16 @@ impl Spaces {
         if self.mapped() >= self.budget {
             self.drop_all();
         }
+        let set = self.current;
         // The new page replaces the old one (MAP_FIXED).
-        self.forget(view, page);
+        self.forget((set, view, page));
         let writable = writable && !back.read_only;
         let prot = prot(writable && !self.readonly.contains_key(&frame));
         let at = page as usize * PAGE_SIZE;
         let alias = (page == 0).then_some(SPACE);
-        let base = self.space(view);
+        let base = self.sets[set].space(view);
         let mapped = |off: usize| {
-            // SAFETY: a page inside this space's reservation; the memfd
+            // SAFETY: a page inside this set's reservation; the memfd
             // range is the guest frame's backing, checked by the caller.
             let p = unsafe {
                 libc::mmap(
@@ -266,7 +341,8 @@ impl Spaces {
                 return Err(e);
             }
         }
-        self.maps[view as usize].insert(
+        let s = &mut self.sets[set];
+        s.maps[view as usize].insert(
             page,
             Mapping {
                 frame,
@@ -275,17 +351,18 @@ impl Spaces {
                 large,
             },
         );
-        self.rmap.entry(frame).or_default().push((view, page));
-        self.globals += global as usize;
+        s.globals += global as usize;
         if large {
-            *self.large.entry(page / REGION_PAGES).or_default() += 1;
+            *s.large.entry(page / REGION_PAGES).or_default() += 1;
         }
+        self.rmap.entry(frame).or_default().push((set, view, page));
         Ok(())
     }
 
-    fn unmap_page(&mut self, view: View, page: u32) {
-        if self.forget(view, page) {
-            let base = self.space(view);
+    fn unmap_page(&mut self, slot: Slot) {
+        if self.forget(slot) {
+            let (set, view, page) = slot;
+            let base = self.sets[set].space(view);
             unmap_range(base, page as usize * PAGE_SIZE, PAGE_SIZE);
             if page == 0 {
                 unmap_range(base, SPACE, PAGE_SIZE);
@@ -293,23 +370,25 @@ impl Spaces {
         }
     }
 
-    /// Forgets the mapping of `page` in `view` (the host page stays until
-    /// replaced or unmapped); returns whether there was one.
-    fn forget(&mut self, view: View, page: u32) -> bool {
-        let Some(m) = self.maps[view as usize].remove(&page) else {
+    /// Forgets a mapping (the host page stays until replaced or
+    /// unmapped); returns whether there was one.
+    fn forget(&mut self, slot: Slot) -> bool {
+        let (set, view, page) = slot;
+        let s = &mut self.sets[set];
+        let Some(m) = s.maps[view as usize].remove(&page) else {
             return false;
         };
-        self.globals -= m.global as usize;
+        s.globals -= m.global as usize;
         if m.large {
             let region = page / REGION_PAGES;
-            let n = self.large.get_mut(&region).expect("counted");
+            let n = s.large.get_mut(&region).expect("counted");
             *n -= 1;
             if *n == 0 {
-                self.large.remove(&region);
+                s.large.remove(&region);
             }
         }
         if let Some(list) = self.rmap.get_mut(&m.frame) {
-            list.retain(|&e| e != (view, page));
+            list.retain(|&e| e != slot);
             if list.is_empty() {
                 self.rmap.remove(&m.frame);
             }
@@ -317,29 +396,37 @@ impl Spaces {
         true
     }
 
-    /// The spaces that map linear page `page`.
+    /// The views of the current set that map linear page `page`.
     pub fn views_mapping(&self, page: u32) -> Vec<View> {
+        let Some(s) = self.sets.get(self.current) else {
+            return Vec::new();
+        };
         [View::Supervisor, View::User]
             .into_iter()
-            .filter(|&v| self.maps[v as usize].contains_key(&page))
+            .filter(|&v| s.maps[v as usize].contains_key(&page))
             .collect()
     }
 
-    /// INVLPG: drops linear page `page` from both spaces, and every
-    /// mapping from a large page around it (the large page it is in may
-    /// be any of them).
-    /// The views in `refill` keep `page` itself: the caller maps it again
-    /// at once (replacing it costs one system call, dropping it two).
+    /// INVLPG: drops linear page `page` from every set (a global page
+    /// must go everywhere), and every mapping from a large page around it
+    /// (the large page it is in may be any of them). The views of the
+    /// current set in `refill` keep `page` itself: the caller maps it
+    /// again at once (replacing it costs one system call, dropping it two).
     pub fn invalidate_page(&mut self, page: u32, refill: &[View]) {
         let region = page / REGION_PAGES;
-        for view in [View::Supervisor, View::User] {
-            if !refill.contains(&view) {
-                self.unmap_page(view, page);
-            }
-            if self.large.contains_key(&region) {
-                for p in region * REGION_PAGES..(region + 1) * REGION_PAGES {
-                    if self.maps[view as usize].get(&p).is_some_and(|m| m.large) {
-                        self.unmap_page(view, p);
+        for set in 0..self.sets.len() {
+            for view in [View::Supervisor, View::User] {
+                if set != self.current || !refill.contains(&view) {
+                    self.unmap_page((set, view, page));
+                }
+                if self.sets[set].large.contains_key(&region) {
+                    for p in region * REGION_PAGES..(region + 1) * REGION_PAGES {
+                        let large = self.sets[set].maps[view as usize]
+                            .get(&p)
+                            .is_some_and(|m| m.large);
+                        if large {
+                            self.unmap_page((set, view, p));
+                        }
                     }
                 }
             }
@@ -381,20 +468,29 @@ impl Spaces {
         }
     }
 
-    /// A CR3 write: `same` if it loaded the value it had. With the same
-    /// value and no page table written since the last one, every mapping
-    /// still agrees with the guest's tables and nothing is dropped;
-    /// otherwise the non-global mappings are. Returns whether they were.
-    pub fn cr3_write(&mut self, same: bool) -> bool {
-        if same && !self.tables_written.get() {
-            return false;
+    /// A CR3 write (of `cr3`; `same` if CR3 had that value). If no page
+    /// table was written since the last one, every set still agrees with
+    /// the guest's tables: the same value changes nothing, another makes
+    /// its set current (kept from the last time it was, or new). If a
+    /// table was written, every set's non-global mappings are dropped
+    /// (the current one's now, the others' when they are next current).
+    /// Returns whether the translations of linear addresses changed.
+    pub fn cr3_write(&mut self, cr3: u32, same: bool) -> Result<bool, MemoryError> {
+        let written = self.tables_written.replace(false);
+        if same && !written {
+            return Ok(false);
         }
-        self.drop_non_global();
-        self.tables_written.set(false);
-        for f in std::mem::take(&mut self.unprotected_tables) {
-            self.set_readonly(f, readonly::TABLE, true);
+        if written {
+            for s in &mut self.sets {
+                s.stale = true;
+            }
+            for f in std::mem::take(&mut self.unprotected_tables) {
+                self.set_readonly(f, readonly::TABLE, true);
+            }
+            self.flushes += 1;
         }
-        true
+        self.select(cr3)?;
+        Ok(true)
     }
 
     /// Forgets the traced page tables (paging was turned off or its
@@ -407,39 +503,58 @@ impl Spaces {
         self.tables_written.set(false);
     }
 
-    /// Drops every mapping (a paging-mode change, or over budget).
+    /// Drops every mapping of every set (a paging-mode change, or over
+    /// budget).
     pub fn drop_all(&mut self) {
         if self.mapped() == 0 {
             return;
         }
-        for s in self.spaces.iter().flatten() {
-            unmap_range(s.space(), 0, SPACE + PAGE_SIZE);
+        for i in 0..self.sets.len() {
+            self.drop_set(i, false);
         }
-        self.maps.iter_mut().for_each(HashMap::clear);
-        self.rmap.clear();
-        self.globals = 0;
-        self.large.clear();
         self.flushes += 1;
     }
 
-    /// A CR3 write: drops every mapping but the global ones.
-    pub fn drop_non_global(&mut self) {
-        if self.globals == 0 {
-            self.drop_all();
+    /// Drops the mappings of set `i`: the non-global ones, or all.
+    fn drop_set(&mut self, i: usize, keep_global: bool) {
+        let s = &self.sets[i];
+        if s.mapped() == 0 {
+            return;
+        }
+        if keep_global && s.globals != 0 {
+            for view in [View::Supervisor, View::User] {
+                let mut pages: Vec<u32> = self.sets[i].maps[view as usize]
+                    .iter()
+                    .filter(|(_, m)| !m.global)
+                    .map(|(&p, _)| p)
+                    .collect();
+                pages.sort_unstable();
+                for p in pages {
+                    self.unmap_page((i, view, p));
+                }
+            }
             return;
         }
         for view in [View::Supervisor, View::User] {
-            let mut pages: Vec<u32> = self.maps[view as usize]
-                .iter()
-                .filter(|(_, m)| !m.global)
-                .map(|(&p, _)| p)
-                .collect();
-            pages.sort_unstable();
-            for p in pages {
-                self.unmap_page(view, p);
+            unmap_range(self.sets[i].space(view), 0, SPACE + PAGE_SIZE);
+        }
+        let s = &mut self.sets[i];
+        let frames: Vec<u32> = s
+            .maps
+            .iter()
+            .flat_map(|m| m.values().map(|m| m.frame))
+            .collect();
+        s.maps.iter_mut().for_each(HashMap::clear);
+        s.globals = 0;
+        s.large.clear();
+        for f in frames {
+            if let Some(list) = self.rmap.get_mut(&f) {
+                list.retain(|&(set, _, _)| set != i);
+                if list.is_empty() {
+                    self.rmap.remove(&f);
+                }
             }
         }
-        self.flushes += 1;
     }
 
     /// Makes guest `frame` read-only everywhere while it holds translated
@@ -464,14 +579,14 @@ impl Spaces {
         let Some(list) = self.rmap.get(&frame) else {
             return;
         };
-        for &(view, page) in list {
-            let m = self.maps[view as usize][&page];
-            let prot = prot(m.writable && new == 0);
-            let base = self.space(view);
+        for &(set, view, page) in list {
+            let s = &self.sets[set];
+            let prot = prot(s.maps[view as usize][&page].writable && new == 0);
+            let base = s.space(view);
             let alias = (page == 0).then_some(SPACE);
             for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {
-                // SAFETY: a page of this space that is mapped (it is in
-                // the map).
+                // SAFETY: a page of this set that is mapped (it is in the
+                // map).
                 let r = unsafe { libc::mprotect(base.add(off).cast(), PAGE_SIZE, prot) };
                 debug_assert_eq!(r, 0, "mprotect of a shadow page");
             }

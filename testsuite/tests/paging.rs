@@ -1595,3 +1595,57 @@ fn ring_3_interrupts_reach_supervisor_only_tables() {
     assert_eq!(r.reg(esi), 0x1234, "ring 3 ran");
     assert_eq!(r.sreg(cs) & 3, 0, "the handler runs in ring 0");
 }
+
+/// The shadow of an address space kept across a CR3 switch is not used
+/// stale: a PTE of the other address space, rewritten while this one is
+/// current, takes effect when CR3 switches back to it; and switching
+/// back and forth without table writes faults nothing in again.
+#[test]
+fn a_kept_address_space_sees_its_tables_rewritten_meanwhile() {
+    const SWITCHES: u32 = 500;
+    for format in [Format::TwoLevel, Format::Pae] {
+        let mut t1 = Tables::new(format, TABLES);
+        t1.identity(0x40_0000);
+        t1.map(LIN, PHYS, P | RW);
+        let mut t2 = Tables::new(format, TABLES2);
+        t2.identity(0x40_0000);
+        t2.map(LIN, PHYS2, P | RW);
+        let pte2 = t2.pte_addr(LIN);
+        let (body, _) = paged_body(t1.setup(), |a| {
+            let mut again = a.create_label();
+            a.mov(dword_ptr(PHYS), 0xAAAAu32)?;
+            a.mov(dword_ptr(PHYS2), 0xBBBBu32)?;
+            a.mov(dword_ptr(PHYS2 + 0x1000), 0xCCCCu32)?;
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, SWITCHES)?;
+            a.set_label(&mut again)?;
+            a.mov(eax, t2.cr3())?;
+            a.mov(cr3, eax)?;
+            a.add(ebx, dword_ptr(LIN))?;
+            a.mov(eax, t1.cr3())?;
+            a.mov(cr3, eax)?;
+            a.add(ebx, dword_ptr(LIN))?;
+            a.dec(ecx)?;
+            a.jnz(again)?;
+            a.mov(dword_ptr(OUT), ebx)?;
+            // In t1: point t2's PTE for LIN elsewhere, then switch to t2.
+            a.mov(dword_ptr(pte2), (PHYS2 + 0x1000) | (P | RW) as u32)?;
+            a.mov(eax, t2.cr3())?;
+            a.mov(cr3, eax)?;
+            a.mov(eax, dword_ptr(LIN))?;
+            a.mov(dword_ptr(OUT + 4), eax)?;
+            Ok(vec![])
+        });
+        let mut blocks = t1.blocks();
+        blocks.extend(t2.blocks());
+        let r = run_paged(body, vec![], blocks);
+        assert_no_fault(&r);
+        assert_eq!(r.mem_u32(OUT), (0xAAAA + 0xBBBB) * SWITCHES, "{format:?}");
+        assert_eq!(r.mem_u32(OUT + 4), 0xCCCC, "{format:?}: the rewritten PTE");
+        assert!(
+            r.counter("hidden_faults") < 200,
+            "{format:?}: {} hidden faults: the switches dropped the shadow",
+            r.counter("hidden_faults")
+        );
+    }
+}

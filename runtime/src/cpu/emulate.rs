@@ -53,7 +53,8 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
         Ok(Ok(Next::Continue))
             if super::mode_key(cpu, false) != before
                 || sys.mem.code_written()
-                || sys.mem.tlb_epoch() != epoch =>
+                || sys.mem.tlb_epoch() != epoch
+                || sys.stop.is_some() =>
         {
             Ok(Ok(Next::Jump(insn.next_ip32())))
         }

@@ -344,13 +344,16 @@ pub fn sync_paging(cpu: &CpuState, sys: &mut System, flush: TlbFlush) {
     let old = sys.mem.paging();
     let new = paging_regs(cpu, sys);
     sys.mem.set_context(new, cpl(cpu) == 3);
-    if old.layout() != new.layout() {
-        if let Err(e) = sys.mem.paging_changed() {
-            // Paging cannot run: the run ends before guest code does.
-            sys.stop = Some(Stop::Internal(e.to_string()));
-        }
+    let done = if old.layout() != new.layout() {
+        sys.mem.paging_changed()
     } else if flush == TlbFlush::NonGlobal && new.enabled() {
-        sys.mem.cr3_written(old.cr3 == new.cr3);
+        sys.mem.cr3_written(old.cr3 == new.cr3)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = done {
+        // Paging cannot run: the run ends before guest code does.
+        sys.stop = Some(Stop::Internal(e.to_string()));
     }
 }
 
