@@ -3,18 +3,22 @@
 //! A space is a host reservation laid out like the identity shadow (a
 //! guard, 4 GiB of guest linear space, page 0's alias, a guard, the
 //! segment-limit probe areas), so generated code runs unchanged with its
-//! start as the GS base. There are two: one for supervisor accesses and
-//! one for user accesses (a page the guest made supervisor-only is never
-//! mapped in the user space, and CR0.WP=0 lets supervisor writes through
-//! read-only pages). Pages are mapped one at a time from the RAM (or ROM)
-//! memfd when generated code faults on them (a hidden fault), read-only
-//! until the guest's dirty bit is set, and read-only while they hold
-//! translated code. Every mapped page is remembered with its guest frame
-//! (a reverse map finds the mappings of a frame when it starts or stops
-//! holding code).
+//! start as the GS base. Each guest address space (CR3 value) has a set
+//! of two: one for supervisor accesses and one for user accesses (a page
+//! the guest made supervisor-only is never mapped in the user space, and
+//! CR0.WP=0 lets supervisor writes through read-only pages); a few sets
+//! are kept, so switching back to an address space faults nothing in
+//! again. Pages are mapped one at a time from the RAM (or ROM) memfd
+//! when generated code faults on them (a hidden fault), read-only until
+//! the guest's dirty bit is set, read-only while they hold translated
+//! code, and read-only while they hold page tables not written since the
+//! last CR3 write (the tracing that tells whether kept mappings still
+//! agree with the guest's tables). Every mapped page is remembered with
+//! its guest frame (a reverse map finds the mappings of a frame when its
+//! protection changes).
 //!
 //! The kernel counts each mapping of the process (vm.max_map_count is
-//! 65530 by default) and scattered pages do not merge, so the spaces keep
+//! 65530 by default) and scattered pages do not merge, so the sets keep
 //! below a budget of mapped pages: past it, everything is dropped and
 //! refilled by hidden faults (a shadow flush).
 
