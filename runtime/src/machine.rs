@@ -755,9 +755,7 @@ impl Machine {
                 self.cpu.shadow = 0;
             }
             let reason = ExitReason::from_u32(self.cpu.exit_reason);
-            if self.device_step.is_some()
-                && let Some(step) = self.device_step.take()
-            {
+            if let Some(step) = self.device_step.take() {
                 let completed = matches!(
                     reason,
                     Some(ExitReason::Branch | ExitReason::IndirectMiss | ExitReason::Helper)
