@@ -247,22 +247,13 @@ pub fn run_asm_fix(
     opts: Options,
     body: impl Fn(&mut CodeAssembler, &[u32]) -> Result<Vec<CodeLabel>, IcedError>,
 ) -> (Run, Vec<u32>) {
-    let pass = |addrs: &[u32]| -> (Vec<u8>, Vec<u32>) {
-        let mut a = CodeAssembler::new(32).unwrap();
-        a.mov(esp, STACK).unwrap();
-        let labels = body(&mut a, addrs).unwrap();
-        a.hlt().unwrap();
-        let res = a
-            .assemble_options(
-                LOAD as u64,
-                iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
-            )
-            .unwrap();
-        let ips = labels
-            .iter()
-            .map(|l| res.label_ip(l).unwrap() as u32)
-            .collect();
-        (res.inner.code_buffer, ips)
+    let pass = |addrs: &[u32]| {
+        assemble_labeled(LOAD, |a| {
+            a.mov(esp, STACK)?;
+            let labels = body(a, addrs)?;
+            a.hlt()?;
+            Ok(labels)
+        })
     };
     let (_, ips) = pass(&[PLACEHOLDER; 64]);
     let mut real = ips.clone();
@@ -273,6 +264,27 @@ pub fn run_asm_fix(
 }
 
 /// Assembles `body` at `addr` as it is (no esp setup, no trailing hlt).
+/// Assembles at `addr`; returns the bytes and the addresses of the
+/// labels `f` returns.
+pub fn assemble_labeled(
+    addr: u32,
+    f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
+) -> (Vec<u8>, Vec<u32>) {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let labels = f(&mut a).unwrap();
+    let res = a
+        .assemble_options(
+            addr as u64,
+            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .unwrap();
+    let ips = labels
+        .iter()
+        .map(|l| res.label_ip(l).unwrap() as u32)
+        .collect();
+    (res.inner.code_buffer, ips)
+}
+
 pub fn assemble_at(
     addr: u32,
     body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,

@@ -138,27 +138,6 @@ fn run_paged_with(
     run_blocks(opts, &all)
 }
 
-/// Assembles at `addr`; returns the bytes and the addresses of the
-/// labels `f` returns.
-fn assemble_labeled(
-    addr: u32,
-    f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
-) -> (Vec<u8>, Vec<u32>) {
-    let mut a = CodeAssembler::new(32).unwrap();
-    let labels = f(&mut a).unwrap();
-    let res = a
-        .assemble_options(
-            addr as u64,
-            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
-        )
-        .unwrap();
-    let ips = labels
-        .iter()
-        .map(|l| res.label_ip(l).unwrap() as u32)
-        .collect();
-    (res.inner.code_buffer, ips)
-}
-
 /// A new label set at the next instruction.
 fn here(a: &mut CodeAssembler) -> Result<CodeLabel, IcedError> {
     let mut l = a.create_label();
@@ -425,35 +404,52 @@ fn turning_paging_off_and_on_again() {
 // ---------------------------------------------------------------------
 // Accessed and dirty bits.
 
-/// A read sets the PTE's and the PDE's accessed bits and not the dirty bit; a write sets the dirty bit.
+/// A read sets the PTE's and the PDE's accessed bits and not the dirty bit; a write sets the dirty bit (32-bit and PAE entries; PAE's high dword stays untouched).
 #[test]
 fn accessed_and_dirty_bits_follow_reads_and_writes() {
-    let mut t = two_level();
-    t.map(LIN, PHYS, P | RW);
-    let (pte, pde) = (t.pte_addr(LIN), t.pde_addr(LIN));
-    let (body, _) = paged_body(t.setup(), |a| {
-        a.mov(eax, dword_ptr(LIN))?;
-        a.mov(eax, dword_ptr(pte))?;
-        a.mov(dword_ptr(OUT), eax)?;
-        a.mov(eax, dword_ptr(pde))?;
-        a.mov(dword_ptr(OUT + 4), eax)?;
-        a.mov(dword_ptr(LIN + 4), 1u32)?;
-        a.mov(eax, dword_ptr(pte))?;
-        a.mov(dword_ptr(OUT + 8), eax)?;
-        Ok(vec![])
-    });
-    let r = run_paged(body, vec![], t.blocks());
-    assert_no_fault(&r);
-    let after_read = r.mem_u32(OUT) as u64;
-    assert_eq!(after_read & (A | D), A, "PTE after a read: A, not D");
-    assert_ne!(r.mem_u32(OUT + 4) as u64 & A, 0, "PDE after a read: A");
-    assert_eq!(
-        r.mem_u32(OUT + 8) as u64 & (A | D),
-        A | D,
-        "PTE after a write"
-    );
-    assert_eq!(r.mem_u32(pte) as u64 & (A | D), A | D, "PTE at the end");
-    assert_eq!(r.mem_u32(PHYS + 4), 1);
+    for mut t in [two_level(), pae()] {
+        let what = format!("{:?}", t.format());
+        t.map(LIN, PHYS, P | RW);
+        let (pte, pde) = (t.pte_addr(LIN), t.pde_addr(LIN));
+        let (body, _) = paged_body(t.setup(), |a| {
+            a.mov(eax, dword_ptr(LIN))?;
+            a.mov(eax, dword_ptr(pte))?;
+            a.mov(dword_ptr(OUT), eax)?;
+            a.mov(eax, dword_ptr(pde))?;
+            a.mov(dword_ptr(OUT + 4), eax)?;
+            a.mov(dword_ptr(LIN + 4), 1u32)?;
+            a.mov(eax, dword_ptr(pte))?;
+            a.mov(dword_ptr(OUT + 8), eax)?;
+            Ok(vec![])
+        });
+        let r = run_paged(body, vec![], t.blocks());
+        assert_no_fault(&r);
+        let after_read = r.mem_u32(OUT) as u64;
+        assert_eq!(
+            after_read & (A | D),
+            A,
+            "{what}: PTE after a read: A, not D"
+        );
+        assert_ne!(
+            r.mem_u32(OUT + 4) as u64 & A,
+            0,
+            "{what}: PDE after a read: A"
+        );
+        assert_eq!(
+            r.mem_u32(OUT + 8) as u64 & (A | D),
+            A | D,
+            "{what}: PTE after a write"
+        );
+        assert_eq!(
+            r.mem_u32(pte) as u64 & (A | D),
+            A | D,
+            "{what}: PTE at the end"
+        );
+        assert_eq!(r.mem_u32(PHYS + 4), 1, "{what}");
+        if t.format() == Format::Pae {
+            assert_eq!(r.mem_u32(pte + 4), 0, "the high dword is untouched");
+        }
+    }
 }
 
 /// After the guest clears A and D and does invlpg, a read sets A again (D stays clear) and a write sets D.
@@ -509,35 +505,6 @@ fn accessed_and_dirty_bits_in_a_4m_pde() {
     assert_eq!(r.mem_u32(OUT) as u64 & (A | D), A, "after a read");
     assert_eq!(r.mem_u32(OUT + 4) as u64 & (A | D), A | D, "after a write");
     assert_eq!(r.mem_u32(HIGH + 0x30_0000), 1);
-}
-
-/// PAE: a read sets A in the PTE and the PDE, not D; a write sets D in the PTE.
-#[test]
-fn accessed_and_dirty_bits_in_pae_entries() {
-    let mut t = pae();
-    t.map(LIN, PHYS, P | RW);
-    let (pte, pde) = (t.pte_addr(LIN), t.pde_addr(LIN));
-    let (body, _) = paged_body(t.setup(), |a| {
-        a.mov(eax, dword_ptr(LIN))?;
-        a.mov(eax, dword_ptr(pte))?;
-        a.mov(dword_ptr(OUT), eax)?;
-        a.mov(eax, dword_ptr(pde))?;
-        a.mov(dword_ptr(OUT + 4), eax)?;
-        a.mov(dword_ptr(LIN), 1u32)?;
-        a.mov(eax, dword_ptr(pte))?;
-        a.mov(dword_ptr(OUT + 8), eax)?;
-        Ok(vec![])
-    });
-    let r = run_paged(body, vec![], t.blocks());
-    assert_no_fault(&r);
-    assert_eq!(r.mem_u32(OUT) as u64 & (A | D), A, "PTE after a read");
-    assert_ne!(r.mem_u32(OUT + 4) as u64 & A, 0, "PDE after a read");
-    assert_eq!(
-        r.mem_u32(OUT + 8) as u64 & (A | D),
-        A | D,
-        "PTE after a write"
-    );
-    assert_eq!(r.mem_u32(pte + 4), 0, "the high dword is untouched");
 }
 
 // ---------------------------------------------------------------------
