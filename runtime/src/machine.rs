@@ -9,6 +9,7 @@ use translator::abi::{
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
+use crate::devices::pic::{self, PicHandle};
 use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
 use crate::loader::{self, BootState, LoadError};
 use crate::memory::{Filled, GuestMemory, MemFault, MemoryError, PAGE_SIZE};
@@ -229,6 +230,8 @@ pub struct Machine {
     last_mode: ModeKey,
     last_cs: CodeSegment,
     wake: std::sync::Arc<Wake>,
+    /// The 8259A pair (with the PC devices).
+    pic: Option<PicHandle>,
     /// What was loaded, to load again when the machine resets.
     boot: Option<BootImage>,
     no_reboot: bool,
@@ -336,10 +339,29 @@ impl Machine {
                 OutputSink::None => None,
             }
         };
+        let instrument = Instrument {
+            stats: config.stats,
+            budget: config.tu_budget.is_some(),
+        };
+        let mut translator =
+            Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
+        let wake: std::sync::Arc<Wake> = Default::default();
+        let mut pic = None;
         if config.devices {
+            // The PIC kicks the CPU out of generated code (or hlt) when
+            // its INTR output goes up.
+            let exit = ExitHandle {
+                poll: translator.poll().clone(),
+                wake: wake.clone(),
+            };
+            let handle = PicHandle::new(std::sync::Arc::new(move || exit.interrupt()));
+            for base in [pic::MASTER, pic::SLAVE, pic::ELCR] {
+                bus.register(Port(base), 2, Box::new(handle.clone()));
+            }
             let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
-            let uart = serial::Serial::new(serial_out, Box::new(serial::NoIrq));
+            let uart = serial::Serial::new(serial_out, Box::new(handle.line(serial::COM1_IRQ)));
             bus.register(Port(serial::COM1), serial::PORT_COUNT, Box::new(uart));
+            pic = Some(handle);
             bus.register(
                 Port(debug_exit::DEFAULT_PORT),
                 debug_exit::PORT_COUNT,
@@ -353,12 +375,6 @@ impl Machine {
                 );
             }
         }
-        let instrument = Instrument {
-            stats: config.stats,
-            budget: config.tu_budget.is_some(),
-        };
-        let mut translator =
-            Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
         let mut cpu = Box::new(CpuState::new());
         translator.attach(&mut cpu);
         cpu.set_gs_base(mem.shadow_base());
@@ -366,7 +382,10 @@ impl Machine {
         cpu.helpers[Helper::CheckCode as usize] =
             crate::cpu::check_code_helper as *const () as usize as u64;
         cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
-        let sys = Box::new(System::new(mem, bus));
+        let mut sys = Box::new(System::new(mem, bus));
+        if let Some(p) = &pic {
+            sys.irq = Some(Box::new(p.clone()));
+        }
         let mut m = Machine {
             cpu,
             sys,
@@ -374,7 +393,8 @@ impl Machine {
             instrument,
             last_mode: ModeKey::FLAT32_CPL0,
             last_cs: CodeSegment::FLAT,
-            wake: Default::default(),
+            wake,
+            pic,
             boot: None,
             no_reboot: config.no_reboot,
             smc_step: false,
@@ -394,8 +414,12 @@ impl Machine {
     }
 
     /// Puts the CPU in 32-bit flat protected mode, paging and interrupts
-    /// off, as multiboot requires (selectors as QEMU's loader sets them).
+    /// off, as multiboot requires (selectors as QEMU's loader sets them),
+    /// and the PIC as a PC BIOS leaves it (a guest loaded without one).
     fn reset_flat(&mut self, boot: BootState) {
+        if let Some(p) = &self.pic {
+            p.reset(true);
+        }
         let cpu = &mut self.cpu;
         cpu.regs = [0; 8];
         cpu.regs[0] = boot.eax;
@@ -519,6 +543,9 @@ impl Machine {
             }
             BootImage::Flat { image, load, entry } => self.load_flat(&image.clone(), *load, *entry),
             BootImage::Firmware => {
+                if let Some(p) = &self.pic {
+                    p.reset(false);
+                }
                 self.reset_vector();
                 self.boot = Some(BootImage::Firmware);
                 Ok(())

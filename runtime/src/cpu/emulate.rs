@@ -202,7 +202,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             // With interrupts off, or nothing that could raise one, nothing
             // can ever wake the CPU: the run ends. Otherwise the run loop
             // sleeps until an interrupt comes.
-            if cpu.sys_flags & flags::IF == 0 || sys.irq.is_none() {
+            if cpu.sys_flags & flags::IF == 0 || sys.irq.as_mut().is_none_or(|i| !i.may_interrupt())
+            {
                 return Ok(Next::Stop(Stop::Halted {
                     eip: insn.next_ip32(),
                 }));

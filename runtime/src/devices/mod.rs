@@ -5,6 +5,7 @@
 pub mod debug_exit;
 pub mod debugcon;
 pub mod mmio;
+pub mod pic;
 pub mod serial;
 
 /// A guest I/O port number.
@@ -29,6 +30,24 @@ pub trait InterruptController: Send {
     /// The acknowledge cycle: the vector to deliver, or None if the
     /// request went away (a spurious interrupt is the controller's call).
     fn acknowledge(&mut self) -> Option<u8>;
+    /// Whether an interrupt may still come, so that `hlt` with interrupts
+    /// on should wait for it: INTR is up, or a source that raises
+    /// requests on its own (a timer, host input) is not masked off.
+    fn may_interrupt(&mut self) -> bool {
+        true
+    }
+}
+
+/// A device's interrupt output (an interrupt controller input).
+pub trait IrqLine: Send {
+    fn set_level(&mut self, high: bool);
+}
+
+/// A line connected to nothing.
+pub struct NoIrq;
+
+impl IrqLine for NoIrq {
+    fn set_level(&mut self, _high: bool) {}
 }
 
 pub trait PortDevice {

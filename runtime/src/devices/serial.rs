@@ -8,9 +8,11 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
-use super::{IoAction, Port, PortDevice};
+use super::{IoAction, IrqLine, Port, PortDevice};
 
 pub const COM1: u16 = 0x3F8;
+/// COM1's interrupt request line on a PC.
+pub const COM1_IRQ: u8 = 4;
 pub const PORT_COUNT: u16 = 8;
 
 // Register offsets.
@@ -52,18 +54,6 @@ const LSR_THRE: u8 = 1 << 5;
 const LSR_TEMT: u8 = 1 << 6;
 
 const FIFO_SIZE: usize = 16;
-
-/// Where the UART's interrupt output goes (an interrupt controller input).
-pub trait IrqLine: Send {
-    fn set_level(&mut self, high: bool);
-}
-
-/// A line connected to nothing.
-pub struct NoIrq;
-
-impl IrqLine for NoIrq {
-    fn set_level(&mut self, _high: bool) {}
-}
 
 pub struct Serial {
     out: Box<dyn Write + Send>,
@@ -462,7 +452,7 @@ mod receive_tests {
 
     #[test]
     fn reading_an_empty_rbr_returns_the_last_byte_and_non_fifo_overruns_overwrite() {
-        let mut u = Serial::new(Box::new(std::io::sink()), Box::new(NoIrq));
+        let mut u = Serial::new(Box::new(std::io::sink()), Box::new(crate::devices::NoIrq));
         u.receive(7);
         assert!(!u.receive(8), "no FIFO: one byte of room");
         assert_eq!(
