@@ -9,6 +9,7 @@ use translator::abi::{
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
+use crate::devices::ferr::{self, Ferr};
 use crate::devices::pic::{self, PicHandle};
 use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
 use crate::loader::{self, BootState, LoadError};
@@ -230,8 +231,9 @@ pub struct Machine {
     last_mode: ModeKey,
     last_cs: CodeSegment,
     wake: std::sync::Arc<Wake>,
-    /// The 8259A pair (with the PC devices).
+    /// The 8259A pair and the x87 error line to it (with the PC devices).
     pic: Option<PicHandle>,
+    ferr: Option<Ferr>,
     /// What was loaded, to load again when the machine resets.
     boot: Option<BootImage>,
     no_reboot: bool,
@@ -347,6 +349,7 @@ impl Machine {
             Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
         let wake: std::sync::Arc<Wake> = Default::default();
         let mut pic = None;
+        let mut ferr_line = None;
         if config.devices {
             // The PIC kicks the CPU out of generated code (or hlt) when
             // its INTR output goes up.
@@ -361,6 +364,9 @@ impl Machine {
             let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
             let uart = serial::Serial::new(serial_out, Box::new(handle.line(serial::COM1_IRQ)));
             bus.register(Port(serial::COM1), serial::PORT_COUNT, Box::new(uart));
+            let f = Ferr::new(Box::new(handle.line(ferr::IRQ)));
+            bus.register(Port(ferr::PORT), 1, Box::new(f.clone()));
+            ferr_line = Some(f);
             pic = Some(handle);
             bus.register(
                 Port(debug_exit::DEFAULT_PORT),
@@ -395,6 +401,7 @@ impl Machine {
             last_cs: CodeSegment::FLAT,
             wake,
             pic,
+            ferr: ferr_line,
             boot: None,
             no_reboot: config.no_reboot,
             smc_step: false,
@@ -858,6 +865,22 @@ impl Machine {
                             self.translator.emulate_insn(phys);
                         }
                     }
+                    if exc.vector == vector::MF
+                        && kind == exc_kind::HARDWARE
+                        && self.cpu.cr0 & crate::cpu::cr::CR0_NE == 0
+                        && let Some(f) = &self.ferr
+                    {
+                        // CR0.NE clear: the x87 exception is reported on
+                        // FERR# (IRQ 13), and the instruction waits for it
+                        // to be handled (it runs again after).
+                        if f.assert()
+                            && let Err(stop) = self.frozen_on_ferr()
+                        {
+                            break stop;
+                        }
+                        next = None;
+                        continue;
+                    }
                     if let Err(stop) = self.exception(exc, eip, insn_eip, kind) {
                         break stop;
                     }
@@ -1154,6 +1177,27 @@ impl Machine {
         self.tlb_epoch = epoch;
         self.translator.clear_jump_caches();
         true
+    }
+
+    /// The x87 instruction that raised FERR# came back with it still
+    /// asserted: the CPU waits for an interrupt (the IRQ 13 handler clears
+    /// the exception), as frozen as in `hlt`; if none can come, the run
+    /// ends.
+    fn frozen_on_ferr(&mut self) -> Result<(), Stop> {
+        let can_wake = self.cpu.sys_flags & flags::IF != 0
+            && self
+                .sys
+                .irq
+                .as_mut()
+                .is_some_and(|i| i.may_interrupt() || i.pending());
+        if !can_wake {
+            return Err(Stop::Unsupported {
+                eip: self.cpu.eip,
+                what: "an x87 exception with CR0.NE clear raised FERR# (IRQ 13), which cannot be taken: the CPU would wait forever".into(),
+            });
+        }
+        self.sys.halted = true;
+        Ok(())
     }
 
     /// Self-modifying code: drops the translations of guest physical

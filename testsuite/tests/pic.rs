@@ -125,3 +125,80 @@ fn hlt_wakes_for_a_request_that_is_already_up() {
     r.assert_halted();
     assert_eq!(r.mem_u32(COUNT), 1);
 }
+
+/// With CR0.NE clear an unmasked x87 exception is reported on FERR#, IRQ
+/// 13 through the slave: the handler clears it (port 0xF0, fnclex), and
+/// the x87 instruction that was waiting runs after it.
+#[test]
+fn an_x87_exception_with_ne_clear_raises_irq_13() {
+    const CW: u32 = pm::SEEN + 0x90;
+    const FERR_COUNT: u32 = pm::SEEN + 0x94;
+    let handler = assemble_at(handler_addr(2), |a| {
+        a.push(eax)?;
+        a.inc(dword_ptr(FERR_COUNT))?;
+        a.out(0xF0, al)?;
+        a.fnclex()?;
+        a.mov(al, 0x20)?;
+        a.out(0xA0, al)?;
+        a.out(0x20, al)?;
+        a.pop(eax)?;
+        a.iretd()
+    });
+    let body = assemble_at(pm::BODY, |a| {
+        a.mov(eax, cr0)?;
+        a.and(eax, !0x20u32)?; // NE off
+        a.mov(cr0, eax)?;
+        program_pic(a, 0xFB)?;
+        a.mov(al, !(1u8 << 5) as u32)?; // IRQ 13 = slave IR5
+        a.out(0xA1, al)?;
+        a.sti()?;
+        a.fninit()?;
+        a.mov(word_ptr(CW), 0x037Bu32)?; // zero-divide unmasked
+        a.fldcw(word_ptr(CW))?;
+        a.fld1()?;
+        a.fldz()?;
+        a.fdivp(st1, st0)?;
+        a.wait()?;
+        a.fld1()?;
+        a.fnstsw(ax)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let r = pm::run(
+        &[(0x2D, 2, 0x8E)],
+        body,
+        vec![],
+        vec![(handler_addr(2), handler)],
+    );
+    r.assert_halted();
+    assert_eq!(r.mem_u32(FERR_COUNT), 1, "one IRQ 13");
+    assert_eq!(r.reg(eax) & 0x80, 0, "ES clear after the handler");
+}
+
+/// The same with IRQ 13 masked: the CPU could only wait forever, and the
+/// run ends with a message saying so.
+#[test]
+fn an_x87_exception_with_ne_clear_and_irq_13_masked_ends_the_run() {
+    const CW: u32 = pm::SEEN + 0x90;
+    let body = assemble_at(pm::BODY, |a| {
+        a.mov(eax, cr0)?;
+        a.and(eax, !0x20u32)?;
+        a.mov(cr0, eax)?;
+        program_pic(a, 0xFF)?;
+        a.sti()?;
+        a.fninit()?;
+        a.mov(word_ptr(CW), 0x037Bu32)?;
+        a.fldcw(word_ptr(CW))?;
+        a.fld1()?;
+        a.fldz()?;
+        a.fdivp(st1, st0)?;
+        a.wait()?;
+        a.hlt()
+    });
+    let r = pm::run(&[], body, vec![], vec![]);
+    assert!(
+        matches!(&r.stop, Stop::Unsupported { what, .. } if what.contains("FERR#")),
+        "{:?}",
+        r.stop
+    );
+}

@@ -301,6 +301,7 @@ pub mod cr {
     pub const CR0_EM: u32 = 1 << 2;
     pub const CR0_TS: u32 = 1 << 3;
     pub const CR0_ET: u32 = 1 << 4;
+    pub const CR0_NE: u32 = 1 << 5;
     pub const CR0_WP: u32 = 1 << 16;
     pub const CR0_NW: u32 = 1 << 29;
     pub const CR0_CD: u32 = 1 << 30;

@@ -4,6 +4,7 @@
 
 pub mod debug_exit;
 pub mod debugcon;
+pub mod ferr;
 pub mod mmio;
 pub mod pic;
 pub mod serial;
