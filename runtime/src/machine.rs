@@ -11,7 +11,7 @@ use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator
 use crate::cpu::{Exception, Stop, System, emulate_helper};
 use crate::devices::ferr::{self, Ferr};
 use crate::devices::pic::{self, PicHandle};
-use crate::devices::{Port, PortBus, debug_exit, debugcon, serial};
+use crate::devices::{Port, PortBus, debug_exit, debugcon, port92, serial};
 use crate::loader::{self, BootState, LoadError};
 use crate::memory::{Filled, GuestMemory, MemFault, MemoryError, PAGE_SIZE};
 use crate::paging::AccessKind;
@@ -109,6 +109,7 @@ impl RunOutcome {
             Stop::Halted { .. } => status::OK,
             Stop::DebugExit(s) => *s,
             Stop::Unhandled { .. } | Stop::TripleFault { .. } => status::GUEST_CRASH,
+            Stop::Reset => status::OK,
             Stop::Unsupported { .. } => status::UNSUPPORTED,
             Stop::Budget | Stop::Stopped => status::OK,
             Stop::Internal(_) => status::INTERNAL,
@@ -146,6 +147,7 @@ impl RunOutcome {
             Stop::Unsupported { eip, what } => {
                 Some(format!("unsupported at EIP={eip:#010x}: {what}"))
             }
+            Stop::Reset => Some("the guest reset the machine".into()),
             Stop::TripleFault { eip } => Some(format!(
                 "triple fault at EIP={eip:#010x} (the machine would reset)"
             )),
@@ -369,6 +371,11 @@ impl Machine {
             ferr_line = Some(f);
             pic = Some(handle);
             bus.register(
+                Port(port92::PORT),
+                1,
+                Box::new(port92::SystemControlA::default()),
+            );
+            bus.register(
                 Port(debug_exit::DEFAULT_PORT),
                 debug_exit::PORT_COUNT,
                 Box::new(debug_exit::DebugExit),
@@ -560,7 +567,7 @@ impl Machine {
         };
         crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
         self.sys.counters.exit(crate::cpu::ExitKind::Reset);
-        log::info!(target: "bt86::machine", "triple fault: machine reset");
+        log::info!(target: "bt86::machine", "machine reset");
         loaded.is_ok()
     }
 
@@ -718,8 +725,14 @@ impl Machine {
         crate::cpu::sync_paging(&self.cpu, &mut self.sys, crate::cpu::TlbFlush::None);
         let mut next: Option<usize> = None;
         let stop = loop {
-            if let Some(stop) = self.sys.stop.take() {
-                break stop;
+            match self.sys.stop.take() {
+                // The guest pulsed the reset line.
+                Some(Stop::Reset) if !self.no_reboot && self.reboot() => {
+                    next = None;
+                    continue;
+                }
+                Some(stop) => break stop,
+                None => {}
             }
             // The runtime wrote to code pages (an emulated store, an
             // exception frame), or a self-checking TU found its code

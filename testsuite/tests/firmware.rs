@@ -158,3 +158,36 @@ fn rom_images_of_a_bad_size_are_refused_with_a_clear_error() {
         assert!(e.contains("multiple of 64 KiB"), "{size}: {e}");
     }
 }
+
+/// Port 0x92's fast reset restarts the machine at the reset vector (each
+/// start prints B), or ends the run with `--no-reboot`.
+#[test]
+fn port_92_resets_the_machine() {
+    let image = rom(
+        to_main,
+        |a| {
+            a.mov(al, b'B' as u32)?;
+            a.out(0xE9, al)?;
+            a.in_(al, 0x92)?;
+            a.or(al, 1)?;
+            a.out(0x92, al)?;
+            a.hlt()
+        },
+        &[0; 6],
+    );
+    let r = run_bios(
+        Options {
+            no_reboot: false,
+            budget: Some(40),
+            stats: true,
+            ..Options::default()
+        },
+        &image,
+    );
+    assert_eq!(r.stop, Stop::Budget);
+    assert!(r.output_str().starts_with("BBB"), "{}", r.output_str());
+    assert!(r.counter("exits.reset") >= 2);
+    let r = run_bios(Options::default(), &image);
+    assert_eq!(r.stop, Stop::Reset);
+    assert_eq!(r.output_str(), "B");
+}

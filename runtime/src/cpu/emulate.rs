@@ -1025,6 +1025,7 @@ fn io_action(a: IoAction) -> Next {
     match a {
         IoAction::None => Next::Continue,
         IoAction::Exit(status) => Next::Stop(Stop::DebugExit(status)),
+        IoAction::Reset => Next::Stop(Stop::Reset),
     }
 }
 
@@ -1068,12 +1069,13 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
         } else {
             let v = sys.mem.read_sized(ptr, size)?;
             sys.counters.port_writes += 1;
-            if let IoAction::Exit(s) = sys.bus.write(port, size as u8, v) {
+            let action = sys.bus.write(port, size as u8, v);
+            if action != IoAction::None {
                 advance(cpu, ptr_reg, step, mask);
                 if rep {
                     advance(cpu, count_reg, u32::MAX, mask);
                 }
-                return Ok(Next::Stop(Stop::DebugExit(s)));
+                return Ok(io_action(action));
             }
         }
         advance(cpu, ptr_reg, step, mask);

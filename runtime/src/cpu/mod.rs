@@ -98,6 +98,8 @@ pub enum Stop {
     Unsupported { eip: u32, what: String },
     /// An exception while delivering a double fault.
     TripleFault { eip: u32 },
+    /// The guest reset the machine (port 0x92) with `--no-reboot`.
+    Reset,
     /// The run budget ran out.
     Budget,
     /// Stopped by the host (`ExitHandle::stop`).

@@ -7,6 +7,7 @@ pub mod debugcon;
 pub mod ferr;
 pub mod mmio;
 pub mod pic;
+pub mod port92;
 pub mod serial;
 
 /// A guest I/O port number.
@@ -19,6 +20,8 @@ pub enum IoAction {
     None,
     /// End the run with this process exit status.
     Exit(i32),
+    /// Reset the machine (its reset line was pulsed).
+    Reset,
 }
 
 /// The CPU's view of an interrupt controller (the INTR line and the
