@@ -499,6 +499,61 @@ static u32 scaled(u32 n, u32 scale)
     return v ? (u32)v : 1;
 }
 
+/* Every loop as the guest times it: n iterations, wrong values counted
+ * in *bad. */
+typedef u32 (*loop_fn)(u32 n, u32 *bad);
+
+static u32 g_random(u32 n, u32 *bad)
+{
+    (void)bad;
+    return loop_random((u32 *)RANDOM_BASE, n);
+}
+
+static u32 g_smc(u32 n, u32 *bad)
+{
+    return loop_smc((unsigned char *)SMC_PAGE, n, bad);
+}
+
+static u32 g_pf(u32 n, u32 *bad)
+{
+    return loop_pf(n, bad);
+}
+
+static u32 g_invlpg(u32 n, u32 *bad)
+{
+    return loop_invlpg(n, bad);
+}
+
+static u32 g_cr3(u32 n, u32 *bad)
+{
+    (void)bad;
+    return loop_cr3(n);
+}
+
+static u32 g_cr3switch(u32 n, u32 *bad)
+{
+    (void)bad;
+    return loop_cr3switch(n);
+}
+
+static u32 g_memsweep(u32 n, u32 *bad)
+{
+    (void)bad;
+    return loop_memsweep((const unsigned char *)SWEEP_BASE, n);
+}
+
+/* Warms `run` up, times n iterations, reports; returns the wrong values. */
+static u32 time_loop(const char *name, loop_fn run, u32 warmup, u32 n)
+{
+    u32 bad = 0;
+    run(warmup, &bad);
+    u64 t0 = rdtsc();
+    u32 r = run(n, &bad);
+    u64 t1 = rdtsc();
+    report(name, n, r, bad, t1 - t0);
+    return bad;
+}
+
 int mb_main(u32 magic, const u32 *info);
 
 int mb_main(u32 magic, const u32 *info)
@@ -524,71 +579,24 @@ int mb_main(u32 magic, const u32 *info)
     *(volatile u32 *)PF_VA = 0x5EED;
     smc_init((unsigned char *)SMC_PAGE);
 
-    u32 total_bad = 0, bad, n, r;
-    u64 t0, t1;
-
     /* Each loop runs a short untimed warm-up first (translation, caches). */
-    if (selected(cmdline, "random")) {
-        n = scaled(N_RANDOM, scale);
-        loop_random((u32 *)RANDOM_BASE, 1000);
-        t0 = rdtsc();
-        r = loop_random((u32 *)RANDOM_BASE, n);
-        t1 = rdtsc();
-        report("random", n, r, 0, t1 - t0);
-    }
-    if (selected(cmdline, "smc")) {
-        n = scaled(N_SMC, scale);
-        bad = 0;
-        loop_smc((unsigned char *)SMC_PAGE, 100, &bad);
-        t0 = rdtsc();
-        r = loop_smc((unsigned char *)SMC_PAGE, n, &bad);
-        t1 = rdtsc();
-        report("smc", n, r, bad, t1 - t0);
-        total_bad += bad;
-    }
-    if (paging && selected(cmdline, "pf")) {
-        n = scaled(N_PF, scale);
-        bad = 0;
-        loop_pf(100, &bad);
-        t0 = rdtsc();
-        r = loop_pf(n, &bad);
-        t1 = rdtsc();
-        report("pf", n, r, bad, t1 - t0);
-        total_bad += bad;
-    }
-    if (paging && selected(cmdline, "invlpg")) {
-        n = scaled(N_INVLPG, scale);
-        bad = 0;
-        loop_invlpg(100, &bad);
-        t0 = rdtsc();
-        r = loop_invlpg(n, &bad);
-        t1 = rdtsc();
-        report("invlpg", n, r, bad, t1 - t0);
-        total_bad += bad;
-    }
-    if (paging && selected(cmdline, "cr3")) {
-        n = scaled(N_CR3, scale);
-        loop_cr3(100);
-        t0 = rdtsc();
-        r = loop_cr3(n);
-        t1 = rdtsc();
-        report("cr3", n, r, 0, t1 - t0);
-    }
-    if (paging && selected(cmdline, "cr3switch")) {
-        n = scaled(N_CR3, scale) / 10;
-        loop_cr3switch(100);
-        t0 = rdtsc();
-        r = loop_cr3switch(n);
-        t1 = rdtsc();
-        report("cr3switch", n, r, 0, t1 - t0);
-    }
-    if (selected(cmdline, "memsweep")) {
-        n = sweeps * SWEEP_BYTES;
-        loop_memsweep((const unsigned char *)SWEEP_BASE, SWEEP_BYTES / SWEEP_STRIDE);
-        t0 = rdtsc();
-        r = loop_memsweep((const unsigned char *)SWEEP_BASE, n);
-        t1 = rdtsc();
-        report("memsweep", n, r, 0, t1 - t0);
+    const struct {
+        const char *name;
+        loop_fn run;
+        u32 needs_paging, warmup, n;
+    } loops[] = {
+        {"random", g_random, 0, 1000, scaled(N_RANDOM, scale)},
+        {"smc", g_smc, 0, 100, scaled(N_SMC, scale)},
+        {"pf", g_pf, 1, 100, scaled(N_PF, scale)},
+        {"invlpg", g_invlpg, 1, 100, scaled(N_INVLPG, scale)},
+        {"cr3", g_cr3, 1, 100, scaled(N_CR3, scale)},
+        {"cr3switch", g_cr3switch, 1, 100, scaled(N_CR3, scale) / 10},
+        {"memsweep", g_memsweep, 0, SWEEP_BYTES / SWEEP_STRIDE, sweeps * SWEEP_BYTES},
+    };
+    u32 total_bad = 0;
+    for (u32 i = 0; i < sizeof loops / sizeof loops[0]; i++) {
+        if ((paging || !loops[i].needs_paging) && selected(cmdline, loops[i].name))
+            total_bad += time_loop(loops[i].name, loops[i].run, loops[i].warmup, loops[i].n);
     }
     put_str("mmu_done paging=");
     put_u64(paging);
