@@ -621,9 +621,10 @@ pub mod limit {
     }
 }
 
-/// What a translation depends on besides the bytes: DESIGN.md section 4.
-/// Only the 32-bit flat protected mode exists so far; the other bits are
-/// reserved so the key's layout does not change when they arrive.
+/// What a translation depends on besides the bytes (DESIGN.md section 4):
+/// code and stack size, flat segments and limit classes, protected mode,
+/// paging (branches across pages are not chained), v8086, the CPL, the
+/// FPU bits of CR0/CR4, and one-instruction TUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModeKey(pub u32);
 
