@@ -291,7 +291,6 @@ enum BootImage {
 struct RamCode<'a> {
     mem: &'a GuestMemory,
     cs: CodeSegment,
-    paged: bool,
     /// The #PF of the first page that could not be fetched.
     fault: Option<MemFault>,
 }
@@ -301,7 +300,7 @@ impl CodeSource for RamCode<'_> {
         let in_limit = (self.cs.limit as u64 + 1).saturating_sub(eip as u64);
         let n = buf.len().min(in_limit as usize);
         let lin = self.cs.base.wrapping_add(eip);
-        if !self.paged {
+        if !self.mem.paged() {
             return self.mem.read_prefix(lin, &mut buf[..n]);
         }
         let mut done = 0;
@@ -327,7 +326,7 @@ impl CodeSource for RamCode<'_> {
 
     fn page_room(&self, eip: u32) -> Option<u32> {
         let lin = self.cs.base.wrapping_add(eip);
-        self.paged.then(|| 0x1000 - (lin & 0xFFF))
+        self.mem.paged().then(|| 0x1000 - (lin & 0xFFF))
     }
 }
 
@@ -646,7 +645,6 @@ impl Machine {
         let mut src = RamCode {
             mem: &self.sys.mem,
             cs,
-            paged: self.sys.mem.paged(),
             fault: None,
         };
         let got = self.translator.get(key, &mut src);
@@ -962,23 +960,14 @@ impl Machine {
     /// fault) or handles the write to translated code, and returns None
     /// to run the instruction again; or returns the guest exception.
     fn shadow_fault(&mut self, lin: u32, write: bool) -> Result<Option<Exception>, Stop> {
-        let mem = &mut self.sys.mem;
-        let filled = if mem.paged() {
-            let user = crate::cpu::cpl(&self.cpu) == 3;
-            match mem.fill_shadow(lin, write, user) {
-                Ok(f) => {
-                    self.sys.counters.hidden_faults += 1;
-                    f
-                }
-                Err(fault) => return Ok(Some(fault.into())),
-            }
-        } else if write && mem.is_code_page(lin) {
-            Filled::CodeWrite { phys: lin }
-        } else if write && mem.is_rom(lin) {
-            Filled::RomWrite { phys: lin }
-        } else {
-            Filled::NoMemory { phys: lin }
+        let user = crate::cpu::cpl(&self.cpu) == 3;
+        let filled = match self.sys.mem.fill_shadow(lin, write, user) {
+            Ok(f) => f,
+            Err(fault) => return Ok(Some(fault.into())),
         };
+        if self.sys.mem.paged() {
+            self.sys.counters.hidden_faults += 1;
+        }
         match filled {
             Filled::Mapped => Ok(None),
             Filled::CodeWrite { phys } => {
@@ -1002,8 +991,10 @@ impl Machine {
             // The runtime drops writes to ROM; translated code cannot yet
             // (its faulting instruction would have to be emulated).
             // The write is dropped: the instruction runs on a private copy.
-            Filled::RomWrite { .. } => self.device_access(),
-            Filled::NoMemory { phys } if self.sys.mmio.claims(phys) => self.device_access(),
+            Filled::RomWrite { .. } => self.device_access(lin, write),
+            Filled::NoMemory { phys } if self.sys.mmio.claims(phys) => {
+                self.device_access(lin, write)
+            }
             Filled::NoMemory { .. } => Ok(Some(MemFault::no_memory(lin, write).into())),
         }
     }
@@ -1014,7 +1005,6 @@ impl Machine {
         let n = RamCode {
             mem: &self.sys.mem,
             cs: self.code_segment(),
-            paged: self.sys.mem.paged(),
             fault: None,
         }
         .read_code(eip, &mut bytes);
@@ -1033,10 +1023,10 @@ impl Machine {
         (!insn.is_invalid()).then_some(insn)
     }
 
-    /// The instruction that faulted touched an MMIO device's page (or
-    /// wrote to ROM): prepares a device step (see [`DeviceStep`]) and
-    /// returns None to run it, or the guest exception.
-    fn device_access(&mut self) -> Result<Option<Exception>, Stop> {
+    /// The instruction that faulted at linear `lin` touched an MMIO
+    /// device's page (or wrote to ROM): prepares a device step (see
+    /// [`DeviceStep`]) and returns None to run it, or the guest exception.
+    fn device_access(&mut self, lin: u32, write: bool) -> Result<Option<Exception>, Stop> {
         use iced_x86::OpAccess;
         let eip = self.cpu.exc_insn;
         let Some(insn) = self.decode_at(eip) else {
@@ -1067,7 +1057,6 @@ impl Machine {
                 return Ok(None);
             }
         }
-        let cpu = &*self.cpu;
         let user = crate::cpu::cpl(cpu) == 3;
         let mut step = DeviceStep {
             user,
@@ -1141,9 +1130,10 @@ impl Machine {
             }
         }
         if step.pages.is_empty() {
-            // Nothing of it is a device's after all (the guest changed
-            // its page tables meanwhile): run it again as it is.
-            return Ok(None);
+            // iced does not list the access that faulted: running the
+            // instruction again would fault again forever. It is an access
+            // to no memory, as without a device.
+            return Ok(Some(MemFault::no_memory(lin, write).into()));
         }
         self.sys.counters.mmio_emulations += 1;
         self.device_step = Some(step);

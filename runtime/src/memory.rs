@@ -116,10 +116,8 @@ pub struct GuestMemory {
     /// The shadow spaces of paging.
     spaces: Spaces,
     /// How the runtime's accesses by linear address are translated: the
-    /// paging registers, whether paging is on in them (the accessors'
-    /// one-load fast path), and whether they are user accesses.
+    /// paging registers, and whether they are user accesses.
     paging: Cell<PagingRegs>,
-    paged: Cell<bool>,
     user: Cell<bool>,
     /// Page tables the runtime's walks read, to trace (see `shadow`).
     pending_tables: std::cell::RefCell<Vec<u32>>,
@@ -195,7 +193,6 @@ impl GuestMemory {
             rom_fd: None,
             spaces,
             paging: Cell::new(PagingRegs::default()),
-            paged: Cell::new(false),
             user: Cell::new(false),
             pending_tables: Default::default(),
             tlb_epoch: 0,
@@ -487,14 +484,13 @@ impl GuestMemory {
     /// access at CPL 3).
     pub fn set_context(&self, regs: PagingRegs, user: bool) {
         self.paging.set(regs);
-        self.paged.set(regs.enabled());
         self.user.set(user);
     }
 
     /// Whether paging is on for the runtime's accesses.
     #[inline]
     pub fn paged(&self) -> bool {
-        self.paged.get()
+        self.paging.get().enabled()
     }
 
     pub fn paging(&self) -> PagingRegs {
@@ -529,7 +525,7 @@ impl GuestMemory {
     /// The GS base generated code runs with: the identity shadow without
     /// paging, else the supervisor or the user space.
     pub fn space_base(&self, user: bool) -> u64 {
-        if !self.paged.get() {
+        if !self.paged() {
             self.shadow.space() as u64
         } else if user {
             self.spaces.base(View::User)
@@ -616,7 +612,7 @@ impl GuestMemory {
     /// accessed and dirty bits), or the #PF it raises.
     #[inline]
     pub fn translate(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
-        if !self.paged.get() {
+        if !self.paged() {
             return Ok(lin);
         }
         self.translate_paged(lin, kind)
@@ -654,7 +650,7 @@ impl GuestMemory {
         kind: AccessKind,
         mut op: impl FnMut(u32, usize, usize) -> Result<(), MemFault>,
     ) -> Result<(), MemFault> {
-        if !self.paged.get() {
+        if !self.paged() {
             return op(addr, 0, len);
         }
         // A fault on physical memory is reported at its linear address.
@@ -684,7 +680,7 @@ impl GuestMemory {
     /// Reads at a linear address (translated when paging is on).
     #[inline]
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
-        if !self.paged.get() {
+        if !self.paged() {
             // Inline and constant-size for the sized accessors.
             return self.read_phys(addr, buf);
         }
@@ -703,7 +699,7 @@ impl GuestMemory {
     /// of it may be.
     #[inline]
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
-        if !self.paged.get() {
+        if !self.paged() {
             return self.write_phys(addr, data);
         }
         self.write_paged(addr, data)
@@ -728,11 +724,19 @@ impl GuestMemory {
         })
     }
 
-    /// A hidden fault: generated code touched linear `lin` (a write if
-    /// `write`) with privilege `user`, and the page is not mapped in that
-    /// space (or mapped read-only). Walks the guest's page tables and maps
-    /// the page, or returns the guest's #PF.
+    /// Generated code touched linear `lin` (a write if `write`) with
+    /// privilege `user` where its shadow maps nothing, or maps read-only.
+    /// Under paging that is a hidden fault: walks the guest's page tables
+    /// and maps the page, or returns the guest's #PF. In the identity
+    /// shadow the address is physical and only says what is there.
     pub fn fill_shadow(&mut self, lin: u32, write: bool, user: bool) -> Result<Filled, MemFault> {
+        if !self.paged() {
+            return Ok(match () {
+                _ if write && self.is_code_page(lin) => Filled::CodeWrite { phys: lin },
+                _ if write && self.is_rom(lin) => Filled::RomWrite { phys: lin },
+                _ => Filled::NoMemory { phys: lin },
+            });
+        }
         let regs = self.paging.get();
         let kind = if write {
             AccessKind::Write
@@ -807,8 +811,8 @@ impl GuestMemory {
         self.spaces.untrace_tables();
         self.pending_tables.borrow_mut().clear();
         self.tlb_epoch += 1;
-        if self.paged.get() {
-            self.spaces.reserve(self.paging.get().cr3)?;
+        if self.paged() {
+            self.spaces.select(self.paging.get().cr3)?;
         }
         Ok(())
     }

@@ -243,7 +243,7 @@ impl Spaces {
     /// Makes the set of address space `cr3` current: a kept one, a new
     /// one (reserved now; the machines that never use paging do not pay
     /// for any), or the least recently used one, emptied for it.
-    fn select(&mut self, cr3: u32) -> Result<(), MemoryError> {
+    pub fn select(&mut self, cr3: u32) -> Result<(), MemoryError> {
         self.clock += 1;
         let i = match self.sets.iter().position(|s| s.cr3 == cr3) {
             Some(i) => i,
@@ -267,12 +267,6 @@ impl Spaces {
             self.drop_set(i, true);
         }
         Ok(())
-    }
-
-    /// Paging was turned on (or its format changed, everything dropped):
-    /// address space `cr3` is current.
-    pub fn reserve(&mut self, cr3: u32) -> Result<(), MemoryError> {
-        self.select(cr3)
     }
 
     fn set(&self) -> &SpaceSet {
