@@ -643,7 +643,7 @@ impl GuestMemory {
 
     /// Runs `op(phys, start, len)` for the pieces of `len` bytes at linear
     /// `addr` (one per page), all translated before the first runs.
-    fn linear(
+    pub(crate) fn linear(
         &self,
         addr: u32,
         len: usize,

@@ -10,10 +10,9 @@
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use translator::abi::CpuState;
 
+use super::System;
 use super::emulate::{Next, Result};
 use super::operand::{checked_address, get_reg, set_reg};
-use super::{Exception, System};
-use crate::memory::PAGE_SIZE;
 use crate::paging::AccessKind;
 
 /// Value of general register `r` (any width).
@@ -41,30 +40,17 @@ pub(super) fn access(sys: &mut System, lin: u32, buf: &mut [u8], write: bool) ->
     } else {
         AccessKind::Read
     };
-    let mut pieces = [(0u32, 0usize, 0usize); 2];
-    let mut n = 0;
-    let mut done = 0;
-    while done < buf.len() {
-        let at = lin.wrapping_add(done as u32);
-        let len = (PAGE_SIZE - (at as usize & (PAGE_SIZE - 1))).min(buf.len() - done);
-        let phys = sys.mem.translate(at, kind)?;
-        if n == pieces.len() {
-            // Wider than two pages: not a mov.
-            return Err(Exception::with_error(translator::abi::vector::GP, 0).into());
+    let (mem, mmio) = (&sys.mem, &mut sys.mmio);
+    mem.linear(lin, buf.len(), kind, |phys, start, n| {
+        let part = &mut buf[start..start + n];
+        match (mmio.claims(phys), write) {
+            (true, false) => mmio.read(phys, part),
+            (true, true) => mmio.write(phys, part),
+            (false, false) => mem.read_phys(phys, part)?,
+            (false, true) => mem.write_phys(phys, part)?,
         }
-        pieces[n] = (phys, done, len);
-        n += 1;
-        done += len;
-    }
-    for &(phys, start, len) in &pieces[..n] {
-        let part = &mut buf[start..start + len];
-        match (sys.mmio.claims(phys), write) {
-            (true, false) => sys.mmio.read(phys, part),
-            (true, true) => sys.mmio.write(phys, part),
-            (false, false) => sys.mem.read_phys(phys, part)?,
-            (false, true) => sys.mem.write_phys(phys, part)?,
-        }
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
