@@ -1026,6 +1026,7 @@ fn io_action(a: IoAction) -> Next {
         IoAction::None => Next::Continue,
         IoAction::Exit(status) => Next::Stop(Stop::DebugExit(status)),
         IoAction::Reset => Next::Stop(Stop::Reset),
+        IoAction::A20(_) => Next::Continue,
     }
 }
 

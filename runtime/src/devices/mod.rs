@@ -2,12 +2,20 @@
 //! [`PortDevice`]: it never sees the CPU, and anything it wants from the
 //! machine (end the run, reset) it says through the [`IoAction`] it returns.
 
+pub mod apic;
+pub mod clock;
 pub mod debug_exit;
 pub mod debugcon;
 pub mod ferr;
+pub mod fw_cfg;
+pub mod i8042;
+pub mod ioapic;
 pub mod mmio;
+pub mod pci;
 pub mod pic;
+pub mod pit;
 pub mod port92;
+pub mod rtc;
 pub mod serial;
 
 /// A guest I/O port number.
@@ -22,6 +30,8 @@ pub enum IoAction {
     Exit(i32),
     /// Reset the machine (its reset line was pulsed).
     Reset,
+    /// Drive the A20 gate: address bit 20 passes (true) or reads as 0.
+    A20(bool),
 }
 
 /// The CPU's view of an interrupt controller (the INTR line and the
@@ -59,6 +69,22 @@ pub trait PortDevice {
     /// the device was registered for.
     fn read(&mut self, port: Port, size: u8) -> u32;
     fn write(&mut self, port: Port, size: u8, value: u32) -> IoAction;
+}
+
+/// A device shared with another owner (a device thread, a second port
+/// range): each access locks it.
+impl<D: PortDevice + Send> PortDevice for std::sync::Arc<std::sync::Mutex<D>> {
+    fn read(&mut self, port: Port, size: u8) -> u32 {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(port, size)
+    }
+
+    fn write(&mut self, port: Port, size: u8, value: u32) -> IoAction {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(port, size, value)
+    }
 }
 
 struct Mapping {
