@@ -35,9 +35,14 @@ struct RunArgs {
     #[arg(short = 'm', long = "memory", default_value = "128M", value_parser = parse_size)]
     memory: usize,
 
-    /// A multiboot (v1) kernel (ELF, or with the a.out kludge).
+    /// A kernel: a Linux bzImage (boot protocol 2.02 or later), or a
+    /// multiboot (v1) kernel (ELF, or with the a.out kludge).
     #[arg(long, conflicts_with = "flat")]
     kernel: Option<PathBuf>,
+
+    /// An initial ramdisk for a Linux kernel.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
 
     /// A firmware ROM image (a multiple of 64 KiB, at most 16 MiB), mapped
     /// at the top of the 4 GiB space and below 1 MiB; the CPU starts at
@@ -45,7 +50,7 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "flat"])]
     bios: Option<PathBuf>,
 
-    /// The kernel command line (multiboot).
+    /// The kernel command line.
     #[arg(long, default_value = "", requires = "kernel")]
     append: String,
 
@@ -191,8 +196,14 @@ fn run(args: RunArgs) -> Result<i32, String> {
             .map_err(|e| format!("{}: {e}", b.display()))?;
     } else if let Some(k) = &args.kernel {
         let image = std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?;
+        let initrd = match &args.initrd {
+            Some(p) => {
+                Some(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?)
+            }
+            None => None,
+        };
         machine
-            .load_multiboot(&image, &args.append)
+            .load_kernel(&image, &args.append, initrd.as_deref())
             .map_err(|e| format!("{}: {e}", k.display()))?;
     } else if let Some(f) = &args.flat {
         let image = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;

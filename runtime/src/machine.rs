@@ -282,6 +282,11 @@ enum BootImage {
         load: u32,
         entry: Option<u32>,
     },
+    Linux {
+        image: Vec<u8>,
+        cmdline: String,
+        initrd: Option<Vec<u8>>,
+    },
     /// A firmware ROM: it stays mapped, the CPU starts at the reset vector.
     Firmware,
 }
@@ -422,6 +427,7 @@ impl Machine {
             eax: 0,
             ebx: 0,
             esp: 0,
+            esi: 0,
         });
         Ok(m)
     }
@@ -438,6 +444,7 @@ impl Machine {
         cpu.regs[0] = boot.eax;
         cpu.regs[3] = boot.ebx;
         cpu.regs[4] = boot.esp;
+        cpu.regs[6] = boot.esi;
         cpu.eip = boot.eip;
         cpu.set_eflags(flags::FIXED1);
         for (i, sel) in [0x18, 0x10, 0x18, 0x18, 0x18, 0x18].into_iter().enumerate() {
@@ -506,6 +513,61 @@ impl Machine {
         Ok(())
     }
 
+    /// Loads a kernel given with `--kernel`: a bzImage by the Linux boot
+    /// protocol, anything else as multiboot. `initrd` is for Linux only.
+    pub fn load_kernel(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+        initrd: Option<&[u8]>,
+    ) -> Result<(), MachineError> {
+        if loader::bzimage::is_bzimage(image) {
+            return self.load_linux(image, cmdline, initrd);
+        }
+        if initrd.is_some() {
+            return Err(MachineError::Load(loader::LoadError::Unsupported(
+                "an initrd needs a Linux bzImage kernel (multiboot modules are not supported)"
+                    .into(),
+            )));
+        }
+        self.load_multiboot(image, cmdline)
+    }
+
+    /// The machine's memory map as e820 reports it: conventional memory,
+    /// the EBDA and BIOS areas reserved, the rest of RAM.
+    pub fn e820(&self) -> Vec<(u64, u64, loader::bzimage::E820)> {
+        use loader::bzimage::E820;
+        let ram = self.sys.mem.size() as u64;
+        vec![
+            (0, 0x9_FC00, E820::Ram),
+            (0x9_FC00, 0x400, E820::Reserved),
+            (0xF_0000, 0x1_0000, E820::Reserved),
+            (0x10_0000, ram - 0x10_0000, E820::Ram),
+        ]
+    }
+
+    /// Loads a Linux bzImage and enters its 32-bit entry point.
+    pub fn load_linux(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+        initrd: Option<&[u8]>,
+    ) -> Result<(), MachineError> {
+        let e820 = self.e820();
+        let boot = loader::bzimage::load(&self.sys.mem, image, cmdline, initrd, &e820)?;
+        self.reset_flat(boot);
+        self.sys.gdtr = crate::cpu::TableReg {
+            base: loader::bzimage::GDT,
+            limit: 31,
+        };
+        self.boot = Some(BootImage::Linux {
+            image: image.to_vec(),
+            cmdline: cmdline.to_string(),
+            initrd: initrd.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
     pub fn load_flat(
         &mut self,
         image: &[u8],
@@ -555,6 +617,11 @@ impl Machine {
                 self.load_multiboot(&image.clone(), &cmdline.clone())
             }
             BootImage::Flat { image, load, entry } => self.load_flat(&image.clone(), *load, *entry),
+            BootImage::Linux {
+                image,
+                cmdline,
+                initrd,
+            } => self.load_linux(&image.clone(), &cmdline.clone(), initrd.clone().as_deref()),
             BootImage::Firmware => {
                 if let Some(p) = &self.pic {
                     p.reset(false);
@@ -992,9 +1059,10 @@ impl Machine {
             // (its faulting instruction would have to be emulated).
             // The write is dropped: the instruction runs on a private copy.
             Filled::RomWrite { .. } => self.device_access(lin, write),
-            Filled::NoMemory { phys } if self.sys.mmio.claims(phys) => {
-                self.device_access(lin, write)
-            }
+            // Not RAM: a device's page, or the open bus, which reads all
+            // ones (a kernel running before paging reads its stack
+            // canary at an address that is its virtual one).
+            Filled::NoMemory { phys } if phys != u32::MAX => self.device_access(lin, write),
             Filled::NoMemory { .. } => Ok(Some(MemFault::no_memory(lin, write).into())),
         }
     }
@@ -1099,7 +1167,7 @@ impl Machine {
                         return Ok(Some(f.into()));
                     }
                 };
-                let device = self.sys.mmio.claims(phys);
+                let device = !self.sys.mem.is_memory(phys);
                 let rom_write = writes && self.sys.mem.is_rom(phys);
                 if !device && !rom_write {
                     continue;

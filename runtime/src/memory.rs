@@ -439,6 +439,12 @@ impl GuestMemory {
         self.rom_index(addr).is_some()
     }
 
+    /// Whether guest physical `addr` is RAM or ROM. Elsewhere the MMIO
+    /// bus answers: a device, or the open bus (all ones, writes lost).
+    pub fn is_memory(&self, addr: u32) -> bool {
+        self.contains(addr, 1) || self.is_rom(addr)
+    }
+
     /// Whether `len` bytes at `addr` are RAM that no ROM hides: the case
     /// the flat view serves directly.
     #[inline]

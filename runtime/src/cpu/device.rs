@@ -32,7 +32,7 @@ pub fn is_data_mov(insn: &Instruction) -> bool {
 }
 
 /// Reads or writes `buf.len()` bytes at linear `lin`, page by page, from
-/// devices where their pages are MMIO and from memory elsewhere. Nothing
+/// memory where it is RAM or ROM and from the MMIO bus elsewhere. Nothing
 /// is accessed unless every page translates.
 pub(super) fn access(sys: &mut System, lin: u32, buf: &mut [u8], write: bool) -> Result<()> {
     let kind = if write {
@@ -43,7 +43,7 @@ pub(super) fn access(sys: &mut System, lin: u32, buf: &mut [u8], write: bool) ->
     let (mem, mmio) = (&sys.mem, &mut sys.mmio);
     mem.linear(lin, buf.len(), kind, |phys, start, n| {
         let part = &mut buf[start..start + n];
-        match (mmio.claims(phys), write) {
+        match (!mem.is_memory(phys), write) {
             (true, false) => mmio.read(phys, part),
             (true, true) => mmio.write(phys, part),
             (false, false) => mem.read_phys(phys, part)?,

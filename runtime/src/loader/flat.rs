@@ -19,5 +19,6 @@ pub fn load(
         eax: 0,
         ebx: 0,
         esp: super::multiboot::INITIAL_ESP,
+        esi: 0,
     })
 }

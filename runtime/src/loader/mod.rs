@@ -1,5 +1,6 @@
 //! Boot loaders: put a guest image into RAM and say how the CPU starts.
 
+pub mod bzimage;
 pub mod elf;
 pub mod flat;
 pub mod multiboot;
@@ -14,6 +15,7 @@ pub struct BootState {
     pub eax: u32,
     pub ebx: u32,
     pub esp: u32,
+    pub esi: u32,
 }
 
 #[derive(Debug)]

@@ -112,6 +112,7 @@ pub fn load(mem: &GuestMemory, image: &[u8], cmdline: &str) -> Result<BootState,
         eax: BOOT_MAGIC,
         ebx: info,
         esp: INITIAL_ESP,
+        esi: 0,
     })
 }
 
