@@ -1,10 +1,12 @@
 //! The `bt86` command line: options -> Machine -> run -> report.
 
 mod demo;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bt86_runtime::devices::rtc::StartTime;
 use bt86_runtime::machine::status;
 use bt86_runtime::{Machine, MachineConfig, OutputSink};
 use clap::{Args, Parser, Subcommand};
@@ -70,9 +72,16 @@ struct RunArgs {
     #[arg(long, default_value = "stdio", value_parser = parse_output)]
     debugcon: OutputDest,
 
-    /// Where COM1 (a 16550A at 0x3f8) writes: stdio, file:PATH or none.
-    #[arg(long, default_value = "stdio", value_parser = parse_output)]
-    serial: OutputDest,
+    /// Where a serial port writes: stdio, file:PATH or none. Given up to
+    /// four times, for COM1 to COM4 (default: COM1 on stdio, which also
+    /// takes the terminal's keys; Ctrl-A X quits).
+    #[arg(long, value_parser = parse_output)]
+    serial: Vec<OutputDest>,
+
+    /// The RTC's start: base=utc (the host's time, the default) or
+    /// base=YYYY-MM-DD[THH:MM:SS] (UTC), as QEMU's -rtc.
+    #[arg(long, value_parser = parse_rtc)]
+    rtc: Option<StartTime>,
 
     /// I/O port of the debug console (QEMU's isa-debugcon iobase), e.g. 0x80 for POST codes.
     #[arg(long, default_value = "0xe9", value_parser = parse_u16)]
@@ -107,6 +116,59 @@ fn parse_output(s: &str) -> Result<OutputDest, String> {
             _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
         },
     }
+}
+
+fn parse_rtc(s: &str) -> Result<StartTime, String> {
+    let bad = || format!("'{s}' is not base=utc or base=YYYY-MM-DD[THH:MM:SS]");
+    let base = s.strip_prefix("base=").ok_or_else(bad)?;
+    if base == "utc" {
+        return Ok(StartTime::Host);
+    }
+    let (date, time) = base.split_once('T').unwrap_or((base, "00:00:00"));
+    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let (y, m, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
+    let (hh, mm, ss) = (num(t[0])?, num(t[1])?, num(t[2])?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 59 {
+        return Err(bad());
+    }
+    Ok(StartTime::Fixed(
+        days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss,
+    ))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// QEMU spells long options with one dash (`-kernel`, `-serial stdio`):
+/// accept them for the options bt86 shares with QEMU.
+fn qemu_spelling(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const SHARED: [&str; 8] = [
+        "-kernel",
+        "-initrd",
+        "-append",
+        "-serial",
+        "-bios",
+        "-no-reboot",
+        "-rtc",
+        "-debugcon",
+    ];
+    args.map(|a| match a.to_str() {
+        Some(s) if SHARED.contains(&s) => format!("-{s}").into(),
+        _ => a,
+    })
+    .collect()
 }
 
 fn parse_number(s: &str) -> Result<u64, String> {
@@ -151,7 +213,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(qemu_spelling(std::env::args_os()));
     let args = match cli.command {
         Some(Command::Run(a)) => a,
         None => cli.run,
@@ -161,6 +223,32 @@ fn main() -> ExitCode {
         Err(msg) => {
             eprintln!("bt86: {msg}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StdinKind {
+    Terminal,
+    /// A pipe or a regular file.
+    Stream,
+    /// Closed, /dev/null or another device: nothing to read.
+    None,
+}
+
+fn stdin_kind() -> StdinKind {
+    // SAFETY: isatty and fstat on fd 0 with a valid stat buffer to fill.
+    unsafe {
+        if libc::isatty(0) == 1 {
+            return StdinKind::Terminal;
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(0, &mut st) != 0 {
+            return StdinKind::None;
+        }
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFIFO | libc::S_IFREG | libc::S_IFSOCK => StdinKind::Stream,
+            _ => StdinKind::None,
         }
     }
 }
@@ -178,11 +266,28 @@ fn run(args: RunArgs) -> Result<i32, String> {
         })
     };
     let debugcon = sink(&args.debugcon)?;
-    let serial = sink(&args.serial)?;
+    if args.serial.len() > 4 {
+        return Err("--serial given more than four times (COM1 to COM4)".into());
+    }
+    let com1 = args.serial.first().unwrap_or(&OutputDest::Stdio);
+    let serial = sink(com1)?;
+    let extra_serial = args.serial[1.min(args.serial.len())..]
+        .iter()
+        .map(sink)
+        .collect::<Result<_, _>>()?;
+    // COM1 on stdio reads stdin too: a terminal (raw, with Ctrl-A X to
+    // quit), or a pipe or file.
+    let input = match com1 {
+        OutputDest::Stdio => stdin_kind(),
+        _ => StdinKind::None,
+    };
     let config = MachineConfig {
         ram_size: args.memory,
         debugcon,
         serial,
+        extra_serial,
+        serial_input: input != StdinKind::None,
+        rtc_start: args.rtc.unwrap_or(StartTime::Host),
         debugcon_port: args.debugcon_port,
         no_reboot: args.no_reboot,
         stats: args.stats || args.stats_json.is_some(),
@@ -217,7 +322,16 @@ fn run(args: RunArgs) -> Result<i32, String> {
             .load_flat(&image, demo::LOAD, None)
             .map_err(|e| e.to_string())?;
     }
+    let _raw = (input == StdinKind::Terminal)
+        .then(terminal::RawMode::enter)
+        .flatten();
+    if let Some(serial) = machine.serial_input()
+        && input != StdinKind::None
+    {
+        terminal::forward_stdin(serial, machine.exit_handle(), input == StdinKind::Terminal);
+    }
     let outcome = machine.run();
+    drop(_raw);
     if let Some(m) = outcome.message() {
         eprintln!("bt86: {m}");
     }

@@ -14,6 +14,7 @@ pub mod loader;
 pub mod machine;
 pub mod memory;
 pub mod paging;
+pub mod pc;
 pub mod report;
 pub mod shadow;
 pub mod signals;

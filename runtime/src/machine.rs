@@ -9,12 +9,13 @@ use translator::abi::{
 use translator::{CodeSegment, CodeSource, Instrument, TranslateError, Translator, TuKey};
 
 use crate::cpu::{Exception, Stop, System, emulate_helper};
-use crate::devices::ferr::{self, Ferr};
-use crate::devices::pic::{self, PicHandle};
-use crate::devices::{Port, PortBus, debug_exit, debugcon, port92, serial};
+use crate::devices::clock::Clock;
+use crate::devices::rtc::StartTime;
+use crate::devices::{PortBus, debugcon};
 use crate::loader::{self, BootState, LoadError};
 use crate::memory::{Filled, GuestMemory, MemFault, MemoryError, PAGE_SIZE};
 use crate::paging::AccessKind;
+use crate::pc::{PcConfig, Platform};
 use crate::signals;
 
 /// Where a character device's output goes.
@@ -28,12 +29,19 @@ pub struct MachineConfig {
     pub ram_size: usize,
     pub debugcon: OutputSink,
     pub debugcon_port: u16,
-    /// COM1, a 16550A at 0x3F8 (output only from the host's side so far).
+    /// COM1, a 16550A at 0x3F8.
     pub serial: OutputSink,
+    /// COM2, COM3, COM4 in order (missing ones write nowhere).
+    pub extra_serial: Vec<OutputSink>,
+    /// Host input goes to COM1 ([`Machine::serial_input`]), so its
+    /// interrupt may come while the guest waits in hlt.
+    pub serial_input: bool,
+    /// The RTC's time at power-on.
+    pub rtc_start: StartTime,
     /// A triple fault ends the run instead of resetting the machine.
     pub no_reboot: bool,
-    /// Attach the debug console, isa-debug-exit and COM1; without them
-    /// every port is unclaimed (conformance tests expect that).
+    /// Attach the PC's devices (`pc::Platform`); without them every port
+    /// is unclaimed (conformance tests expect that).
     pub devices: bool,
     /// Count TUs executed and jump-cache hits (costs a little at run time).
     pub stats: bool,
@@ -53,6 +61,9 @@ impl Default for MachineConfig {
             debugcon: OutputSink::Stdout,
             debugcon_port: debugcon::DEFAULT_PORT,
             serial: OutputSink::Stdout,
+            extra_serial: Vec::new(),
+            serial_input: false,
+            rtc_start: StartTime::Host,
             devices: true,
             no_reboot: false,
             stats: false,
@@ -233,9 +244,8 @@ pub struct Machine {
     last_mode: ModeKey,
     last_cs: CodeSegment,
     wake: std::sync::Arc<Wake>,
-    /// The 8259A pair and the x87 error line to it (with the PC devices).
-    pic: Option<PicHandle>,
-    ferr: Option<Ferr>,
+    /// The PC's devices (unless the machine has none).
+    platform: Option<Platform>,
     /// What was loaded, to load again when the machine resets.
     boot: Option<BootImage>,
     no_reboot: bool,
@@ -340,13 +350,6 @@ impl Machine {
         let mut mem = GuestMemory::new(config.ram_size).map_err(MachineError::Memory)?;
         mem.set_mapping_budget(config.shadow_pages);
         let mut bus = PortBus::new();
-        let writer = |sink: OutputSink| -> Option<Box<dyn Write + Send>> {
-            match sink {
-                OutputSink::Stdout => Some(Box::new(std::io::stdout())),
-                OutputSink::Writer(w) => Some(w),
-                OutputSink::None => None,
-            }
-        };
         let instrument = Instrument {
             stats: config.stats,
             budget: config.tu_budget.is_some(),
@@ -354,44 +357,27 @@ impl Machine {
         let mut translator =
             Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
         let wake: std::sync::Arc<Wake> = Default::default();
-        let mut pic = None;
-        let mut ferr_line = None;
-        if config.devices {
-            // The PIC kicks the CPU out of generated code (or hlt) when
-            // its INTR output goes up.
+        let clock = Clock::host();
+        let platform = config.devices.then(|| {
+            // Interrupt requests kick the CPU out of generated code (or
+            // hlt).
             let exit = ExitHandle {
                 poll: translator.poll().clone(),
                 wake: wake.clone(),
             };
-            let handle = PicHandle::new(std::sync::Arc::new(move || exit.interrupt()));
-            for base in [pic::MASTER, pic::SLAVE, pic::ELCR] {
-                bus.register(Port(base), 2, Box::new(handle.clone()));
-            }
-            let serial_out = writer(config.serial).unwrap_or_else(|| Box::new(std::io::sink()));
-            let uart = serial::Serial::new(serial_out, Box::new(handle.line(serial::COM1_IRQ)));
-            bus.register(Port(serial::COM1), serial::PORT_COUNT, Box::new(uart));
-            let f = Ferr::new(Box::new(handle.line(ferr::IRQ)));
-            bus.register(Port(ferr::PORT), 1, Box::new(f.clone()));
-            ferr_line = Some(f);
-            pic = Some(handle);
-            bus.register(
-                Port(port92::PORT),
-                1,
-                Box::new(port92::SystemControlA::default()),
-            );
-            bus.register(
-                Port(debug_exit::DEFAULT_PORT),
-                debug_exit::PORT_COUNT,
-                Box::new(debug_exit::DebugExit),
-            );
-            if let Some(out) = writer(config.debugcon) {
-                bus.register(
-                    Port(config.debugcon_port),
-                    1,
-                    Box::new(debugcon::DebugCon::new(out)),
-                );
-            }
-        }
+            let mut serial = vec![config.serial];
+            serial.extend(config.extra_serial);
+            let pc = PcConfig {
+                ram_size: config.ram_size,
+                serial,
+                serial_input: config.serial_input,
+                debugcon: config.debugcon,
+                debugcon_port: config.debugcon_port,
+                rtc_start: config.rtc_start,
+            };
+            let kick = std::sync::Arc::new(move || exit.interrupt());
+            Platform::build(pc, clock.clone(), &mut bus, kick)
+        });
         let mut cpu = Box::new(CpuState::new());
         translator.attach(&mut cpu);
         cpu.set_gs_base(mem.shadow_base());
@@ -399,9 +385,9 @@ impl Machine {
         cpu.helpers[Helper::CheckCode as usize] =
             crate::cpu::check_code_helper as *const () as usize as u64;
         cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
-        let mut sys = Box::new(System::new(mem, bus));
-        if let Some(p) = &pic {
-            sys.irq = Some(Box::new(p.clone()));
+        let mut sys = Box::new(System::new(mem, bus, clock));
+        if let Some(p) = &platform {
+            sys.irq = Some(Box::new(p.pic.clone()));
         }
         let mut m = Machine {
             cpu,
@@ -411,8 +397,7 @@ impl Machine {
             last_mode: ModeKey::FLAT32_CPL0,
             last_cs: CodeSegment::FLAT,
             wake,
-            pic,
-            ferr: ferr_line,
+            platform,
             boot: None,
             no_reboot: config.no_reboot,
             smc_step: false,
@@ -436,7 +421,7 @@ impl Machine {
     /// off, as multiboot requires (selectors as QEMU's loader sets them),
     /// and the PIC as a PC BIOS leaves it (a guest loaded without one).
     fn reset_flat(&mut self, boot: BootState) {
-        if let Some(p) = &self.pic {
+        if let Some(p) = self.platform.as_ref().map(|p| &p.pic) {
             p.reset(true);
         }
         let cpu = &mut self.cpu;
@@ -623,7 +608,7 @@ impl Machine {
                 initrd,
             } => self.load_linux(&image.clone(), &cmdline.clone(), initrd.clone().as_deref()),
             BootImage::Firmware => {
-                if let Some(p) = &self.pic {
+                if let Some(p) = self.platform.as_ref().map(|p| &p.pic) {
                     p.reset(false);
                 }
                 self.reset_vector();
@@ -635,6 +620,12 @@ impl Machine {
         self.sys.counters.exit(crate::cpu::ExitKind::Reset);
         log::info!(target: "bt86::machine", "machine reset");
         loaded.is_ok()
+    }
+
+    /// Host input for COM1 (with the PC devices).
+    pub fn serial_input(&self) -> Option<crate::pc::SerialInput> {
+        let p = self.platform.as_ref()?;
+        Some(crate::pc::SerialInput::new(p.serial[0].clone()))
     }
 
     pub fn cpu(&self) -> &CpuState {
@@ -946,7 +937,7 @@ impl Machine {
                     if exc.vector == vector::MF
                         && kind == exc_kind::HARDWARE
                         && self.cpu.cr0 & crate::cpu::cr::CR0_NE == 0
-                        && let Some(f) = &self.ferr
+                        && let Some(f) = self.platform.as_ref().map(|p| &p.ferr)
                     {
                         // CR0.NE clear: the x87 exception is reported on
                         // FERR# (IRQ 13), and the instruction waits for it

@@ -18,7 +18,19 @@ mod edx1 {
     pub const SSE2: u32 = 1 << 26;
 }
 
-const MAX_BASIC_LEAF: u32 = 1;
+/// Leaf 1 ECX: running under a hypervisor (as QEMU reports it): Linux
+/// then says its PMU is not available rather than broken.
+const ECX1_HYPERVISOR: u32 = 1 << 31;
+
+/// Leaves up to 0x16, for the TSC and crystal frequencies of 0x15/0x16;
+/// the leaves between report nothing (no caches described, no
+/// structured features).
+const MAX_BASIC_LEAF: u32 = 0x16;
+/// The TSC's rate, in virtual time.
+pub const TSC_HZ: u64 = 2_000_000_000;
+/// The core crystal clock (leaf 0x15 ECX), which is also the local APIC
+/// timer's input: Linux takes the one for the other.
+pub const CRYSTAL_HZ: u64 = 100_000_000;
 const MAX_EXTENDED_LEAF: u32 = 0x8000_0001;
 /// Leaf 0x8000_0001 EDX: the execute-disable bit (IA32_EFER.NXE).
 const EDX_EXT_NX: u32 = 1 << 20;
@@ -36,10 +48,16 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
             let w = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
             (MAX_BASIC_LEAF, w(0), w(8), w(4))
         }
-        _ => (
+        0x15 => (1, (TSC_HZ / CRYSTAL_HZ) as u32, CRYSTAL_HZ as u32, 0),
+        0x16 => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            (mhz, mhz, (CRYSTAL_HZ / 1_000_000) as u32, 0)
+        }
+        2..=0x14 => (0, 0, 0, 0),
+        1 => (
             SIGNATURE,
             0,
-            0,
+            ECX1_HYPERVISOR,
             edx1::FPU
                 | edx1::PSE
                 | edx1::TSC
@@ -54,6 +72,7 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
                 | edx1::SSE
                 | edx1::SSE2,
         ),
+        _ => cpuid(MAX_BASIC_LEAF),
     }
 }
 
@@ -73,9 +92,19 @@ mod tests {
     }
 
     #[test]
+    fn tsc_frequency_leaves_agree_and_out_of_range_leaves_repeat_the_last() {
+        let (den, num, crystal, _) = cpuid(0x15);
+        assert_eq!(crystal as u64 * num as u64 / den as u64, TSC_HZ);
+        assert_eq!(cpuid(0x16).0 as u64, TSC_HZ / 1_000_000);
+        assert_eq!(cpuid(0x17), cpuid(MAX_BASIC_LEAF));
+        assert_eq!(cpuid(0x4000_0000), cpuid(MAX_BASIC_LEAF));
+        assert_eq!(cpuid(4), (0, 0, 0, 0), "no cache leaves");
+    }
+
+    #[test]
     fn leaf_one_reports_only_implemented_features() {
         let (_, _, ecx, edx) = cpuid(1);
-        assert_eq!(ecx, 0);
+        assert_eq!(ecx, ECX1_HYPERVISOR);
         assert_ne!(edx & edx1::FPU, 0);
         assert_ne!(edx & edx1::SSE2, 0);
         assert_eq!(edx & (1 << 9), 0, "no APIC");

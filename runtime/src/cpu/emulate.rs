@@ -917,6 +917,7 @@ fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
 }
 
 const MSR_TSC: u32 = 0x10;
+const MSR_BIOS_SIGN_ID: u32 = 0x8B;
 const MSR_SYSENTER_CS: u32 = 0x174;
 const MSR_SYSENTER_ESP: u32 = 0x175;
 const MSR_SYSENTER_EIP: u32 = 0x176;
@@ -926,6 +927,7 @@ const EFER_NXE_BIT: u32 = 11;
 fn read_msr(sys: &System, msr: u32) -> Result<u64> {
     Ok(match msr {
         MSR_TSC => sys.guest_tsc(),
+        MSR_BIOS_SIGN_ID => 0,
         MSR_SYSENTER_CS => sys.sysenter_cs as u64,
         MSR_SYSENTER_ESP => sys.sysenter_esp as u64,
         MSR_SYSENTER_EIP => sys.sysenter_eip as u64,
@@ -941,7 +943,10 @@ fn write_msr(cpu: &CpuState, sys: &mut System, msr: u32, v: u64) -> Result<()> {
             sys.nxe = v != 0;
             super::sync_paging(cpu, sys, TlbFlush::None);
         }
-        MSR_TSC => sys.tsc_offset = super::host_tsc().wrapping_sub(v),
+        MSR_TSC => sys.set_guest_tsc(v),
+        // The microcode update signature: a write clears it, there is no
+        // microcode (revision 0).
+        MSR_BIOS_SIGN_ID => {}
         MSR_SYSENTER_CS => sys.sysenter_cs = v as u32,
         MSR_SYSENTER_ESP => sys.sysenter_esp = v as u32,
         MSR_SYSENTER_EIP => sys.sysenter_eip = v as u32,

@@ -248,7 +248,11 @@ pub struct System {
     pub ldt_base: u32,
     pub ldt_limit: u32,
     pub dr: [u32; 8],
-    /// The guest TSC is the host TSC minus this.
+    /// Virtual time, which the TSC counts at `cpuid::TSC_HZ` (the timer
+    /// devices read the same clock).
+    pub clock: crate::devices::clock::Clock,
+    /// The guest TSC is the clock's count minus this (a WRMSR to the TSC
+    /// sets it).
     pub tsc_offset: u64,
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
@@ -258,7 +262,7 @@ pub struct System {
 }
 
 impl System {
-    pub fn new(mem: GuestMemory, bus: PortBus) -> Self {
+    pub fn new(mem: GuestMemory, bus: PortBus, clock: crate::devices::clock::Clock) -> Self {
         System {
             mem,
             bus,
@@ -277,7 +281,8 @@ impl System {
             ldt_base: 0,
             ldt_limit: 0,
             dr: [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400],
-            tsc_offset: host_tsc(),
+            clock,
+            tsc_offset: 0,
             sysenter_cs: 0,
             sysenter_esp: 0,
             sysenter_eip: 0,
@@ -285,14 +290,22 @@ impl System {
         }
     }
 
+    /// The TSC as the guest reads it: the virtual clock at a fixed rate,
+    /// which CPUID leaves 0x15/0x16 report, so the guest needs no
+    /// calibration (one against the PIT would be at the mercy of host
+    /// scheduling) and its TSC agrees with every timer device.
     pub fn guest_tsc(&self) -> u64 {
-        host_tsc().wrapping_sub(self.tsc_offset)
+        self.clock_tsc().wrapping_sub(self.tsc_offset)
     }
-}
 
-pub fn host_tsc() -> u64 {
-    // SAFETY: rdtsc has no preconditions on x86-64.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    fn clock_tsc(&self) -> u64 {
+        crate::devices::clock::ticks(self.clock.now(), cpuid::TSC_HZ)
+    }
+
+    /// A WRMSR to the TSC.
+    pub fn set_guest_tsc(&mut self, v: u64) {
+        self.tsc_offset = self.clock_tsc().wrapping_sub(v);
+    }
 }
 
 /// Control and debug register bits the runtime looks at (Intel SDM Vol.

@@ -90,10 +90,13 @@ struct TickerState {
 struct TickerShared {
     state: Mutex<TickerState>,
     cond: Condvar,
-    /// The deadline the thread sleeps toward (u64::MAX: none).
+    /// The deadline the thread sleeps toward (u64::MAX: none; SCANNING
+    /// while it reads the devices' deadlines).
     armed: AtomicU64,
     clock: Clock,
 }
+
+const SCANNING: u64 = 0;
 
 /// The thread that raises timer interrupts at their deadlines.
 pub struct Ticker {
@@ -157,7 +160,8 @@ impl TickerHandle {
     /// A device's deadline changed: wake the ticker if it is now earlier
     /// than what the ticker sleeps toward.
     pub fn rearm_for(&self, deadline: Option<u64>) {
-        if deadline.is_some_and(|d| d < self.0.armed.load(Ordering::Acquire)) {
+        let armed = self.0.armed.load(Ordering::Acquire);
+        if deadline.is_some_and(|d| armed == SCANNING || d < armed) {
             self.rearm();
         }
     }
@@ -169,15 +173,23 @@ impl TickerHandle {
 }
 
 fn ticker_thread(s: &TickerShared) {
-    let mut st = lock(&s.state);
     loop {
-        if st.stop {
-            return;
-        }
-        st.rearm = false;
+        // The device list is copied out: a device is never locked while
+        // the ticker's state is (a port access holds the device's lock
+        // when it asks to rearm).
+        let devices = {
+            let mut st = lock(&s.state);
+            if st.stop {
+                return;
+            }
+            st.rearm = false;
+            st.devices.clone()
+        };
+        // While scanning, every deadline change asks for another scan.
+        s.armed.store(SCANNING, Ordering::Release);
         let now = s.clock.now();
         let mut next = u64::MAX;
-        for d in &st.devices {
+        for d in &devices {
             let mut dev = lock(d);
             if dev.deadline().is_some_and(|t| t <= now) {
                 dev.advance(now);
@@ -196,11 +208,13 @@ fn ticker_thread(s: &TickerShared) {
         if wait.is_zero() {
             continue;
         }
-        st = s
-            .cond
-            .wait_timeout_while(st, wait, |st| !st.rearm && !st.stop)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        let st = lock(&s.state);
+        // A rearm between the scan and here is not lost: it set the flag.
+        drop(
+            s.cond
+                .wait_timeout_while(st, wait, |st| !st.rearm && !st.stop)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
     }
 }
 
@@ -219,16 +233,20 @@ impl<D> TimedPorts<D> {
 
 impl<D: PortDevice + Timed> PortDevice for TimedPorts<D> {
     fn read(&mut self, port: Port, size: u8) -> u32 {
-        let mut d = lock(&self.dev);
-        let v = d.read(port, size);
-        self.ticker.rearm_for(d.deadline());
+        let (v, deadline) = {
+            let mut d = lock(&self.dev);
+            (d.read(port, size), d.deadline())
+        };
+        self.ticker.rearm_for(deadline);
         v
     }
 
     fn write(&mut self, port: Port, size: u8, value: u32) -> IoAction {
-        let mut d = lock(&self.dev);
-        let a = d.write(port, size, value);
-        self.ticker.rearm_for(d.deadline());
+        let (a, deadline) = {
+            let mut d = lock(&self.dev);
+            (d.write(port, size, value), d.deadline())
+        };
+        self.ticker.rearm_for(deadline);
         a
     }
 }

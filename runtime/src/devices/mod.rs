@@ -11,10 +11,12 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod mmio;
+pub mod mptable;
 pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod port92;
+pub mod post;
 pub mod rtc;
 pub mod serial;
 

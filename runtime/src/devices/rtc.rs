@@ -15,17 +15,19 @@
 //! in whatever format it likes and they are read as a time, in the format
 //! of register B, when the clock starts again.
 //!
-//! Where the data sheet and QEMU (hw/rtc/mc146818rtc.c) part ways, the
-//! data sheet wins, except for three things QEMU also does: the update is
-//! instantaneous at the end of the 244 us UIP window, the day of the week
-//! follows the date (a written day of week is not kept), and the calendar
-//! is Gregorian with the century byte (the chip itself takes every fourth
-//! year, 2100 included, for a leap year). Daylight saving (DSE) and the
-//! square wave output (SQWE) are stored and do nothing.
+//! Simplifications, all shared with QEMU (hw/rtc/mc146818rtc.c): the
+//! update happens at once at the end of the 244 us UIP window (the chip
+//! takes up to 1984 us more with UIP still up); a change of DM or 24/12
+//! while the time runs shows the time in the new format at once (the chip
+//! wants the time written again); the day of the week follows the date (a
+//! written day of week is not kept); the calendar is Gregorian with the
+//! century byte (the chip takes every fourth year, 2100 included, for a
+//! leap year). Daylight saving (DSE) and the square wave output (SQWE) are
+//! stored and do nothing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::clock::{Clock, Timed, ns_of_ticks, ticks};
+use super::clock::{self, Clock, Timed};
 use super::{IoAction, IrqLine, Port, PortDevice};
 
 pub const BASE: u16 = 0x70;
@@ -274,7 +276,7 @@ impl Rtc {
     }
 
     fn uip(&self, now: u64) -> bool {
-        let cycle = ticks(self.divider_ns(now), DIVIDER_HZ) % DIVIDER_HZ;
+        let cycle = clock::ticks(self.divider_ns(now), DIVIDER_HZ) % DIVIDER_HZ;
         self.counting() && cycle >= DIVIDER_HZ - UIP_CYCLES
     }
 
@@ -320,7 +322,7 @@ impl Rtc {
         if self.reg_b & B_DM != 0 {
             v
         } else {
-            (v / 10) << 4 | v % 10
+            ((v / 10) << 4) | (v % 10)
         }
     }
 
@@ -338,7 +340,10 @@ impl Rtc {
         if self.reg_b & B_24H != 0 {
             self.encode(hour)
         } else {
-            let h12 = if hour % 12 == 0 { 12 } else { hour % 12 };
+            let h12 = match hour % 12 {
+                0 => 12,
+                h => h,
+            };
             self.encode(h12) | if hour >= 12 { HOURS_PM } else { 0 }
         }
     }
@@ -454,10 +459,9 @@ impl Rtc {
         }
         // PF follows the divider whether or not PIE is on (data sheet,
         // "Register C").
-        if let Some(p) = self.period_cycles() {
-            if ticks(to, DIVIDER_HZ) / p > ticks(from, DIVIDER_HZ) / p {
-                self.flags |= C_PF;
-            }
+        let tick = |p: u64| clock::ticks(to, DIVIDER_HZ) / p > clock::ticks(from, DIVIDER_HZ) / p;
+        if self.period_cycles().is_some_and(tick) {
+            self.flags |= C_PF;
         }
         // With SET there are no update cycles, so neither UF nor AF.
         let second = NS_PER_SEC as u64;
@@ -465,10 +469,7 @@ impl Rtc {
         if self.reg_b & B_SET == 0 && updates > 0 {
             self.flags |= C_UF;
             let before = self.secs_zero.saturating_add((from / second) as i64);
-            if self
-                .seconds_to_alarm(before)
-                .is_some_and(|d| d <= updates)
-            {
+            if self.seconds_to_alarm(before).is_some_and(|d| d <= updates) {
                 self.flags |= C_AF;
             }
         }
@@ -610,11 +611,10 @@ impl Timed for Rtc {
         let mut consider = |divider_ns: u64| {
             next = Some(next.map_or(divider_ns, |n| n.min(divider_ns)));
         };
-        if self.reg_b & B_PIE != 0 && self.flags & C_PF == 0 {
-            if let Some(p) = self.period_cycles() {
-                let cycle = (ticks(from, DIVIDER_HZ) / p + 1) * p;
-                consider(ns_of_ticks(cycle, DIVIDER_HZ));
-            }
+        let periodic = self.reg_b & B_PIE != 0 && self.flags & C_PF == 0;
+        if let Some(p) = self.period_cycles().filter(|_| periodic) {
+            let cycle = (clock::ticks(from, DIVIDER_HZ) / p + 1) * p;
+            consider(clock::ns_of_ticks(cycle, DIVIDER_HZ));
         }
         if self.reg_b & B_SET == 0 {
             let second = NS_PER_SEC as u64;
@@ -786,10 +786,7 @@ mod tests {
     #[test]
     fn the_time_reads_in_bcd_at_a_fixed_start() {
         let (mut r, _, _) = rtc_at(NOV_14_2023);
-        assert_eq!(
-            time(&mut r),
-            [0x20, 0x13, 0x22, 3, 0x14, 0x11, 0x23, 0x20]
-        );
+        assert_eq!(time(&mut r), [0x20, 0x13, 0x22, 3, 0x14, 0x11, 0x23, 0x20]);
     }
 
     #[test]
@@ -822,24 +819,15 @@ mod tests {
     fn the_time_moves_with_the_clock_across_the_year() {
         // 2023-12-31 23:59:58, a Sunday.
         let (mut r, clock, _) = rtc_at(1_704_067_198);
-        assert_eq!(
-            time(&mut r),
-            [0x58, 0x59, 0x23, 1, 0x31, 0x12, 0x23, 0x20]
-        );
+        assert_eq!(time(&mut r), [0x58, 0x59, 0x23, 1, 0x31, 0x12, 0x23, 0x20]);
         clock.set(2 * SEC - 1);
         assert_eq!(rd(&mut r, SECONDS), 0x59);
         clock.set(2 * SEC);
-        assert_eq!(
-            time(&mut r),
-            [0x00, 0x00, 0x00, 2, 0x01, 0x01, 0x24, 0x20]
-        );
+        assert_eq!(time(&mut r), [0x00, 0x00, 0x00, 2, 0x01, 0x01, 0x24, 0x20]);
         // A day and an hour, a minute and a second later, without
         // anything reading in between.
         clock.set((2 + 86_400 + 3_661) * SEC);
-        assert_eq!(
-            time(&mut r),
-            [0x01, 0x01, 0x01, 3, 0x02, 0x01, 0x24, 0x20]
-        );
+        assert_eq!(time(&mut r), [0x01, 0x01, 0x01, 3, 0x02, 0x01, 0x24, 0x20]);
     }
 
     #[test]
@@ -874,7 +862,9 @@ mod tests {
         {
             secs += days * 86_400;
             let (mut r, _, _) = rtc_at(secs - 1);
-            let last = [0x31, 0x28, 0x31, 0x30, 0x31, 0x30, 0x31, 0x31, 0x30, 0x31, 0x30, 0x31];
+            let last = [
+                0x31, 0x28, 0x31, 0x30, 0x31, 0x30, 0x31, 0x31, 0x30, 0x31, 0x30, 0x31,
+            ];
             assert_eq!(rd(&mut r, DAY_OF_MONTH), last[month]);
             let (mut r, _, _) = rtc_at(secs);
             assert_eq!(rd(&mut r, DAY_OF_MONTH), 0x01);
@@ -974,7 +964,11 @@ mod tests {
         clock.set(SEC);
         assert_eq!(time(&mut r)[..3], [0x21, 0x30, 0x22]);
         wr(&mut r, YEAR, 0x99);
-        assert_eq!(time(&mut r)[3..], [0x03, 0x14, 0x11, 0x99, 0x20], "2099-11-14 is a Saturday");
+        assert_eq!(
+            time(&mut r)[3..],
+            [7, 0x14, 0x11, 0x99, 0x20],
+            "2099-11-14 is a Saturday"
+        );
     }
 
     #[test]
@@ -982,6 +976,7 @@ mod tests {
         let (mut r, clock, _) = rtc_at(NOV_14_2023);
         clock.set(SEC / 4);
         wr(&mut r, REG_A, 0x70);
+        assert_eq!(rd(&mut r, REG_C), C_PF, "from before the reset");
         clock.set(10 * SEC);
         assert_eq!(rd(&mut r, SECONDS), 0x20, "the divider is held");
         assert_eq!(rd(&mut r, REG_C), 0, "no flags with the divider held");
@@ -1017,7 +1012,11 @@ mod tests {
             let (mut r, clock, line) = rtc_at(NOV_14_2023);
             wr(&mut r, REG_A, 0x20 | rs);
             wr(&mut r, REG_B, B_PIE | B_24H);
-            assert_eq!(interrupts_in_a_second(&mut r, &clock, &line), hz, "rate {rs}");
+            assert_eq!(
+                interrupts_in_a_second(&mut r, &clock, &line),
+                hz,
+                "rate {rs}"
+            );
             assert_eq!(line.rises(), hz);
         }
         let (mut r, clock, _) = rtc_at(NOV_14_2023);
@@ -1064,6 +1063,7 @@ mod tests {
     #[test]
     fn the_update_ended_interrupt_comes_each_second() {
         let (mut r, clock, line) = rtc_at(NOV_14_2023);
+        wr(&mut r, REG_A, 0x20); // no PF
         clock.set(SEC / 3);
         wr(&mut r, REG_B, B_UIE | B_24H);
         assert_eq!(r.deadline(), Some(SEC));
@@ -1085,6 +1085,7 @@ mod tests {
     #[test]
     fn the_alarm_fires_when_the_time_matches() {
         let (mut r, clock, line) = rtc_at(NOV_14_2023); // 22:13:20
+        wr(&mut r, REG_A, 0x20); // no PF
         wr(&mut r, HOURS_ALARM, 0x22);
         wr(&mut r, MINUTES_ALARM, 0x13);
         wr(&mut r, SECONDS_ALARM, 0x25);
@@ -1094,7 +1095,11 @@ mod tests {
         r.advance(5 * SEC);
         assert!(line.high());
         assert_eq!(rd(&mut r, REG_C), C_IRQF | C_AF | C_UF);
-        assert_eq!(r.deadline(), Some((5 + 86_400) * SEC), "the same time tomorrow");
+        assert_eq!(
+            r.deadline(),
+            Some((5 + 86_400) * SEC),
+            "the same time tomorrow"
+        );
         // Not seen by the ticker: still flagged when the guest looks.
         clock.set((5 + 86_400 + 3) * SEC);
         assert_eq!(rd(&mut r, REG_C) & (C_IRQF | C_AF), C_IRQF | C_AF);
@@ -1103,6 +1108,8 @@ mod tests {
     #[test]
     fn dont_care_alarm_values_match_any_time() {
         let (mut r, clock, line) = rtc_at(NOV_14_2023); // 22:13:20
+        wr(&mut r, REG_A, 0x20); // no PF
+
         // Every minute at :00.
         wr(&mut r, HOURS_ALARM, 0xC0);
         wr(&mut r, MINUTES_ALARM, 0xFF);
@@ -1130,6 +1137,7 @@ mod tests {
     #[test]
     fn a_12_hour_alarm_compares_with_the_12_hour_time() {
         let (mut r, clock, _) = rtc_at(NOV_14_2023); // 10:13:20 PM
+        wr(&mut r, REG_A, 0x20); // no PF
         wr(&mut r, REG_B, 0);
         wr(&mut r, HOURS_ALARM, 0x80 | 0x11);
         wr(&mut r, MINUTES_ALARM, 0x00);

@@ -13,6 +13,8 @@ use super::{IoAction, IrqLine, Port, PortDevice};
 pub const COM1: u16 = 0x3F8;
 /// COM1's interrupt request line on a PC.
 pub const COM1_IRQ: u8 = 4;
+/// COM1-COM4: base port and IRQ of each, as a PC BIOS assigns them.
+pub const PORTS: [(u16, u8); 4] = [(0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3)];
 pub const PORT_COUNT: u16 = 8;
 
 // Register offsets.
@@ -74,6 +76,9 @@ pub struct Serial {
     /// Modem status deltas (MSR bits 0-3) and the last status lines.
     msr_delta: u8,
     irq_level: bool,
+    /// Host input that did not fit in the receive buffer yet: it moves in
+    /// as the guest reads (the host side never overruns the UART).
+    backlog: VecDeque<u8>,
 }
 
 impl Serial {
@@ -93,6 +98,28 @@ impl Serial {
             thre_pending: false,
             msr_delta: 0,
             irq_level: false,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Input from the host (a terminal, a pipe): queued, and fed to the
+    /// receive buffer as fast as the guest empties it.
+    pub fn input(&mut self, bytes: &[u8]) {
+        self.backlog.extend(bytes);
+        self.refill();
+    }
+
+    fn refill(&mut self) {
+        let cap = if self.fifo { FIFO_SIZE } else { 1 };
+        let before = self.rx.len();
+        while self.rx.len() < cap {
+            match self.backlog.pop_front() {
+                Some(b) => self.rx.push_back(b),
+                None => break,
+            }
+        }
+        if self.rx.len() != before {
+            self.update_irq();
         }
     }
 
@@ -209,6 +236,7 @@ impl Serial {
                 if let Some(b) = self.rx.pop_front() {
                     self.rbr = b;
                 }
+                self.refill();
                 self.rbr
             }
             IER_DLM if dlab => (self.divisor >> 8) as u8,
@@ -258,6 +286,7 @@ impl Serial {
                     self.rx.clear();
                 }
                 self.fifo = enable;
+                self.refill();
             }
             LCR => self.lcr = v,
             MCR => {
@@ -401,6 +430,32 @@ mod tests {
         let got: Vec<u8> = (0..16).map(|_| rd(&mut u, RBR_THR_DLL)).collect();
         assert_eq!(got, (0..16).collect::<Vec<u8>>());
         assert_eq!(rd(&mut u, IIR_FCR) & 0xC0, 0xC0, "IIR shows FIFOs on");
+    }
+
+    #[test]
+    fn host_input_waits_for_room_instead_of_overrunning() {
+        let (mut u, _, line) = uart();
+        wr(&mut u, MCR, MCR_OUT2);
+        wr(&mut u, IER_DLM, IER_RX_DATA);
+        // Without FIFO one byte is held; the rest waits in the backlog.
+        u.input(b"hello");
+        assert!(line.0.load(Ordering::SeqCst));
+        let mut got = Vec::new();
+        while rd(&mut u, LSR) & LSR_DR != 0 {
+            got.push(rd(&mut u, RBR_THR_DLL));
+        }
+        assert_eq!(got, b"hello");
+        assert_eq!(rd(&mut u, LSR) & LSR_OE, 0, "no overrun");
+        assert!(!line.0.load(Ordering::SeqCst));
+        // With the FIFO on, 16 at a time, 40 in all.
+        wr(&mut u, IIR_FCR, FCR_ENABLE);
+        let text: Vec<u8> = (0..40).collect();
+        u.input(&text);
+        let mut got = Vec::new();
+        while rd(&mut u, LSR) & LSR_DR != 0 {
+            got.push(rd(&mut u, RBR_THR_DLL));
+        }
+        assert_eq!(got, text);
     }
 
     #[test]

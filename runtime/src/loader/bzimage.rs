@@ -5,7 +5,7 @@
 //! at the zero page. The real-mode setup code is not run: what it would
 //! ask the BIOS for (memory map) is in the zero page already.
 
-use super::{place, BootState, LoadError};
+use super::{BootState, LoadError, place};
 use crate::memory::GuestMemory;
 
 /// Offsets into the image's first sector / the zero page.
@@ -134,7 +134,13 @@ pub fn load(
 ) -> Result<BootState, LoadError> {
     let h = parse_header(image)?;
     let kernel = &image[(h.setup_sects + 1) * 512..];
-    place(mem, "the protected-mode kernel", KERNEL_BASE as u64, kernel, 0)?;
+    place(
+        mem,
+        "the protected-mode kernel",
+        KERNEL_BASE as u64,
+        kernel,
+        0,
+    )?;
 
     let mut zero = vec![0u8; 4096];
     // The setup header as the image has it, up to its end (0x202 plus the
@@ -168,7 +174,7 @@ pub fn load(
                     start: kernel_end,
                     end: kernel_end + rd.len() as u64,
                     ram: mem.size(),
-                })
+                });
             }
         };
         place(mem, "the initrd", at, rd, 0)?;
@@ -191,7 +197,8 @@ pub fn load(
     }
     // Extended memory in KiB above 1 MiB, as INT 15h E801 would say.
     let ext_k = (mem.size() as u64).saturating_sub(1 << 20) >> 10;
-    zero[ALT_MEM_K..ALT_MEM_K + 4].copy_from_slice(&(ext_k.min(u32::MAX as u64) as u32).to_le_bytes());
+    zero[ALT_MEM_K..ALT_MEM_K + 4]
+        .copy_from_slice(&(ext_k.min(u32::MAX as u64) as u32).to_le_bytes());
     place(mem, "the zero page", ZERO_PAGE as u64, &zero, 0)?;
 
     // Null, unused, then flat 4 GiB code (0x10) and data (0x18).
