@@ -165,13 +165,18 @@ fn linux_shell_takes_typed_commands() {
             step += 1;
         }
     }
-    let status = match child.try_wait().unwrap() {
-        Some(st) => st.code(),
-        None => {
-            let _ = child.kill();
-            None
+    // Its output ends before its exit status is there.
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(st) = child.try_wait().unwrap() {
+            status = st.code();
+            break;
         }
-    };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
     assert!(out.contains("bt86-init: shell"), "no shell:\n{out}");
     assert!(
         out.contains("typed-42"),

@@ -358,6 +358,7 @@ impl Machine {
             Translator::new(config.arena_size, instrument).map_err(MachineError::Arena)?;
         let wake: std::sync::Arc<Wake> = Default::default();
         let clock = Clock::host();
+        let mut mmio = crate::devices::mmio::MmioBus::default();
         let platform = config.devices.then(|| {
             // Interrupt requests kick the CPU out of generated code (or
             // hlt).
@@ -376,7 +377,7 @@ impl Machine {
                 rtc_start: config.rtc_start,
             };
             let kick = std::sync::Arc::new(move || exit.interrupt());
-            Platform::build(pc, clock.clone(), &mut bus, kick)
+            Platform::build(pc, clock.clone(), &mut bus, &mut mmio, kick)
         });
         let mut cpu = Box::new(CpuState::new());
         translator.attach(&mut cpu);
@@ -386,8 +387,10 @@ impl Machine {
             crate::cpu::check_code_helper as *const () as usize as u64;
         cpu.budget = config.tu_budget.unwrap_or(u64::MAX);
         let mut sys = Box::new(System::new(mem, bus, clock));
+        sys.mmio = mmio;
         if let Some(p) = &platform {
-            sys.irq = Some(Box::new(p.pic.clone()));
+            sys.irq = Some(p.interrupt_controller());
+            sys.apic = Some(p.lapic.clone());
         }
         let mut m = Machine {
             cpu,
@@ -421,7 +424,7 @@ impl Machine {
     /// off, as multiboot requires (selectors as QEMU's loader sets them),
     /// and the PIC as a PC BIOS leaves it (a guest loaded without one).
     fn reset_flat(&mut self, boot: BootState) {
-        if let Some(p) = self.platform.as_ref().map(|p| &p.pic) {
+        if let Some(p) = &self.platform {
             p.reset(true);
         }
         let cpu = &mut self.cpu;
@@ -545,6 +548,17 @@ impl Machine {
             base: loader::bzimage::GDT,
             limit: 31,
         };
+        // Without firmware, the MP table is how the kernel finds the
+        // APICs (there are no ACPI tables).
+        if let Some(p) = &self.platform {
+            loader::place(
+                &self.sys.mem,
+                "the MP table",
+                crate::pc::MP_TABLE as u64,
+                &p.mp_table(),
+                0,
+            )?;
+        }
         self.boot = Some(BootImage::Linux {
             image: image.to_vec(),
             cmdline: cmdline.to_string(),
@@ -608,7 +622,7 @@ impl Machine {
                 initrd,
             } => self.load_linux(&image.clone(), &cmdline.clone(), initrd.clone().as_deref()),
             BootImage::Firmware => {
-                if let Some(p) = self.platform.as_ref().map(|p| &p.pic) {
+                if let Some(p) = &self.platform {
                     p.reset(false);
                 }
                 self.reset_vector();

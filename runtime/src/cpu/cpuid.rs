@@ -8,9 +8,12 @@ mod edx1 {
     pub const TSC: u32 = 1 << 4;
     pub const MSR: u32 = 1 << 5;
     pub const PAE: u32 = 1 << 6;
+    pub const MCE: u32 = 1 << 7;
     pub const CX8: u32 = 1 << 8;
+    pub const APIC: u32 = 1 << 9;
     pub const SEP: u32 = 1 << 11;
     pub const PGE: u32 = 1 << 13;
+    pub const MCA: u32 = 1 << 14;
     pub const CMOV: u32 = 1 << 15;
     pub const MMX: u32 = 1 << 23;
     pub const FXSR: u32 = 1 << 24;
@@ -37,9 +40,10 @@ const EDX_EXT_NX: u32 = 1 << 20;
 /// Family 6, model 13, stepping 8: a Pentium M (Dothan), the P6 with SSE2.
 pub const SIGNATURE: u32 = (6 << 8) | (13 << 4) | 8;
 
-/// (eax, ebx, ecx, edx) for `leaf`. Leaves beyond the maximum return the
+/// (eax, ebx, ecx, edx) for `leaf`, `apic` saying whether the local APIC
+/// is there and globally enabled. Leaves beyond the maximum return the
 /// highest basic leaf, as Intel CPUs do.
-pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+pub fn cpuid(leaf: u32, apic: bool) -> (u32, u32, u32, u32) {
     match leaf {
         0x8000_0000 => (MAX_EXTENDED_LEAF, 0, 0, 0),
         0x8000_0001 => (0, 0, 0, EDX_EXT_NX),
@@ -63,16 +67,19 @@ pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
                 | edx1::TSC
                 | edx1::MSR
                 | edx1::PAE
+                | edx1::MCE
                 | edx1::CX8
                 | edx1::SEP
                 | edx1::PGE
+                | edx1::MCA
                 | edx1::CMOV
                 | edx1::MMX
                 | edx1::FXSR
                 | edx1::SSE
-                | edx1::SSE2,
+                | edx1::SSE2
+                | if apic { edx1::APIC } else { 0 },
         ),
-        _ => cpuid(MAX_BASIC_LEAF),
+        _ => cpuid(MAX_BASIC_LEAF, apic),
     }
 }
 
@@ -82,7 +89,7 @@ mod tests {
 
     #[test]
     fn vendor_string_is_in_ebx_edx_ecx_order() {
-        let (max, b, c, d) = cpuid(0);
+        let (max, b, c, d) = cpuid(0, false);
         assert_eq!(max, MAX_BASIC_LEAF);
         let mut s = Vec::new();
         for r in [b, d, c] {
@@ -93,17 +100,17 @@ mod tests {
 
     #[test]
     fn tsc_frequency_leaves_agree_and_out_of_range_leaves_repeat_the_last() {
-        let (den, num, crystal, _) = cpuid(0x15);
+        let (den, num, crystal, _) = cpuid(0x15, false);
         assert_eq!(crystal as u64 * num as u64 / den as u64, TSC_HZ);
-        assert_eq!(cpuid(0x16).0 as u64, TSC_HZ / 1_000_000);
-        assert_eq!(cpuid(0x17), cpuid(MAX_BASIC_LEAF));
-        assert_eq!(cpuid(0x4000_0000), cpuid(MAX_BASIC_LEAF));
-        assert_eq!(cpuid(4), (0, 0, 0, 0), "no cache leaves");
+        assert_eq!(cpuid(0x16, false).0 as u64, TSC_HZ / 1_000_000);
+        assert_eq!(cpuid(0x17, false), cpuid(MAX_BASIC_LEAF, false));
+        assert_eq!(cpuid(0x4000_0000, false), cpuid(MAX_BASIC_LEAF, false));
+        assert_eq!(cpuid(4, false), (0, 0, 0, 0), "no cache leaves");
     }
 
     #[test]
     fn leaf_one_reports_only_implemented_features() {
-        let (_, _, ecx, edx) = cpuid(1);
+        let (_, _, ecx, edx) = cpuid(1, false);
         assert_eq!(ecx, ECX1_HYPERVISOR);
         assert_ne!(edx & edx1::FPU, 0);
         assert_ne!(edx & edx1::SSE2, 0);

@@ -11,8 +11,8 @@ use translator::abi::{
 };
 
 use super::cr::{
-    CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PGE,
-    CR4_PSE, CR4_TSD,
+    CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_MCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE,
+    CR4_PGE, CR4_PSE, CR4_TSD,
 };
 use super::descriptor::{fetch_descriptor, load_segment, read_descriptor, set_tss_busy};
 use super::operand::{checked_address, get_reg, read_op, segment_linear, set_reg, write_op};
@@ -171,7 +171,8 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             Ok(Next::Continue)
         }
         M::Cpuid => {
-            let (a, b, c, d) = cpuid::cpuid(cpu.regs[0]);
+            let apic = sys.apic.as_ref().is_some_and(|a| a.enabled());
+            let (a, b, c, d) = cpuid::cpuid(cpu.regs[0], apic);
             cpu.regs[0] = a;
             cpu.regs[3] = b;
             cpu.regs[1] = c;
@@ -423,9 +424,10 @@ fn mov_special(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Resu
             Register::CR4 => {
                 // A P6 has VME PVI TSD DE PSE PAE MCE PGE PCE, and with
                 // SSE OSFXSR and OSXMMEXCPT. Only what CPUID reports can
-                // be set: the others, like reserved bits, fault.
+                // be set: the others, like reserved bits, fault. MCE has
+                // nothing to enable: there are no error banks.
                 const CR4_KNOWN: u32 =
-                    CR4_TSD | CR4_PSE | CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+                    CR4_TSD | CR4_PSE | CR4_PAE | CR4_MCE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
                 if v & !CR4_KNOWN != 0 {
                     return Err(Exception::with_error(vector::GP, 0).into());
                 }
@@ -918,6 +920,12 @@ fn enter_nested(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Res
 
 const MSR_TSC: u32 = 0x10;
 const MSR_BIOS_SIGN_ID: u32 = 0x8B;
+/// Machine-check architecture with no error-reporting banks: nothing can
+/// be reported, and there is nothing to control.
+const MSR_MCG_CAP: u32 = 0x179;
+const MSR_MCG_STATUS: u32 = 0x17A;
+const MSR_MISC_ENABLE: u32 = 0x1A0;
+use crate::devices::apic::MSR_APIC_BASE;
 const MSR_SYSENTER_CS: u32 = 0x174;
 const MSR_SYSENTER_ESP: u32 = 0x175;
 const MSR_SYSENTER_EIP: u32 = 0x176;
@@ -927,7 +935,9 @@ const EFER_NXE_BIT: u32 = 11;
 fn read_msr(sys: &System, msr: u32) -> Result<u64> {
     Ok(match msr {
         MSR_TSC => sys.guest_tsc(),
-        MSR_BIOS_SIGN_ID => 0,
+        MSR_BIOS_SIGN_ID | MSR_MCG_CAP | MSR_MCG_STATUS => 0,
+        MSR_MISC_ENABLE => sys.misc_enable,
+        MSR_APIC_BASE if let Some(a) = &sys.apic => a.base_msr(),
         MSR_SYSENTER_CS => sys.sysenter_cs as u64,
         MSR_SYSENTER_ESP => sys.sysenter_esp as u64,
         MSR_SYSENTER_EIP => sys.sysenter_eip as u64,
@@ -947,6 +957,15 @@ fn write_msr(cpu: &CpuState, sys: &mut System, msr: u32, v: u64) -> Result<()> {
         // The microcode update signature: a write clears it, there is no
         // microcode (revision 0).
         MSR_BIOS_SIGN_ID => {}
+        MSR_MCG_STATUS if v == 0 => {}
+        // Its bits select processor features this CPU has or not
+        // regardless; they read back as written.
+        MSR_MISC_ENABLE => sys.misc_enable = v,
+        MSR_APIC_BASE if let Some(a) = &sys.apic => {
+            if a.set_base_msr(v).is_err() {
+                return Err(Exception::with_error(vector::GP, 0).into());
+            }
+        }
         MSR_SYSENTER_CS => sys.sysenter_cs = v as u32,
         MSR_SYSENTER_ESP => sys.sysenter_esp = v as u32,
         MSR_SYSENTER_EIP => sys.sysenter_eip = v as u32,

@@ -3,7 +3,7 @@
 //! host cannot run for the guest.
 
 mod bcd;
-mod cpuid;
+pub mod cpuid;
 mod descriptor;
 pub mod device;
 pub mod emulate;
@@ -231,6 +231,8 @@ pub struct System {
     pub mmio: crate::devices::mmio::MmioBus,
     /// Where external interrupts come from, if anything raises them.
     pub irq: Option<Box<dyn crate::devices::InterruptController>>,
+    /// The local APIC (its base MSR, and CPUID's APIC bit).
+    pub apic: Option<crate::devices::apic::LocalApicHandle>,
     /// The CPU executed hlt with interrupts on and waits for one.
     pub halted: bool,
     pub stop: Option<Stop>,
@@ -259,6 +261,8 @@ pub struct System {
     pub sysenter_eip: u32,
     /// IA32_EFER.NXE.
     pub nxe: bool,
+    /// IA32_MISC_ENABLE (fast strings on at reset).
+    pub misc_enable: u64,
 }
 
 impl System {
@@ -268,6 +272,7 @@ impl System {
             bus,
             mmio: Default::default(),
             irq: None,
+            apic: None,
             halted: false,
             stop: None,
             counters: ExecCounters::default(),
@@ -287,6 +292,7 @@ impl System {
             sysenter_esp: 0,
             sysenter_eip: 0,
             nxe: false,
+            misc_enable: 1,
         }
     }
 
@@ -324,6 +330,7 @@ pub mod cr {
     pub const CR4_TSD: u32 = 1 << 2;
     pub const CR4_PSE: u32 = 1 << 4;
     pub const CR4_PAE: u32 = 1 << 5;
+    pub const CR4_MCE: u32 = 1 << 6;
     pub const CR4_PGE: u32 = 1 << 7;
     pub const CR4_OSFXSR: u32 = 1 << 9;
     pub const CR4_OSXMMEXCPT: u32 = 1 << 10;

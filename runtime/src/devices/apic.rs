@@ -41,10 +41,10 @@ pub const CPUID_EDX_APIC: u32 = 1 << 9;
 /// INIT level de-assert), maximum LVT entry 5 (timer, thermal, perf,
 /// LINT0, LINT1, error), as Pentium M / Core 2 processors and QEMU.
 pub const VERSION: u32 = 0x0005_0014;
-/// The timer's input clock: the bus clock QEMU uses (one count per ns
-/// at divide by 1). Linux calibrates it against the PIT, so any rate
-/// works; this one makes counts and ns the same.
-pub const BUS_HZ: u64 = 1_000_000_000;
+/// The timer's input clock: the core crystal clock CPUID leaf 0x15
+/// reports, which Linux takes as the timer's rate instead of calibrating
+/// it.
+pub const BUS_HZ: u64 = crate::cpu::cpuid::CRYSTAL_HZ;
 /// Periodic timer interrupts come at most this often (ns), whatever the
 /// guest programs, so that a tiny period cannot keep the ticker busy.
 /// The current count is still exact. KVM limits periodic timers the same
@@ -1198,6 +1198,11 @@ mod tests {
         eois: Arc<Mutex<Vec<u8>>>,
     }
 
+    /// The time `ticks` cycles of the timer's input clock take.
+    fn ns(ticks: u64) -> u64 {
+        clock::ns_of_ticks(ticks, BUS_HZ)
+    }
+
     fn rig() -> Rig {
         let clock = Clock::manual();
         let kicks = Arc::new(AtomicU32::new(0));
@@ -1649,17 +1654,17 @@ mod tests {
         t.w(0x320, 0x30);
         t.w(0x380, 1000);
         assert_eq!(t.r(0x390), 1000);
-        assert_eq!(t.deadline(), Some(16_000));
-        t.advance(1600);
+        assert_eq!(t.deadline(), Some(ns(16_000)));
+        t.advance(ns(1600));
         assert_eq!(t.r(0x390), 900);
-        t.advance(14_399);
+        t.advance(ns(16_000) - 1 - ns(1600));
         assert!(!t.irr(0x30));
         assert_eq!(t.r(0x390), 1);
         t.advance(1);
         assert!(t.irr(0x30));
         assert_eq!(t.r(0x390), 0);
         assert_eq!(t.deadline(), None, "once");
-        t.advance(1_000_000);
+        t.advance(ns(1_000_000));
         assert_eq!(t.r(0x390), 0, "stays at 0");
         assert_eq!(t.kicks(), 1);
     }
@@ -1670,20 +1675,20 @@ mod tests {
         t.w(0x3E0, 0xB); // divide by 1
         t.w(0x320, 0x2_0031);
         t.w(0x380, 1_000_000);
-        assert_eq!(t.deadline(), Some(1_000_000));
-        t.advance(1_000_000);
+        assert_eq!(t.deadline(), Some(ns(1_000_000)));
+        t.advance(ns(1_000_000));
         assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
         t.eoi();
-        assert_eq!(t.deadline(), Some(2_000_000));
+        assert_eq!(t.deadline(), Some(ns(2_000_000)));
         assert_eq!(t.r(0x390), 1_000_000, "reloaded");
-        t.advance(250_000);
+        t.advance(ns(1_250_000) - ns(1_000_000));
         assert_eq!(t.r(0x390), 750_000);
         // A late tick: the missed periods coalesce into one interrupt.
-        t.advance(3_000_000);
+        t.advance(ns(4_250_000) - ns(1_250_000));
         assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
         t.eoi();
         assert!(!t.apic.pending());
-        assert_eq!(t.deadline(), Some(5_000_000));
+        assert_eq!(t.deadline(), Some(ns(5_000_000)));
     }
 
     #[test]
@@ -1692,10 +1697,14 @@ mod tests {
         t.w(0x3E0, 0xB);
         t.w(0x320, 0x2_0031);
         t.w(0x380, 10);
-        t.advance(10);
+        t.advance(ns(10));
         assert!(t.irr(0x31));
-        assert_eq!(t.deadline(), Some(10 + MIN_PERIODIC_NS));
-        t.advance(5);
+        assert!(
+            ns(20) < ns(10) + MIN_PERIODIC_NS,
+            "a period under the minimum"
+        );
+        assert_eq!(t.deadline(), Some(ns(10) + MIN_PERIODIC_NS));
+        t.advance(ns(15) - ns(10));
         assert_eq!(t.r(0x390), 5);
     }
 
@@ -1714,7 +1723,7 @@ mod tests {
         ] {
             t.w(0x3E0, conf);
             t.w(0x380, 100_000);
-            t.advance(div * 10);
+            t.advance(ns(div * 10));
             assert_eq!(t.r(0x390), 100_000 - 10, "divide config {conf:#x}");
         }
     }
@@ -1724,10 +1733,10 @@ mod tests {
         let t = rig().enabled();
         t.w(0x3E0, 0xB);
         t.w(0x380, 1000);
-        t.advance(100);
+        t.advance(ns(100));
         t.w(0x3E0, 0x0); // by 2
         assert_eq!(t.r(0x390), 900);
-        t.advance(100);
+        t.advance(ns(100));
         assert_eq!(t.r(0x390), 850);
     }
 
@@ -1738,18 +1747,18 @@ mod tests {
         t.w(0x320, 0x1_0030);
         t.w(0x380, 1000);
         assert_eq!(t.deadline(), None);
-        t.advance(400);
+        t.advance(ns(400));
         assert_eq!(t.r(0x390), 600);
-        t.advance(1000);
+        t.advance(ns(1000));
         t.w(0x320, 0x30);
         assert_eq!(t.deadline(), None, "the one-shot expired under the mask");
         assert!(!t.irr(0x30));
         // Periodic: unmasked, it interrupts from the next period on.
         t.w(0x320, 0x3_0030);
         t.w(0x380, 1000);
-        t.advance(2500);
+        t.advance(ns(2500));
         t.w(0x320, 0x2_0030);
-        assert_eq!(t.deadline(), Some(t.clock.now() + 500));
+        assert_eq!(t.deadline(), Some(t.clock.now() + ns(3000) - ns(2500)));
     }
 
     #[test]
@@ -1768,10 +1777,10 @@ mod tests {
         t.w(0x3E0, 0xB);
         t.w(0x320, 0x2_0030);
         t.w(0x380, 1000);
-        t.advance(2300);
+        t.advance(ns(2300));
         t.w(0x320, 0x30);
         assert_eq!(t.r(0x390), 700);
-        assert_eq!(t.deadline(), Some(t.clock.now() + 700));
+        assert_eq!(t.deadline(), Some(t.clock.now() + ns(700)));
     }
 
     #[test]
@@ -1782,7 +1791,7 @@ mod tests {
         t.w(0x3E0, 0xB);
         t.w(0x320, 0x30);
         t.w(0x380, 5000);
-        t.clock.set(5000);
+        t.clock.set(ns(5000));
         let start = std::time::Instant::now();
         while !t.apic.pending() {
             assert!(start.elapsed() < std::time::Duration::from_secs(10));
