@@ -410,6 +410,7 @@ impl Machine {
             smc_writes: std::collections::HashMap::new(),
             tlb_epoch: 0,
         };
+        m.describe_to_firmware();
         m.reset_flat(BootState {
             eip: 0,
             eax: 0,
@@ -534,6 +535,27 @@ impl Machine {
         ]
     }
 
+    /// What fw_cfg tells firmware about the machine: RAM, CPUs, the e820
+    /// map, the I/O APIC's IRQ 0 on pin 2.
+    fn describe_to_firmware(&self) {
+        use crate::devices::fw_cfg;
+        let Some(p) = &self.platform else { return };
+        let e820: Vec<(u64, u64, u32)> = self
+            .e820()
+            .into_iter()
+            .map(|(base, len, kind)| (base, len, kind as u32))
+            .collect();
+        p.fw_cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_ram_size(self.sys.mem.size() as u64)
+            .set_nographic(true)
+            .set_cpu_count(1)
+            .set_max_cpus(1)
+            .set_e820(&e820)
+            .add_bytes(fw_cfg::IRQ0_OVERRIDE, 1u32.to_le_bytes().to_vec());
+    }
+
     /// Loads a Linux bzImage and enters its 32-bit entry point.
     pub fn load_linux(
         &mut self,
@@ -549,7 +571,8 @@ impl Machine {
             limit: 31,
         };
         // Without firmware, the MP table is how the kernel finds the
-        // APICs (there are no ACPI tables).
+        // APICs (there are no ACPI tables). fw_cfg says what was loaded
+        // where, as QEMU's does for -kernel.
         if let Some(p) = &self.platform {
             loader::place(
                 &self.sys.mem,
@@ -558,6 +581,16 @@ impl Machine {
                 &p.mp_table(),
                 0,
             )?;
+            let setup = loader::bzimage::setup_part(image)?;
+            let mut fw = p.fw_cfg.lock().unwrap_or_else(|e| e.into_inner());
+            fw.set_setup(loader::bzimage::ZERO_PAGE, setup.to_vec())
+                .set_kernel(loader::bzimage::KERNEL_BASE, image[setup.len()..].to_vec())
+                .set_cmdline(loader::bzimage::CMDLINE, cmdline)
+                .set_kernel_entry(loader::bzimage::KERNEL_BASE);
+            if let Some(rd) = initrd {
+                let at = loader::bzimage::initrd_address(&self.sys.mem);
+                fw.set_initrd(at, rd.to_vec());
+            }
         }
         self.boot = Some(BootImage::Linux {
             image: image.to_vec(),

@@ -215,6 +215,20 @@ pub fn load(
     })
 }
 
+/// Where [`load`] put the initrd (0 if there is none), read back from
+/// the zero page.
+pub fn initrd_address(mem: &GuestMemory) -> u32 {
+    let mut b = [0u8; 4];
+    let _ = mem.read_phys(ZERO_PAGE + RAMDISK_IMAGE as u32, &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// The real-mode setup part of a bzImage (boot sector and setup code).
+pub fn setup_part(image: &[u8]) -> Result<&[u8], LoadError> {
+    let h = parse_header(image)?;
+    Ok(&image[..(h.setup_sects + 1) * 512])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
