@@ -315,7 +315,7 @@ impl CodeSource for RamCode<'_> {
         let in_limit = (self.cs.limit as u64 + 1).saturating_sub(eip as u64);
         let n = buf.len().min(in_limit as usize);
         let lin = self.cs.base.wrapping_add(eip);
-        if !self.mem.paged() {
+        if self.mem.direct() {
             return self.mem.read_prefix(lin, &mut buf[..n]);
         }
         let mut done = 0;
@@ -341,7 +341,7 @@ impl CodeSource for RamCode<'_> {
 
     fn page_room(&self, eip: u32) -> Option<u32> {
         let lin = self.cs.base.wrapping_add(eip);
-        self.mem.paged().then(|| 0x1000 - (lin & 0xFFF))
+        (!self.mem.direct()).then(|| 0x1000 - (lin & 0xFFF))
     }
 }
 
@@ -641,6 +641,11 @@ impl Machine {
         self.cpu.cr3 = 0;
         self.cpu.cr4 = 0;
         self.sys.nxe = false;
+        // A20 is open again, as a BIOS leaves it.
+        self.sys.a20_gates = (true, false);
+        if let Err(e) = self.sys.mem.set_a20(true) {
+            log::error!(target: "bt86::machine", "reopening A20 at reset: {e}");
+        }
         self.cpu.guest_fpu = translator::abi::FxArea::initial();
         self.cpu.shadow = 0;
         self.translator.flush();

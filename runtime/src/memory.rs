@@ -139,7 +139,13 @@ pub struct GuestMemory {
     /// Pages written too often to be protected (their TUs check their
     /// own code instead: `Translator::set_self_checking`).
     hot_pages: Vec<u64>,
+    /// The A20 gate: with it closed, address bit 20 of every physical
+    /// access reads as 0 (the 8086's wrap at 1 MiB).
+    a20: bool,
 }
+
+/// Physical address bit 20, which the A20 gate masks.
+const A20_BIT: u32 = 1 << 20;
 
 // SAFETY: the mappings are owned by this value; moving it to another
 // thread moves that ownership (the runtime runs one vCPU per machine).
@@ -202,6 +208,7 @@ impl GuestMemory {
             code_page_count: 0,
             written_code: Default::default(),
             hot_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
+            a20: true,
         };
         mem.map_shadow(fd, 0, 0, size)?;
         mem.map_shadow(fd, SPACE, 0, PAGE_SIZE)?;
@@ -426,7 +433,12 @@ impl GuestMemory {
             libc::PROT_READ | libc::PROT_WRITE
         };
         let alias = (page == 0).then_some(SPACE);
-        for off in std::iter::once(page * PAGE_SIZE).chain(alias) {
+        // With A20 closed the page is also seen a megabyte higher.
+        let a20_alias = (!self.a20).then_some(page * PAGE_SIZE + ONE_MIB);
+        for off in std::iter::once(page * PAGE_SIZE)
+            .chain(alias)
+            .chain(a20_alias)
+        {
             // SAFETY: a page of the shadow's RAM mapping, which this value
             // owns; generated code sees the new protection at once.
             let r = unsafe { libc::mprotect(self.shadow.space().add(off).cast(), PAGE_SIZE, prot) };
@@ -619,9 +631,93 @@ impl GuestMemory {
     #[inline]
     pub fn translate(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
         if !self.paged() {
-            return Ok(lin);
+            return Ok(self.a20_mask(lin));
         }
         self.translate_paged(lin, kind)
+    }
+
+    /// `addr` as the A20 gate lets it through.
+    #[inline]
+    fn a20_mask(&self, addr: u32) -> u32 {
+        if self.a20 { addr } else { addr & !A20_BIT }
+    }
+
+    /// Whether linear addresses are physical ones as they are: no paging,
+    /// A20 open (the runtime's fast path).
+    #[inline]
+    pub(crate) fn direct(&self) -> bool {
+        self.a20 && !self.paged()
+    }
+
+    pub fn a20(&self) -> bool {
+        self.a20
+    }
+
+    /// Opens or closes the A20 gate. Every translation depends on it:
+    /// the pages holding translated code are reported as written (the
+    /// run loop drops their TUs), guest TLB entries are dropped, and the
+    /// identity shadow maps each odd megabyte of RAM onto the even one
+    /// below it while the gate is closed.
+    pub fn set_a20(&mut self, on: bool) -> Result<(), MemoryError> {
+        if on == self.a20 {
+            return Ok(());
+        }
+        let mut code = Vec::new();
+        for (w, &bits) in self.code_pages.iter().enumerate() {
+            let mut b = bits;
+            while b != 0 {
+                code.push((w * 64 + b.trailing_zeros() as usize) as u32);
+                b &= b - 1;
+            }
+        }
+        self.release_code();
+        self.written_code.borrow_mut().extend(code);
+        self.spaces.drop_all();
+        self.tlb_epoch += 1;
+        self.a20 = on;
+        // Each odd megabyte whose own or aliased RAM exists.
+        let mib = |m: usize| m * ONE_MIB;
+        for m in (1..SPACE / ONE_MIB).step_by(2) {
+            if mib(m - 1) >= self.size {
+                break;
+            }
+            let src = if on { mib(m) } else { mib(m - 1) };
+            self.unmap_shadow(mib(m), ONE_MIB);
+            if src < self.size {
+                self.map_shadow(self.ram_fd, mib(m), src, ONE_MIB.min(self.size - src))?;
+            }
+            // The low ROM window is in the first megabyte.
+            if src == 0
+                && let (Some(rom), Some(fd)) = (&self.rom, self.rom_fd)
+            {
+                let low = rom.len().min(LOW_ROM_WINDOW);
+                self.map_fixed(
+                    fd,
+                    mib(m) + ONE_MIB - low,
+                    rom.len() - low,
+                    low,
+                    libc::PROT_READ,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `len` bytes of the identity shadow at `at` back to nothing
+    /// mapped.
+    fn unmap_shadow(&self, at: usize, len: usize) {
+        // SAFETY: the range is inside our own reservation.
+        let p = unsafe {
+            libc::mmap(
+                self.shadow.space().add(at).cast(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        debug_assert_ne!(p, libc::MAP_FAILED, "unmapping shadow pages");
     }
 
     #[inline(never)]
@@ -633,6 +729,7 @@ impl GuestMemory {
             .borrow_mut()
             .extend_from_slice(t.table_frames());
         u32::try_from(t.frame | (lin & 0xFFF) as u64)
+            .map(|phys| self.a20_mask(phys))
             .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))
     }
 
@@ -656,7 +753,7 @@ impl GuestMemory {
         kind: AccessKind,
         mut op: impl FnMut(u32, usize, usize) -> Result<(), MemFault>,
     ) -> Result<(), MemFault> {
-        if !self.paged() {
+        if self.direct() {
             return op(addr, 0, len);
         }
         // A fault on physical memory is reported at its linear address.
@@ -686,7 +783,7 @@ impl GuestMemory {
     /// Reads at a linear address (translated when paging is on).
     #[inline]
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
-        if !self.paged() {
+        if self.direct() {
             // Inline and constant-size for the sized accessors.
             return self.read_phys(addr, buf);
         }
@@ -705,7 +802,7 @@ impl GuestMemory {
     /// of it may be.
     #[inline]
     pub fn write(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
-        if !self.paged() {
+        if self.direct() {
             return self.write_phys(addr, data);
         }
         self.write_paged(addr, data)
@@ -737,10 +834,11 @@ impl GuestMemory {
     /// shadow the address is physical and only says what is there.
     pub fn fill_shadow(&mut self, lin: u32, write: bool, user: bool) -> Result<Filled, MemFault> {
         if !self.paged() {
+            let phys = self.a20_mask(lin);
             return Ok(match () {
-                _ if write && self.is_code_page(lin) => Filled::CodeWrite { phys: lin },
-                _ if write && self.is_rom(lin) => Filled::RomWrite { phys: lin },
-                _ => Filled::NoMemory { phys: lin },
+                _ if write && self.is_code_page(phys) => Filled::CodeWrite { phys },
+                _ if write && self.is_rom(phys) => Filled::RomWrite { phys },
+                _ => Filled::NoMemory { phys },
             });
         }
         let regs = self.paging.get();
@@ -765,7 +863,7 @@ impl GuestMemory {
         user: bool,
     ) -> Result<Filled, MemFault> {
         let regs = self.paging.get();
-        let Ok(phys) = u32::try_from(t.frame) else {
+        let Ok(phys) = u32::try_from(t.frame).map(|p| self.a20_mask(p)) else {
             return Ok(Filled::NoMemory { phys: u32::MAX });
         };
         let back = if let Some(r) = self.rom_index(phys) {

@@ -268,3 +268,91 @@ fn the_local_apic_timer_interrupts_periodically() {
     assert!(wall >= 95_000_000);
     assert!(cpu < wall / 2, "hlt spins: {cpu} ns of CPU in {wall} ns");
 }
+
+/// Closes (`open` false) or opens the keyboard controller's A20 gate:
+/// command 0xD1 writes its output port (bit 0 keeps the CPU out of reset).
+fn kbc_a20(a: &mut CodeAssembler, open: bool) -> Result<(), IcedError> {
+    a.mov(al, 0xD1)?;
+    a.out(0x64, al)?;
+    a.mov(al, if open { 0x03 } else { 0x01 })?;
+    a.out(0x60, al)
+}
+
+#[test]
+fn a20_closed_wraps_data_and_code_at_one_megabyte() {
+    // A routine at 0x700 returning its immediate: `mov eax, imm32; ret`.
+    const LOW: u32 = 0x700;
+    // The test runs below 1 MiB: its own code must not wrap.
+    const CODE: u32 = 0x8000;
+    let image = assemble_at(CODE, |a| {
+        a.mov(esp, STACK)?;
+        a.mov(byte_ptr(0x0500u32), 0x11u32)?;
+        a.mov(byte_ptr(0x10_0500u32), 0x22u32)?;
+        a.mov(byte_ptr(LOW), 0xB8u32)?;
+        a.mov(dword_ptr(LOW + 1), 1u32)?;
+        a.mov(byte_ptr(LOW + 5), 0xC3u32)?;
+        kbc_a20(a, false)?;
+        // Data: 0x100500 is 0x500 now, and a store there lands low.
+        a.movzx(eax, byte_ptr(0x10_0500u32))?;
+        store(a, 0)?;
+        a.mov(byte_ptr(0x10_0600u32), 0x33u32)?;
+        a.movzx(eax, byte_ptr(0x0600u32))?;
+        store(a, 1)?;
+        // Code: the routine runs at its alias, and patching it through
+        // the low address is seen there.
+        a.mov(eax, 0x10_0000 + LOW)?;
+        a.call(eax)?;
+        store(a, 2)?;
+        a.mov(dword_ptr(LOW + 1), 2u32)?;
+        a.mov(eax, 0x10_0000 + LOW)?;
+        a.call(eax)?;
+        store(a, 3)?;
+        // And the other way: run it low, patch it through the alias.
+        a.mov(eax, LOW)?;
+        a.call(eax)?;
+        a.mov(dword_ptr(0x10_0000 + LOW + 1), 3u32)?;
+        a.mov(eax, LOW)?;
+        a.call(eax)?;
+        store(a, 7)?;
+        // Port 0x92's gate opens it again, whatever the controller says.
+        a.in_(al, 0x92)?;
+        a.or(al, 2)?;
+        a.out(0x92, al)?;
+        a.movzx(eax, byte_ptr(0x10_0500u32))?;
+        store(a, 4)?;
+        // Closing the fast gate leaves it closed, opening the
+        // controller's opens it.
+        a.in_(al, 0x92)?;
+        a.and(al, 0xFD)?;
+        a.out(0x92, al)?;
+        a.movzx(eax, byte_ptr(0x10_0500u32))?;
+        store(a, 5)?;
+        kbc_a20(a, true)?;
+        a.movzx(eax, byte_ptr(0x10_0500u32))?;
+        store(a, 6)?;
+        a.hlt()
+    });
+    let r = run_image(Options::default(), &image, CODE, CODE);
+    r.assert_halted();
+    assert_eq!(r.mem_u32(OUT), 0x11, "0x100500 reads 0x500 with A20 closed");
+    assert_eq!(
+        r.mem_u32(OUT + 4),
+        0x33,
+        "a store to 0x100600 lands at 0x600"
+    );
+    assert_eq!(r.mem_u32(OUT + 8), 1, "code runs at its alias");
+    assert_eq!(
+        r.mem_u32(OUT + 12),
+        2,
+        "patching the low copy reaches the alias"
+    );
+    assert_eq!(
+        r.mem_u32(OUT + 28),
+        3,
+        "patching through the alias reaches the low copy"
+    );
+    assert_eq!(r.mem_u32(OUT + 16), 0x22, "the fast gate opens A20");
+    assert_eq!(r.mem_u32(OUT + 20), 0x11, "both gates closed");
+    assert_eq!(r.mem_u32(OUT + 24), 0x22, "the controller's gate opens A20");
+    assert_eq!(r.mem_u8(0x10_0600), 0, "nothing was stored above 1 MiB");
+}

@@ -1042,15 +1042,33 @@ fn port_out(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<
     check_io(cpu, sys, port, io_size(insn))?;
     let v = get_reg(cpu, insn.op1_register());
     sys.counters.port_writes += 1;
-    Ok(io_action(sys.bus.write(port, io_size(insn), v)))
+    let action = sys.bus.write(port, io_size(insn), v);
+    io_action(sys, action)
 }
 
-fn io_action(a: IoAction) -> Next {
-    match a {
+fn io_action(sys: &mut System, a: IoAction) -> Result<Next> {
+    Ok(match a {
         IoAction::None => Next::Continue,
         IoAction::Exit(status) => Next::Stop(Stop::DebugExit(status)),
         IoAction::Reset => Next::Stop(Stop::Reset),
-        IoAction::A20(_) => Next::Continue,
+        IoAction::A20(on) => {
+            sys.a20_gates.0 = on;
+            set_a20(sys)
+        }
+        IoAction::FastA20(on) => {
+            sys.a20_gates.1 = on;
+            set_a20(sys)
+        }
+    })
+}
+
+/// The A20 line follows its two gates. A change reports every page of
+/// translated code as written, which ends the TU.
+fn set_a20(sys: &mut System) -> Next {
+    let (kbc, fast) = sys.a20_gates;
+    match sys.mem.set_a20(kbc || fast) {
+        Ok(()) => Next::Continue,
+        Err(e) => Next::Stop(Stop::Internal(format!("switching A20: {e}"))),
     }
 }
 
@@ -1100,7 +1118,7 @@ fn string_io(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result
                 if rep {
                     advance(cpu, count_reg, u32::MAX, mask);
                 }
-                return Ok(io_action(action));
+                return io_action(sys, action);
             }
         }
         advance(cpu, ptr_reg, step, mask);

@@ -263,6 +263,9 @@ pub struct System {
     pub nxe: bool,
     /// IA32_MISC_ENABLE (fast strings on at reset).
     pub misc_enable: u64,
+    /// The A20 gates of the keyboard controller and of port 0x92 (the
+    /// line is open while either is): open and closed after a BIOS.
+    pub a20_gates: (bool, bool),
 }
 
 impl System {
@@ -293,6 +296,7 @@ impl System {
             sysenter_eip: 0,
             nxe: false,
             misc_enable: 1,
+            a20_gates: (true, false),
         }
     }
 

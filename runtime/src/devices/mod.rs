@@ -32,8 +32,11 @@ pub enum IoAction {
     Exit(i32),
     /// Reset the machine (its reset line was pulsed).
     Reset,
-    /// Drive the A20 gate: address bit 20 passes (true) or reads as 0.
+    /// The keyboard controller's A20 gate opens (true) or closes.
     A20(bool),
+    /// Port 0x92's fast A20 gate opens or closes. Address bit 20 passes
+    /// while either gate is open.
+    FastA20(bool),
 }
 
 /// The CPU's view of an interrupt controller (the INTR line and the

@@ -1,7 +1,8 @@
 //! System control port A (0x92) of a PC: bit 0 pulses the CPU's reset
-//! line (a "fast reset" on its rising edge), bit 1 is the A20 gate. bt86's
-//! A20 line is always on, as on chipsets without the gate: bit 1 reads
-//! as 1 whatever was written.
+//! line (a "fast reset" on its rising edge), bit 1 is the fast A20 gate.
+//! The A20 line is open when this gate or the keyboard controller's
+//! opens it (the machine combines the two); bit 1 starts clear, as a
+//! BIOS that opened A20 through the keyboard controller leaves it.
 
 use super::{IoAction, Port, PortDevice};
 
@@ -16,7 +17,7 @@ pub struct SystemControlA {
 
 impl PortDevice for SystemControlA {
     fn read(&mut self, _port: Port, _size: u8) -> u32 {
-        (self.value | A20) as u32
+        self.value as u32
     }
 
     fn write(&mut self, _port: Port, _size: u8, value: u32) -> IoAction {
@@ -25,6 +26,8 @@ impl PortDevice for SystemControlA {
             // The reset clears the bit again.
             self.value &= !RESET;
             IoAction::Reset
+        } else if (old ^ self.value) & A20 != 0 {
+            IoAction::FastA20(self.value & A20 != 0)
         } else {
             IoAction::None
         }
@@ -36,13 +39,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rising_reset_bit_resets_and_a20_reads_on() {
+    fn a_rising_reset_bit_resets_and_bit_1_drives_the_fast_a20_gate() {
         let mut p = SystemControlA::default();
+        assert_eq!(p.read(Port(PORT), 1), 0);
+        assert_eq!(p.write(Port(PORT), 1, 0x02), IoAction::FastA20(true));
         assert_eq!(p.read(Port(PORT), 1), 0x02);
-        assert_eq!(p.write(Port(PORT), 1, 0x00), IoAction::None);
-        assert_eq!(p.read(Port(PORT), 1), 0x02, "A20 stays on");
-        assert_eq!(p.write(Port(PORT), 1, 0x01), IoAction::Reset);
-        assert_eq!(p.read(Port(PORT), 1), 0x02, "the reset cleared bit 0");
+        assert_eq!(p.write(Port(PORT), 1, 0x02), IoAction::None);
         assert_eq!(p.write(Port(PORT), 1, 0x03), IoAction::Reset);
+        assert_eq!(p.read(Port(PORT), 1), 0x02, "the reset bit clears");
+        assert_eq!(p.write(Port(PORT), 1, 0x00), IoAction::FastA20(false));
     }
 }
