@@ -316,7 +316,9 @@ impl CodeSource for RamCode<'_> {
         let n = buf.len().min(in_limit as usize);
         let lin = self.cs.base.wrapping_add(eip);
         if self.mem.direct() {
-            return self.mem.read_prefix(lin, &mut buf[..n]);
+            // Every physical address reads something (the open bus all ones).
+            let _ = self.mem.read_phys(lin, &mut buf[..n]);
+            return n;
         }
         let mut done = 0;
         while done < n {
@@ -324,11 +326,8 @@ impl CodeSource for RamCode<'_> {
             let len = (PAGE_SIZE - (at as usize & (PAGE_SIZE - 1))).min(n - done);
             match self.mem.translate(at, AccessKind::Fetch) {
                 Ok(phys) => {
-                    let got = self.mem.read_prefix(phys, &mut buf[done..done + len]);
-                    done += got;
-                    if got < len {
-                        break;
-                    }
+                    let _ = self.mem.read_phys(phys, &mut buf[done..done + len]);
+                    done += len;
                 }
                 Err(f) => {
                     self.fault.get_or_insert(f);
@@ -1105,8 +1104,8 @@ impl Machine {
             // Not RAM: a device's page, or the open bus, which reads all
             // ones (a kernel running before paging reads its stack
             // canary at an address that is its virtual one).
-            Filled::NoMemory { phys } if phys != u32::MAX => self.device_access(lin, write),
-            Filled::NoMemory { .. } => Ok(Some(MemFault::no_memory(lin, write).into())),
+            Filled::NoMemory { .. } => self.device_access(lin, write),
+            Filled::AboveFourGiB => Ok(Some(MemFault::no_memory(lin, write).into())),
         }
     }
 
@@ -1217,10 +1216,23 @@ impl Machine {
                 }
                 if device && repeated {
                     self.drop_device_step(step);
-                    return Err(Stop::Unsupported {
-                        eip,
-                        what: format!("`{insn}`: a repeated string instruction on MMIO"),
-                    });
+                    if self.sys.mmio.claims(phys) {
+                        return Err(Stop::Unsupported {
+                            eip,
+                            what: format!("`{insn}`: a repeated string instruction on MMIO"),
+                        });
+                    }
+                    // On the open bus: the runtime runs it (its accesses
+                    // read all ones there and drop the writes).
+                    let lin = self.code_segment().base.wrapping_add(eip);
+                    match self.sys.mem.translate(lin, AccessKind::Fetch) {
+                        Ok(at) if self.translator.emulate_insn(at) => return Ok(None),
+                        _ => {
+                            return Err(Stop::Internal(format!(
+                                "`{insn}` at {eip:#010x} keeps faulting on the open bus"
+                            )));
+                        }
+                    }
                 }
                 let page = (at >> 12, phys >> 12);
                 if !step.pages.contains(&page) {

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use translator::abi::vector;
 
 use crate::paging::{Access, AccessKind, PageTables, PagingRegs, Translation, walk};
-use crate::shadow::{self, Backing, Spaces, View};
+use crate::shadow::{self, Backing, PageInfo, Spaces, View};
 
 pub const PAGE_SIZE: usize = 4096;
 /// Span of guest linear addresses: the 32-bit space.
@@ -72,8 +72,11 @@ pub enum Filled {
     CodeWrite { phys: u32 },
     /// A write to ROM (mapped read-only).
     RomWrite { phys: u32 },
-    /// The frame is not RAM or ROM.
+    /// The frame is not RAM or ROM (a device's, or the open bus).
     NoMemory { phys: u32 },
+    /// The frame is above the 4 GiB a 32-bit machine's bus reaches
+    /// (PAE tables can say so).
+    AboveFourGiB,
 }
 
 #[derive(Debug)]
@@ -315,7 +318,13 @@ impl GuestMemory {
     /// translated code.
     #[inline]
     pub fn is_code_page(&self, addr: u32) -> bool {
-        let page = addr as usize / PAGE_SIZE;
+        self.is_code_frame(addr as usize / PAGE_SIZE)
+    }
+
+    /// Whether RAM page `page` holds translated code (any number: an
+    /// access near the top of the space may name a page past 4 GiB).
+    #[inline]
+    fn is_code_frame(&self, page: usize) -> bool {
         self.code_pages
             .get(page / 64)
             .is_some_and(|w| w & (1 << (page % 64)) != 0)
@@ -327,13 +336,16 @@ impl GuestMemory {
         if self.code_page_count == 0 || len == 0 {
             return;
         }
-        let last = addr as usize + len - 1;
-        if !self.is_code_page(addr) && !self.is_code_page(last as u32) && len <= PAGE_SIZE {
+        // The last byte may wrap around the 4 GiB space to its start.
+        let last = addr.wrapping_add(len as u32 - 1);
+        if !self.is_code_page(addr) && !self.is_code_page(last) && len <= PAGE_SIZE {
             return;
         }
-        let pages = addr as usize / PAGE_SIZE..=last / PAGE_SIZE;
+        let first = addr as usize / PAGE_SIZE;
+        let count = (addr as usize % PAGE_SIZE + len - 1) / PAGE_SIZE + 1;
+        let pages = (first..first + count).map(|p| p % (SPACE / PAGE_SIZE));
         let mut written = self.written_code.borrow_mut();
-        for page in pages.filter(|&p| self.is_code_page((p * PAGE_SIZE) as u32)) {
+        for page in pages.filter(|&p| self.is_code_frame(p)) {
             written.push(page as u32);
         }
     }
@@ -415,7 +427,7 @@ impl GuestMemory {
     /// Stops write-protecting RAM page `page` (its translations are gone).
     pub fn release_page(&mut self, page: u32) {
         let page = page as usize;
-        if self.is_code_page((page * PAGE_SIZE) as u32) {
+        if self.is_code_frame(page) {
             self.code_pages[page / 64] &= !(1 << (page % 64));
             self.code_page_count -= 1;
             self.set_shadow_prot(page, false);
@@ -465,31 +477,18 @@ impl GuestMemory {
             && (addr as usize + len <= self.low_rom || addr as usize >= ONE_MIB)
     }
 
-    /// Byte by byte through RAM and ROM, for accesses that touch ROM:
-    /// `f(i, place)` for each byte `i` of the access. Fails at the first
-    /// byte that is neither, before calling `f` for any.
-    fn each_byte(
-        &self,
-        addr: u32,
-        len: usize,
-        write: bool,
-        mut f: impl FnMut(usize, Place),
-    ) -> Result<(), MemFault> {
-        let place = |i: usize| {
-            let a = addr.wrapping_add(i as u32);
-            match self.rom_index(a) {
-                Some(r) => Some(Place::Rom(r)),
-                None if (a as usize) < self.size => Some(Place::Ram(a as usize)),
-                None => None,
-            }
-        };
-        if let Some(i) = (0..len).find(|&i| place(i).is_none()) {
-            return Err(MemFault::no_memory(addr.wrapping_add(i as u32), write));
-        }
+    /// Byte by byte through RAM, ROM and the open bus, for accesses that
+    /// are not plain RAM: `f(i, place)` for each byte `i` of the access.
+    fn each_byte(&self, addr: u32, len: usize, mut f: impl FnMut(usize, Place)) {
         for i in 0..len {
-            f(i, place(i).expect("checked above"));
+            let a = addr.wrapping_add(i as u32);
+            let place = match self.rom_index(a) {
+                Some(r) => Place::Rom(r),
+                None if (a as usize) < self.size => Place::Ram(a as usize),
+                None => Place::OpenBus,
+            };
+            f(i, place);
         }
-        Ok(())
     }
 
     /// Host address of guest linear 0: the GS base for generated code.
@@ -737,11 +736,36 @@ impl GuestMemory {
     /// the last call (translations, jump caches and chains depend on them
     /// too): before generated code runs again.
     pub fn trace_pending_tables(&mut self) {
-        let pending = self.pending_tables.get_mut();
+        let pending = std::mem::take(self.pending_tables.get_mut());
         if !pending.is_empty() {
-            self.spaces.trace_tables(pending);
-            pending.clear();
+            self.trace_tables(&pending);
         }
+    }
+
+    /// Traces the page-table frames a walk read (see `shadow`): those not
+    /// traced yet are copied and write-protected.
+    fn trace_tables(&mut self, frames: &[u32]) {
+        let new: Vec<u32> = frames
+            .iter()
+            .copied()
+            .filter(|&f| !self.spaces.is_traced(f))
+            .collect();
+        if !new.is_empty() {
+            let copies = self.frame_copies(new);
+            self.spaces.trace_tables(copies);
+        }
+    }
+
+    /// The contents of guest frames (zeros where there is no memory).
+    fn frame_copies(&self, frames: Vec<u32>) -> Vec<(u32, Box<[u8; PAGE_SIZE]>)> {
+        frames
+            .into_iter()
+            .map(|f| {
+                let mut copy = Box::new([0u8; PAGE_SIZE]);
+                let _ = self.read_phys(f << 12, &mut copy[..]);
+                (f, copy)
+            })
+            .collect()
     }
 
     /// Runs `op(phys, start, len)` for the pieces of `len` bytes at linear
@@ -816,15 +840,9 @@ impl GuestMemory {
     }
 
     /// Checks that `len` bytes at linear `addr` could be written (paging
-    /// allows it and there is memory), without writing.
+    /// allows it), without writing.
     pub fn check_write(&self, addr: u32, len: usize) -> Result<(), MemFault> {
-        self.linear(addr, len, AccessKind::Write, |phys, _, n| {
-            if self.contains(phys, n) || self.is_rom(phys) {
-                Ok(())
-            } else {
-                Err(MemFault::no_memory(phys, true))
-            }
-        })
+        self.linear(addr, len, AccessKind::Write, |_, _, _| Ok(()))
     }
 
     /// Generated code touched linear `lin` (a write if `write`) with
@@ -849,7 +867,7 @@ impl GuestMemory {
         };
         let t = walk(self, &regs, lin, Access { kind, user })
             .map_err(|error| MemFault { addr: lin, error })?;
-        self.spaces.trace_tables(t.table_frames());
+        self.trace_tables(t.table_frames());
         self.install(lin, &t, write, user)
     }
 
@@ -864,7 +882,7 @@ impl GuestMemory {
     ) -> Result<Filled, MemFault> {
         let regs = self.paging.get();
         let Ok(phys) = u32::try_from(t.frame).map(|p| self.a20_mask(p)) else {
-            return Ok(Filled::NoMemory { phys: u32::MAX });
+            return Ok(Filled::AboveFourGiB);
         };
         let back = if let Some(r) = self.rom_index(phys) {
             Backing {
@@ -885,20 +903,18 @@ impl GuestMemory {
         let writable = t.dirty && t.write_allowed(user, &regs);
         if write {
             // A write to a page table makes it writable until the next CR3
-            // write, which drops the mappings that may depend on it.
+            // write, which compares it with its copy.
             self.spaces.table_written(phys >> 12);
         }
         let view = if user { View::User } else { View::Supervisor };
+        let info = PageInfo {
+            writable,
+            global: t.global,
+            large: t.large,
+            entries: t.entries(),
+        };
         self.spaces
-            .map(
-                view,
-                lin >> 12,
-                phys >> 12,
-                back,
-                writable,
-                t.global,
-                t.large,
-            )
+            .map(view, lin >> 12, phys >> 12, back, info)
             .map_err(|_| MemFault::no_memory(lin, write))?;
         Ok(match () {
             _ if write && back.read_only => Filled::RomWrite { phys },
@@ -912,7 +928,7 @@ impl GuestMemory {
     /// cannot be reserved.
     pub fn paging_changed(&mut self) -> Result<(), MemoryError> {
         self.spaces.drop_all();
-        self.spaces.untrace_tables();
+        self.spaces.untrace_tables(self.paging.get().pae());
         self.pending_tables.borrow_mut().clear();
         self.tlb_epoch += 1;
         if self.paged() {
@@ -925,7 +941,11 @@ impl GuestMemory {
     /// `shadow::Spaces::cr3_write`. Fails if the shadow spaces of a new
     /// address space cannot be reserved.
     pub fn cr3_written(&mut self, same: bool) -> Result<(), MemoryError> {
-        if self.spaces.cr3_write(self.paging.get().cr3, same)? {
+        let written = self.frame_copies(self.spaces.written_tables());
+        if self
+            .spaces
+            .cr3_write(self.paging.get().cr3, same, written)?
+        {
             self.tlb_epoch += 1;
         }
         Ok(())
@@ -954,7 +974,7 @@ impl GuestMemory {
         self.spaces.invalidate_page(lin >> 12, &views);
         self.tlb_epoch += 1;
         for (view, t) in refill {
-            self.spaces.trace_tables(t.table_frames());
+            self.trace_tables(t.table_frames());
             if !matches!(
                 self.install(lin, &t, false, view == View::User),
                 Ok(Filled::Mapped)
@@ -998,18 +1018,21 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// `read` of anything but plain RAM: through the ROM, or a fault.
+    /// `read` of anything but plain RAM: through the ROM; the open bus
+    /// reads all ones.
     #[cold]
     #[inline(never)]
     fn read_slow(&self, addr: u32, buf: &mut [u8]) -> Result<(), MemFault> {
         let rom = self.rom.as_deref().unwrap_or_default();
-        self.each_byte(addr, buf.len(), false, |i, p| {
+        self.each_byte(addr, buf.len(), |i, p| {
             buf[i] = match p {
                 // SAFETY: a RAM offset inside the flat view.
                 Place::Ram(o) => unsafe { self.flat.add(o).read() },
                 Place::Rom(r) => rom[r],
+                Place::OpenBus => 0xFF,
             }
-        })
+        });
+        Ok(())
     }
 
     /// Writes guest physical memory; bytes that fall on ROM are dropped.
@@ -1033,28 +1056,13 @@ impl GuestMemory {
     #[cold]
     #[inline(never)]
     fn write_slow(&self, addr: u32, data: &[u8]) -> Result<(), MemFault> {
-        self.each_byte(addr, data.len(), true, |i, p| {
+        self.each_byte(addr, data.len(), |i, p| {
             if let Place::Ram(o) = p {
                 // SAFETY: a RAM offset inside the flat view.
                 unsafe { self.flat.add(o).write(data[i]) }
             }
-        })
-    }
-
-    /// Reads up to `buf.len()` bytes of guest physical memory and returns
-    /// how many were RAM or ROM.
-    pub fn read_prefix(&self, addr: u32, buf: &mut [u8]) -> usize {
-        let n = if self.plain_ram(addr, buf.len()) {
-            buf.len()
-        } else {
-            (0..buf.len())
-                .find(|&i| {
-                    self.read_slow(addr.wrapping_add(i as u32), &mut [0])
-                        .is_err()
-                })
-                .unwrap_or(buf.len())
-        };
-        self.read_phys(addr, &mut buf[..n]).map_or(0, |()| n)
+        });
+        Ok(())
     }
 
     /// Fills `len` bytes with `byte`; bytes that fall on ROM are kept.
@@ -1068,12 +1076,13 @@ impl GuestMemory {
             return self.fill(ONE_MIB as u32, end - ONE_MIB, byte);
         }
         if !self.plain_ram(addr, len) {
-            return self.each_byte(addr, len, true, |_, p| {
+            self.each_byte(addr, len, |_, p| {
                 if let Place::Ram(o) = p {
                     // SAFETY: a RAM offset inside the flat view.
                     unsafe { self.flat.add(o).write(byte) }
                 }
             });
+            return Ok(());
         }
         // SAFETY: as in `read`.
         unsafe { std::ptr::write_bytes(self.flat.add(addr as usize), byte, len) };
@@ -1167,14 +1176,16 @@ impl PageTables for GuestMemory {
         Some(u64::from_le_bytes(b))
     }
 
-    // Accessed and dirty bits: only ever set, which no mapping or
-    // translation depends on, so not a page-table write for tracing.
+    // Accessed and dirty bits: only ever set, which no mapping depends on;
+    // the copies of traced tables take them (see `shadow`).
     fn write_u32(&self, addr: u64, v: u32) {
         self.write_entry(addr, &v.to_le_bytes());
+        self.spaces.note_entry_set(addr, v as u64);
     }
 
     fn write_u64(&self, addr: u64, v: u64) {
         self.write_entry(addr, &v.to_le_bytes());
+        self.spaces.note_entry_set(addr, v);
     }
 }
 
@@ -1185,6 +1196,8 @@ enum Place {
     Ram(usize),
     /// Offset in the ROM image.
     Rom(usize),
+    /// Neither: all ones to read, writes lost.
+    OpenBus,
 }
 
 impl Drop for GuestMemory {
@@ -1224,16 +1237,12 @@ mod tests {
     }
 
     #[test]
-    fn access_beyond_ram_is_a_fault_not_a_panic() {
+    fn beyond_ram_is_the_open_bus() {
         let m = GuestMemory::new(1 << 20).unwrap();
-        assert_eq!(
-            m.read_u32((1 << 20) - 2),
-            Err(MemFault::no_memory(1 << 20, false))
-        );
-        assert_eq!(
-            m.write_u8(0xFFFF_FFFF, 1),
-            Err(MemFault::no_memory(0xFFFF_FFFF, true))
-        );
+        m.write_u16((1 << 20) - 2, 0x1234).unwrap();
+        assert_eq!(m.read_u32((1 << 20) - 2), Ok(0xFFFF_1234));
+        assert_eq!(m.write_u8(0xFFFF_FFFF, 1), Ok(()));
+        assert_eq!(m.read_u8(0xFFFF_FFFF), Ok(0xFF));
     }
 
     #[test]

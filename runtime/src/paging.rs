@@ -53,7 +53,7 @@ impl PagingRegs {
         self.cr0 & CR0_PG != 0
     }
 
-    fn pae(&self) -> bool {
+    pub fn pae(&self) -> bool {
         self.cr4 & CR4_PAE != 0
     }
 
@@ -111,12 +111,20 @@ pub struct Translation {
     /// The guest frames of the entries the walk used (the first
     /// `levels`): the page tables this translation depends on.
     tables: [u32; 3],
+    /// The guest physical addresses of those entries.
+    entries: [u64; 3],
     levels: u8,
 }
 
 impl Translation {
     pub fn table_frames(&self) -> &[u32] {
         &self.tables[..self.levels as usize]
+    }
+
+    /// The guest physical addresses of the entries the walk used, top
+    /// level first.
+    pub fn entries(&self) -> &[u64] {
+        &self.entries[..self.levels as usize]
     }
 
     /// Whether a write with privilege `user` is allowed (CR0.WP decides
@@ -232,6 +240,7 @@ pub fn walk(
         global: leaf & entry::G != 0 && regs.global_pages(),
         large: n == 1 || (regs.pae() && n == 2),
         tables: used.map(|u| (u.addr >> 12) as u32),
+        entries: used.map(|u| u.addr),
         levels: n as u8,
     };
     let allowed = match access.kind {

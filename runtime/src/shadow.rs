@@ -12,10 +12,16 @@
 //! when generated code faults on them (a hidden fault), read-only until
 //! the guest's dirty bit is set, read-only while they hold translated
 //! code, and read-only while they hold page tables not written since the
-//! last CR3 write (the tracing that tells whether kept mappings still
-//! agree with the guest's tables). Every mapped page is remembered with
-//! its guest frame (a reverse map finds the mappings of a frame when its
-//! protection changes).
+//! last CR3 write. That tracing keeps the mappings in step with the
+//! guest's tables: every mapping remembers the table entries its walk
+//! used, every traced table frame a copy of its entries, and at a CR3
+//! write the frames written since the last one are compared with their
+//! copies; only the mappings that depend on an entry that changed are
+//! dropped (an entry whose accessed or dirty bit was merely set has not
+//! changed; one whose bit the guest cleared has, so that the next access
+//! sets it again). Every mapped page is remembered with its guest frame
+//! (a reverse map finds the mappings of a frame when its protection
+//! changes).
 //!
 //! The kernel counts each mapping of the process (vm.max_map_count is
 //! 65530 by default) and scattered pages do not merge, so the sets keep
@@ -133,6 +139,42 @@ struct Mapping {
     global: bool,
     /// Part of a large guest page.
     large: bool,
+    /// The guest physical addresses of the table entries its walk used
+    /// (the first `levels`).
+    entries: [u64; 3],
+    levels: u8,
+}
+
+impl Mapping {
+    fn entries(&self) -> &[u64] {
+        &self.entries[..self.levels as usize]
+    }
+}
+
+/// The translation a mapping is made from: what the guest's tables say
+/// about the page, and which of their entries said it.
+#[derive(Clone, Copy, Debug)]
+pub struct PageInfo<'a> {
+    pub writable: bool,
+    pub global: bool,
+    pub large: bool,
+    pub entries: &'a [u64],
+}
+
+/// A copy of a traced page-table frame, as the mappings made from it saw
+/// it.
+type Snapshot = Box<[u8; PAGE_SIZE]>;
+
+/// Accessed and dirty bits of a table entry (the same in both formats).
+const ENTRY_A: u64 = 1 << 5;
+const ENTRY_D: u64 = 1 << 6;
+
+/// Whether mappings made from table entry `old` disagree with the entry
+/// now being `new`: anything but the accessed and dirty bits changed, or
+/// the guest cleared one of those (the next access must set it again).
+fn entry_changed(old: u64, new: u64) -> bool {
+    let ad = ENTRY_A | ENTRY_D;
+    (old ^ new) & !ad != 0 || old & !new & ad != 0
 }
 
 /// Linear pages per 4 MiB region (a large page is at most that).
@@ -167,9 +209,6 @@ struct SpaceSet {
     globals: usize,
     /// Mappings from large guest pages, per 4 MiB linear region.
     large: HashMap<u32, u32>,
-    /// A page table was written since this set was last current: its
-    /// non-global mappings may disagree with the guest's tables.
-    stale: bool,
     /// When it was last made current (for eviction).
     used: u64,
 }
@@ -182,7 +221,6 @@ impl SpaceSet {
             maps: [HashMap::new(), HashMap::new()],
             globals: 0,
             large: HashMap::new(),
-            stale: false,
             used: 0,
         })
     }
@@ -208,18 +246,34 @@ pub struct Spaces {
     clock: u64,
     /// Guest frames mapped read-only, and why (`readonly` bits).
     readonly: HashMap<u32, u8>,
-    /// Guest frames the page walk read entries from: page tables. While
-    /// none is written, every mapping agrees with the guest's tables, so
-    /// a CR3 write changes nothing but which set is current.
-    traced: std::collections::HashSet<u32>,
+    /// Guest frames the page walk read entries from (page tables), with
+    /// a copy of each as of when it was traced or last compared.
+    traced: HashMap<u32, Snapshot>,
     /// A traced frame was written since the last CR3 write (by the guest
     /// through a mapping, which faulted once and was made writable, or by
     /// the runtime).
     tables_written: std::cell::Cell<bool>,
     /// The traced frames made writable since the last CR3 write.
     unprotected_tables: Vec<u32>,
+    /// The traced frames written since the last CR3 write (made writable,
+    /// or written by the runtime).
+    written_frames: std::cell::RefCell<std::collections::HashSet<u32>>,
+    /// Entries of written frames that mappings were made from since the
+    /// last CR3 write: the value they saw may have been an intermediate
+    /// one, which comparing with the copy cannot tell.
+    volatile: std::collections::HashSet<u64>,
+    /// Accessed and dirty bits the page walk set in traced frames since
+    /// the last CR3 write (entry address, new value): the copies take
+    /// them before they are compared, so that a guest clearing one again
+    /// is seen.
+    ad_sets: std::cell::RefCell<Vec<(u64, u64)>>,
     /// Guest frame -> every mapping of it.
     rmap: HashMap<u32, Vec<Slot>>,
+    /// Guest physical address of a table entry -> every mapping whose
+    /// walk used it.
+    deps: HashMap<u64, Vec<Slot>>,
+    /// Table entries are 8 bytes (PAE) rather than 4.
+    wide_entries: bool,
     budget: usize,
     pub flushes: u64,
 }
@@ -231,10 +285,15 @@ impl Spaces {
             current: 0,
             clock: 0,
             readonly: HashMap::new(),
-            traced: Default::default(),
+            traced: HashMap::new(),
             tables_written: Default::default(),
             unprotected_tables: Vec::new(),
+            written_frames: Default::default(),
+            volatile: Default::default(),
+            ad_sets: Default::default(),
             rmap: HashMap::new(),
+            deps: HashMap::new(),
+            wide_entries: false,
             budget: budget.max(16),
             flushes: 0,
         }
@@ -255,17 +314,13 @@ impl Spaces {
                 let i = (0..self.sets.len())
                     .min_by_key(|&i| self.sets[i].used)
                     .expect("sets");
-                self.drop_set(i, false);
+                self.drop_set(i);
                 self.sets[i].cr3 = cr3;
-                self.sets[i].stale = false;
                 i
             }
         };
         self.current = i;
         self.sets[i].used = self.clock;
-        if std::mem::take(&mut self.sets[i].stale) {
-            self.drop_set(i, true);
-        }
         Ok(())
     }
 
@@ -290,29 +345,34 @@ impl Spaces {
         self.sets.iter().map(SpaceSet::mapped).sum()
     }
 
-    /// Maps linear page `page` of `view` (current set) to guest `frame`,
-    /// read-only unless `writable` and the frame holds neither code nor
-    /// page tables.
-    #[allow(clippy::too_many_arguments)]
+    /// Maps linear page `page` of `view` (current set) to guest `frame`
+    /// as `info` says, read-only unless writable there and the frame
+    /// holds neither code nor page tables.
     pub fn map(
         &mut self,
         view: View,
         page: u32,
         frame: u32,
         back: Backing,
-        writable: bool,
-        global: bool,
-        large: bool,
+        info: PageInfo,
     ) -> Result<(), MemoryError> {
+        let PageInfo {
+            writable,
+            global,
+            large,
+            entries,
+        } = info;
         if self.mapped() >= self.budget {
             self.drop_all();
         }
         let set = self.current;
         // The new page replaces the old one (MAP_FIXED).
-        self.forget((set, view, page));
+        let slot = (set, view, page);
+        self.forget(slot);
         let writable = writable && !back.read_only;
         let prot = prot(writable && !self.readonly.contains_key(&frame));
         let at = page as usize * PAGE_SIZE;
+        // Page 0 is seen again above the 4 GiB space (wrapping accesses).
         let alias = (page == 0).then_some(SPACE);
         let base = self.sets[set].space(view);
         let mapped = |off: usize| {
@@ -339,22 +399,41 @@ impl Spaces {
                 return Err(e);
             }
         }
+        let mut m = Mapping {
+            frame,
+            writable,
+            global,
+            large,
+            entries: [0; 3],
+            levels: entries.len() as u8,
+        };
+        m.entries[..entries.len()].copy_from_slice(entries);
         let s = &mut self.sets[set];
-        s.maps[view as usize].insert(
-            page,
-            Mapping {
-                frame,
-                writable,
-                global,
-                large,
-            },
-        );
+        s.maps[view as usize].insert(page, m);
         s.globals += global as usize;
         if large {
             *s.large.entry(page / REGION_PAGES).or_default() += 1;
         }
-        self.rmap.entry(frame).or_default().push((set, view, page));
+        self.rmap.entry(frame).or_default().push(slot);
+        let written = self.written_frames.borrow();
+        for &e in entries {
+            self.deps.entry(e).or_default().push(slot);
+            if written.contains(&((e >> 12) as u32)) {
+                self.volatile.insert(e);
+            }
+        }
         Ok(())
+    }
+
+    /// Sets the protection of a mapped page (and of page 0's alias).
+    fn protect_slot(&self, (set, view, page): Slot, writable: bool) {
+        let base = self.sets[set].space(view);
+        let alias = (page == 0).then_some(SPACE);
+        for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {
+            // SAFETY: a page of this set that is mapped (it is in the map).
+            let r = unsafe { libc::mprotect(base.add(off).cast(), PAGE_SIZE, prot(writable)) };
+            debug_assert_eq!(r, 0, "mprotect of a shadow page");
+        }
     }
 
     fn unmap_page(&mut self, slot: Slot) {
@@ -389,6 +468,14 @@ impl Spaces {
             list.retain(|&e| e != slot);
             if list.is_empty() {
                 self.rmap.remove(&m.frame);
+            }
+        }
+        for e in m.entries() {
+            if let Some(list) = self.deps.get_mut(e) {
+                list.retain(|&d| d != slot);
+                if list.is_empty() {
+                    self.deps.remove(e);
+                }
             }
         }
         true
@@ -431,11 +518,17 @@ impl Spaces {
         }
     }
 
-    /// Page-table frames a successful walk read: write-protected from now
-    /// on (see `traced`).
-    pub fn trace_tables(&mut self, frames: &[u32]) {
-        for &f in frames {
-            if self.traced.insert(f) {
+    /// Whether guest `frame` is a traced page table.
+    pub fn is_traced(&self, frame: u32) -> bool {
+        self.traced.contains_key(&frame)
+    }
+
+    /// Page-table frames a successful walk read, with their contents
+    /// now: write-protected from now on (see `traced`).
+    pub fn trace_tables(&mut self, frames: Vec<(u32, Snapshot)>) {
+        for (f, copy) in frames {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.traced.entry(f) {
+                e.insert(copy);
                 self.set_readonly(f, readonly::TABLE, true);
             }
         }
@@ -443,7 +536,7 @@ impl Spaces {
 
     /// Whether a guest write to `frame` faulted only because it holds page
     /// tables: then it is made writable until the next CR3 write, which
-    /// will drop the mappings.
+    /// compares it with its copy.
     pub fn table_written(&mut self, frame: u32) -> bool {
         if self
             .readonly
@@ -454,6 +547,7 @@ impl Spaces {
         }
         self.set_readonly(frame, readonly::TABLE, false);
         self.unprotected_tables.push(frame);
+        self.written_frames.borrow_mut().insert(frame);
         self.tables_written.set(true);
         true
     }
@@ -461,44 +555,120 @@ impl Spaces {
     /// Notes a runtime write to guest `frame` (it may be a page table).
     #[inline]
     pub fn note_write(&self, frame: u32) {
-        if !self.traced.is_empty() && self.traced.contains(&frame) {
+        if !self.traced.is_empty() && self.traced.contains_key(&frame) {
             self.tables_written.set(true);
+            self.written_frames.borrow_mut().insert(frame);
         }
     }
 
-    /// A CR3 write (of `cr3`; `same` if CR3 had that value). If no page
-    /// table was written since the last one, every set still agrees with
-    /// the guest's tables: the same value changes nothing, another makes
-    /// its set current (kept from the last time it was, or new). If a
-    /// table was written, every set's non-global mappings are dropped
-    /// (the current one's now, the others' when they are next current).
-    /// Returns whether the translations of linear addresses changed.
-    pub fn cr3_write(&mut self, cr3: u32, same: bool) -> Result<bool, MemoryError> {
-        let written = self.tables_written.replace(false);
-        if same && !written {
-            return Ok(false);
+    /// The page walk set accessed or dirty bits: table entry `addr` is
+    /// `value` now.
+    pub fn note_entry_set(&self, addr: u64, value: u64) {
+        if self.traced.contains_key(&((addr >> 12) as u32)) {
+            self.ad_sets.borrow_mut().push((addr, value));
         }
-        if written {
-            for s in &mut self.sets {
-                s.stale = true;
+    }
+
+    /// The traced frames written since the last CR3 write, to be read
+    /// and passed to [`Spaces::cr3_write`].
+    pub fn written_tables(&self) -> Vec<u32> {
+        if !self.tables_written.get() {
+            return Vec::new();
+        }
+        let mut frames: Vec<u32> = self.written_frames.borrow().iter().copied().collect();
+        frames.sort_unstable();
+        frames
+    }
+
+    /// A CR3 write (of `cr3`; `same` if CR3 had that value), with the
+    /// contents now of the frames [`Spaces::written_tables`] named.
+    /// Their entries are compared with the copies: the mappings that
+    /// depend on one that changed are dropped, in every set; the frames
+    /// are write-protected again. Then the set of `cr3` becomes current
+    /// (kept from the last time it was, or new). Returns whether the
+    /// translations of linear addresses may have changed (a table was
+    /// written, or the address space changed).
+    pub fn cr3_write(
+        &mut self,
+        cr3: u32,
+        same: bool,
+        written: Vec<(u32, Snapshot)>,
+    ) -> Result<bool, MemoryError> {
+        self.tables_written.set(false);
+        self.written_frames.borrow_mut().clear();
+        let width = if self.wide_entries { 8 } else { 4 };
+        // A/D bits the walk set are taken into the copies, but only into
+        // an entry that is otherwise what the copy has: if the entry was
+        // rewritten, the copy must keep the old value to see that.
+        for (addr, value) in std::mem::take(self.ad_sets.get_mut()) {
+            if let Some(copy) = self.traced.get_mut(&((addr >> 12) as u32)) {
+                let at = (addr & 0xFFF) as usize;
+                let mut old = [0u8; 8];
+                old[..width].copy_from_slice(&copy[at..at + width]);
+                if (u64::from_le_bytes(old) ^ value) & !(ENTRY_A | ENTRY_D) == 0 {
+                    copy[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+                }
             }
-            for f in std::mem::take(&mut self.unprotected_tables) {
-                self.set_readonly(f, readonly::TABLE, true);
+        }
+        let volatile = std::mem::take(&mut self.volatile);
+        // Translations the runtime made without a mapping (code fetches,
+        // which the jump caches remember) may depend on any entry of a
+        // written table, even one that is back to its old value.
+        let tables_changed = !written.is_empty();
+        let mut dropped = false;
+        for (f, now) in written {
+            let Some(old) = self.traced.get(&f) else {
+                continue;
+            };
+            let entry = |b: &[u8; PAGE_SIZE], at: usize| {
+                let mut v = [0u8; 8];
+                v[..width].copy_from_slice(&b[at..at + width]);
+                u64::from_le_bytes(v)
+            };
+            let addr = |at: usize| ((f as u64) << 12) + at as u64;
+            let changed: Vec<u64> = (0..PAGE_SIZE)
+                .step_by(width)
+                .filter(|&at| entry_changed(entry(old, at), entry(&now, at)))
+                .map(addr)
+                .collect();
+            self.traced.insert(f, now);
+            let seen: Vec<u64> = (0..PAGE_SIZE)
+                .step_by(width)
+                .map(addr)
+                .filter(|e| volatile.contains(e))
+                .collect();
+            for e in changed.into_iter().chain(seen) {
+                for slot in self.deps.get(&e).cloned().unwrap_or_default() {
+                    self.unmap_page(slot);
+                    dropped = true;
+                }
             }
+        }
+        for f in std::mem::take(&mut self.unprotected_tables) {
+            self.set_readonly(f, readonly::TABLE, true);
+        }
+        if dropped {
             self.flushes += 1;
         }
+        let switched = !same || self.set().cr3 != cr3;
         self.select(cr3)?;
-        Ok(true)
+        Ok(tables_changed || switched)
     }
 
     /// Forgets the traced page tables (paging was turned off or its
-    /// format changed: everything is walked again).
-    pub fn untrace_tables(&mut self) {
-        for f in std::mem::take(&mut self.traced) {
+    /// format changed: everything is walked again); `wide` says whether
+    /// table entries are 8 bytes from now on.
+    pub fn untrace_tables(&mut self, wide: bool) {
+        let frames: Vec<u32> = self.traced.drain().map(|(f, _)| f).collect();
+        for f in frames {
             self.set_readonly(f, readonly::TABLE, false);
         }
         self.unprotected_tables.clear();
+        self.written_frames.borrow_mut().clear();
+        self.volatile.clear();
+        self.ad_sets.borrow_mut().clear();
         self.tables_written.set(false);
+        self.wide_entries = wide;
     }
 
     /// Drops every mapping of every set (a paging-mode change, or over
@@ -508,48 +678,38 @@ impl Spaces {
             return;
         }
         for i in 0..self.sets.len() {
-            self.drop_set(i, false);
+            self.drop_set(i);
         }
         self.flushes += 1;
     }
 
-    /// Drops the mappings of set `i`: the non-global ones, or all.
-    fn drop_set(&mut self, i: usize, keep_global: bool) {
-        let s = &self.sets[i];
-        if s.mapped() == 0 {
-            return;
-        }
-        if keep_global && s.globals != 0 {
-            for view in [View::Supervisor, View::User] {
-                let mut pages: Vec<u32> = self.sets[i].maps[view as usize]
-                    .iter()
-                    .filter(|(_, m)| !m.global)
-                    .map(|(&p, _)| p)
-                    .collect();
-                pages.sort_unstable();
-                for p in pages {
-                    self.unmap_page((i, view, p));
-                }
-            }
+    /// Drops every mapping of set `i`.
+    fn drop_set(&mut self, i: usize) {
+        if self.sets[i].mapped() == 0 {
             return;
         }
         for view in [View::Supervisor, View::User] {
             unmap_range(self.sets[i].space(view), 0, SPACE + PAGE_SIZE);
         }
         let s = &mut self.sets[i];
-        let frames: Vec<u32> = s
+        let dropped: Vec<Mapping> = s
             .maps
-            .iter()
-            .flat_map(|m| m.values().map(|m| m.frame))
+            .iter_mut()
+            .flat_map(|m| m.drain().map(|(_, m)| m))
             .collect();
-        s.maps.iter_mut().for_each(HashMap::clear);
         s.globals = 0;
         s.large.clear();
-        for f in frames {
-            if let Some(list) = self.rmap.get_mut(&f) {
-                list.retain(|&(set, _, _)| set != i);
-                if list.is_empty() {
-                    self.rmap.remove(&f);
+        let gone = |list: &mut Vec<Slot>| {
+            list.retain(|&(set, _, _)| set != i);
+            list.is_empty()
+        };
+        for m in dropped {
+            if self.rmap.get_mut(&m.frame).is_some_and(gone) {
+                self.rmap.remove(&m.frame);
+            }
+            for e in m.entries() {
+                if self.deps.get_mut(e).is_some_and(gone) {
+                    self.deps.remove(e);
                 }
             }
         }
@@ -578,16 +738,8 @@ impl Spaces {
             return;
         };
         for &(set, view, page) in list {
-            let s = &self.sets[set];
-            let prot = prot(s.maps[view as usize][&page].writable && new == 0);
-            let base = s.space(view);
-            let alias = (page == 0).then_some(SPACE);
-            for off in std::iter::once(page as usize * PAGE_SIZE).chain(alias) {
-                // SAFETY: a page of this set that is mapped (it is in the
-                // map).
-                let r = unsafe { libc::mprotect(base.add(off).cast(), PAGE_SIZE, prot) };
-                debug_assert_eq!(r, 0, "mprotect of a shadow page");
-            }
+            let writable = self.sets[set].maps[view as usize][&page].writable;
+            self.protect_slot((set, view, page), writable && new == 0);
         }
     }
 }

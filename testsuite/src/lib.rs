@@ -80,6 +80,15 @@ pub struct Options {
     pub no_reboot: bool,
     /// `MachineConfig::shadow_pages`.
     pub shadow_pages: usize,
+    /// The guest starts with paging on ([`paged_ram_prologue`], emitted by
+    /// [`run_asm_with`] and [`run_asm_fix`]): RAM identity-mapped with
+    /// 4 MiB pages (CR4.PSE), the page directory at [`PAGE_DIR`], and
+    /// everything above RAM not present. An access beyond RAM is then a
+    /// true #PF (error code P=0, W/R as the access, U/S=0 at CPL 0; CR2
+    /// the address), where without paging it reaches the open bus (reads
+    /// all ones, writes lost) as on a PC. `ram` must be a multiple of
+    /// 4 MiB.
+    pub paged_ram: bool,
 }
 
 impl Default for Options {
@@ -90,6 +99,18 @@ impl Default for Options {
             budget: Some(50_000_000),
             no_reboot: true,
             shadow_pages: bt86_runtime::shadow::DEFAULT_BUDGET,
+            paged_ram: false,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with [`Options::paged_ram`]: beyond RAM is not mapped,
+    /// so an access there is a #PF.
+    pub fn paged() -> Self {
+        Options {
+            paged_ram: true,
+            ..Options::default()
         }
     }
 }
@@ -104,11 +125,47 @@ pub fn run_asm_with(
     body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
 ) -> Run {
     let mut a = CodeAssembler::new(32).unwrap();
+    if opts.paged_ram {
+        paged_ram_prologue(&mut a, opts.ram).unwrap();
+    }
     a.mov(esp, STACK).unwrap();
     body(&mut a).unwrap();
     a.hlt().unwrap();
     let image = a.assemble(LOAD as u64).unwrap();
     run_image(opts, &image, LOAD, LOAD)
+}
+
+/// Where [`Options::paged_ram`] puts its page directory: a low page that
+/// no test run with it uses (below the code, data and stack areas).
+pub const PAGE_DIR: u32 = 0x9000;
+
+/// The guest code that turns [`Options::paged_ram`]'s paging on, for
+/// images that do not start with [`run_asm_with`] or [`run_asm_fix`]:
+/// one 4 MiB PDE (present, writable, user) per 4 MiB of `ram`, CR3, CR4.PSE
+/// and CR0.PG. The rest of the directory is left as it was, so it must be
+/// zero (fresh RAM). Run from the flat entry state (paging off, CR4 = 0,
+/// eax = 0): it leaves EFLAGS alone (lea, not or) and eax at 0, so the
+/// program after it starts as it would without it.
+pub fn paged_ram_prologue(a: &mut CodeAssembler, ram: usize) -> Result<(), IcedError> {
+    use paging::{CR0_PG, CR4_PSE, pte};
+    const LARGE: usize = 4 << 20;
+    assert!(
+        ram.is_multiple_of(LARGE),
+        "paged_ram maps RAM in 4 MiB pages: {ram:#x} bytes is not a multiple"
+    );
+    for i in 0..ram / LARGE {
+        let pde = (i * LARGE) as u32 | (pte::P | pte::RW | pte::US | pte::PS) as u32;
+        a.mov(dword_ptr(PAGE_DIR + 4 * i as u32), pde)?;
+    }
+    a.mov(eax, PAGE_DIR)?;
+    a.mov(cr3, eax)?;
+    a.mov(eax, cr4)?;
+    a.lea(eax, ptr(eax + CR4_PSE))?;
+    a.mov(cr4, eax)?;
+    a.mov(eax, cr0)?;
+    a.lea(eax, ptr(eax + CR0_PG))?;
+    a.mov(cr0, eax)?;
+    a.mov(eax, 0u32)
 }
 
 /// Runs raw bytes loaded at `load`, entered at `entry`.
@@ -249,6 +306,9 @@ pub fn run_asm_fix(
 ) -> (Run, Vec<u32>) {
     let pass = |addrs: &[u32]| {
         assemble_labeled(LOAD, |a| {
+            if opts.paged_ram {
+                paged_ram_prologue(a, opts.ram)?;
+            }
             a.mov(esp, STACK)?;
             let labels = body(a, addrs)?;
             a.hlt()?;

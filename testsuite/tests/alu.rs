@@ -1009,7 +1009,8 @@ fn nop_forms_change_nothing() {
 
 #[test]
 fn nop_with_memory_operand_beyond_ram_does_not_fault() {
-    let r = run_asm(|a| {
+    // Beyond RAM is not mapped: an access there would fault.
+    let r = run_asm_with(Options::paged(), |a| {
         a.mov(eax, 0xFFFF_FFF0u32)?;
         a.db(&[0x0F, 0x1F, 0x00])?; // nop dword [eax]
         a.mov(esp, 0x4000_0000u32)?;
@@ -1584,8 +1585,9 @@ fn arpl_raises_the_rpl_of_the_destination() {
 #[test]
 fn hint_nops_and_endbr32_do_nothing_even_with_memory_beyond_ram() {
     // endbr32, cldemote/rdsspd encodings, 0F 19 with a [disp32] far beyond
-    // RAM, a 0x66 multi-byte NOP: all NOPs on a P6, none touches memory.
-    let r = run_asm(|a| {
+    // RAM (not mapped), a 0x66 multi-byte NOP: all NOPs on a P6, none
+    // touches memory.
+    let r = run_asm_with(Options::paged(), |a| {
         a.mov(eax, 0x1234u32)?;
         a.db(&[0xF3, 0x0F, 0x1E, 0xFB])?;
         a.db(&[0x0F, 0x1C, 0x40, 0x10])?;

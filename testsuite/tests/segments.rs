@@ -30,7 +30,23 @@ fn run_with(
     body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
     extra: Vec<(u32, Vec<u8>)>,
 ) -> Run {
+    run_opts(Options::default(), body, extra)
+}
+
+/// [`run`] with paging on and beyond RAM not mapped ([`Options::paged_ram`]).
+fn run_paged(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Run {
+    run_opts(Options::paged(), body, vec![])
+}
+
+fn run_opts(
+    opts: Options,
+    body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    extra: Vec<(u32, Vec<u8>)>,
+) -> Run {
     let setup = assemble_at(LOAD, |a| {
+        if opts.paged_ram {
+            paged_ram_prologue(a, opts.ram)?;
+        }
         a.mov(esp, STACK)?;
         let gdt = [
             segment(0, 0xF_FFFF, 0x9A, 0xC),
@@ -68,7 +84,7 @@ fn run_with(
     run_blocks(
         Options {
             stats: true,
-            ..Options::default()
+            ..opts
         },
         &blocks,
     )
@@ -174,10 +190,10 @@ fn string_instructions_add_ds_and_es_bases() {
 
 #[test]
 fn a_fault_through_a_segment_reports_the_linear_address() {
-    let r = run(|a| {
+    let r = run_paged(|a| {
         load(a, ds, DATA_3M)?;
         a.mov(ebx, 0x0FF0_0000u32)?;
-        a.mov(eax, dword_ptr(ebx)) // linear 0x10200000, beyond 16 MiB of RAM
+        a.mov(eax, dword_ptr(ebx)) // linear 0x10200000, beyond 16 MiB of RAM: not mapped
     });
     match r.stop {
         Stop::Unhandled { exc, .. } => assert_eq!((exc.vector, exc.addr), (14, 0x1020_0000)),

@@ -42,3 +42,32 @@ fn rdtsc_gives_small_values() {
     r.assert_halted();
     eprintln!("{:x} {:x}", r.reg(edi), r.reg(esi));
 }
+
+#[test]
+fn paged_ram_maps_ram_and_nothing_above_it() {
+    const RAM_END: u32 = 16 << 20;
+    let r = run_asm_with(Options::paged(), |a| {
+        a.pushfd()?;
+        a.pop(esi)?;
+        a.mov(edi, eax)?;
+        a.mov(ecx, cr0)?;
+        a.mov(edx, cr4)?;
+        a.mov(dword_ptr(RAM_END - 4), 0x1234_5678u32)?;
+        a.mov(ebx, dword_ptr(RAM_END - 4))?;
+        a.mov(eax, dword_ptr(RAM_END))
+    });
+    match r.stop {
+        Stop::Unhandled { exc, .. } => {
+            assert_eq!((exc.vector, exc.addr), (vec::PF, RAM_END));
+            assert_eq!(exc.error, 0, "not present, a read, at CPL 0");
+        }
+        s => panic!("expected #PF, got {s:?}"),
+    }
+    assert_eq!(r.machine.cpu().cr2, RAM_END);
+    assert_eq!(r.reg(esi), fl::FIXED1, "EFLAGS as at entry");
+    assert_eq!(r.reg(edi), 0, "eax as at entry");
+    assert_ne!(r.reg(ecx) & paging::CR0_PG, 0);
+    assert_eq!(r.reg(edx), paging::CR4_PSE);
+    assert_eq!(r.reg(ebx), 0x1234_5678, "the end of RAM is mapped");
+    assert_eq!(r.reg(esp), STACK);
+}

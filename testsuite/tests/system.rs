@@ -76,11 +76,15 @@ fn cpuid_leaf_1_reports_a_p6_with_what_bt86_implements() {
         (3, "PSE"),
         (6, "PAE"),
         (13, "PGE"),
+        (7, "MCE"),
+        (14, "MCA"),
+        // The machine has a local APIC, enabled at reset.
+        (9, "APIC"),
     ] {
         assert_ne!(edx_v & (1 << bit), 0, "{name} missing from {edx_v:#x}");
     }
-    // Not implemented: the APIC, MTRRs, CLFLUSH.
-    for (bit, name) in [(9, "APIC"), (12, "MTRR"), (19, "CLFSH")] {
+    // Not implemented: MTRRs, CLFLUSH.
+    for (bit, name) in [(12, "MTRR"), (19, "CLFSH")] {
         assert_eq!(edx_v & (1 << bit), 0, "{name} advertised in {edx_v:#x}");
     }
 }

@@ -166,10 +166,10 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         M::In => port_in(cpu, sys, insn),
         M::Out => port_out(cpu, sys, insn),
         M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => string_io(cpu, sys, insn),
-        _ if insn.is_string_instruction() => {
-            super::string::execute(cpu, sys, insn)?;
-            Ok(Next::Continue)
-        }
+        _ if insn.is_string_instruction() => Ok(match super::string::execute(cpu, sys, insn)? {
+            super::string::Progress::Done => Next::Continue,
+            super::string::Progress::Interrupted => Next::Jump(insn.ip32()),
+        }),
         M::Cpuid => {
             let apic = sys.apic.as_ref().is_some_and(|a| a.enabled());
             let (a, b, c, d) = cpuid::cpuid(cpu.regs[0], apic);

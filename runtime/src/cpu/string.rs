@@ -1,5 +1,9 @@
-//! String instructions with 16-bit addressing (si/di/cx), which have no
-//! 64-bit host form: movs stos lods cmps scas, with rep/repe/repne and DF.
+//! String instructions the runtime runs (those with 16-bit addressing,
+//! si/di/cx, which have no 64-bit host form, and those on the open bus):
+//! movs stos lods cmps scas, with rep/repe/repne and DF. A repeated one
+//! runs at most `CHUNK` iterations per call and is then resumed, as the
+//! CPU does after an interrupt, so that a huge count cannot keep the
+//! run loop (budget, interrupts, a stop request) waiting.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use translator::abi::{CpuState, flags};
@@ -11,7 +15,22 @@ const ECX: usize = 1;
 const ESI: usize = 6;
 const EDI: usize = 7;
 
-pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(), Exception> {
+/// Iterations of a repeated string instruction per call.
+const CHUNK: u32 = 1 << 16;
+
+/// Whether a string instruction finished, or stopped with iterations left
+/// (it runs again from the same EIP).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    Done,
+    Interrupted,
+}
+
+pub fn execute(
+    cpu: &mut CpuState,
+    sys: &System,
+    insn: &Instruction,
+) -> Result<Progress, Exception> {
     use Mnemonic as M;
     let size: u32 = match insn.mnemonic() {
         M::Movsb | M::Stosb | M::Lodsb | M::Cmpsb | M::Scasb => 1,
@@ -37,9 +56,12 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
         2 => Register::AX,
         _ => Register::EAX,
     };
-    loop {
+    for done in 0.. {
         if rep && cpu.regs[ECX] & mask == 0 {
             break;
+        }
+        if done == CHUNK {
+            return Ok(Progress::Interrupted);
         }
         let si = |cpu: &CpuState| {
             segment_linear(
@@ -95,7 +117,7 @@ pub fn execute(cpu: &mut CpuState, sys: &System, insn: &Instruction) -> Result<(
             break;
         }
     }
-    Ok(())
+    Ok(Progress::Done)
 }
 
 /// Adds `delta` to a register within the address-size `mask`.
