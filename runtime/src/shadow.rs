@@ -123,7 +123,7 @@ fn unmap_range(space: *mut u8, at: usize, len: usize) {
 }
 
 /// Supervisor or user space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {
     Supervisor = 0,
     User = 1,
@@ -271,7 +271,7 @@ pub struct Spaces {
     rmap: HashMap<u32, Vec<Slot>>,
     /// Guest physical address of a table entry -> every mapping whose
     /// walk used it.
-    deps: HashMap<u64, Vec<Slot>>,
+    deps: HashMap<u64, std::collections::HashSet<Slot>>,
     /// Table entries are 8 bytes (PAE) rather than 4.
     wide_entries: bool,
     budget: usize,
@@ -417,7 +417,7 @@ impl Spaces {
         self.rmap.entry(frame).or_default().push(slot);
         let written = self.written_frames.borrow();
         for &e in entries {
-            self.deps.entry(e).or_default().push(slot);
+            self.deps.entry(e).or_default().insert(slot);
             if written.contains(&((e >> 12) as u32)) {
                 self.volatile.insert(e);
             }
@@ -464,6 +464,13 @@ impl Spaces {
                 s.large.remove(&region);
             }
         }
+        self.unlink(slot, &m);
+        true
+    }
+
+    /// Removes a dropped mapping from the reverse map and the entries'
+    /// dependents.
+    fn unlink(&mut self, slot: Slot, m: &Mapping) {
         if let Some(list) = self.rmap.get_mut(&m.frame) {
             list.retain(|&e| e != slot);
             if list.is_empty() {
@@ -471,14 +478,13 @@ impl Spaces {
             }
         }
         for e in m.entries() {
-            if let Some(list) = self.deps.get_mut(e) {
-                list.retain(|&d| d != slot);
-                if list.is_empty() {
+            if let Some(slots) = self.deps.get_mut(e) {
+                slots.remove(&slot);
+                if slots.is_empty() {
                     self.deps.remove(e);
                 }
             }
         }
-        true
     }
 
     /// The views of the current set that map linear page `page`.
@@ -632,18 +638,11 @@ impl Spaces {
                 .map(addr)
                 .collect();
             self.traced.insert(f, now);
-            let seen: Vec<u64> = (0..PAGE_SIZE)
-                .step_by(width)
-                .map(addr)
-                .filter(|e| volatile.contains(e))
-                .collect();
-            for e in changed.into_iter().chain(seen) {
-                for slot in self.deps.get(&e).cloned().unwrap_or_default() {
-                    self.unmap_page(slot);
-                    dropped = true;
-                }
-            }
+            dropped |= self.drop_dependents(changed);
         }
+        // Volatile entries are in written frames: drop what was made from
+        // them whatever they hold now.
+        dropped |= self.drop_dependents(volatile);
         for f in std::mem::take(&mut self.unprotected_tables) {
             self.set_readonly(f, readonly::TABLE, true);
         }
@@ -653,6 +652,20 @@ impl Spaces {
         let switched = !same || self.set().cr3 != cr3;
         self.select(cr3)?;
         Ok(tables_changed || switched)
+    }
+
+    /// Drops the mappings made from table entries `entries`; returns
+    /// whether there were any.
+    fn drop_dependents(&mut self, entries: impl IntoIterator<Item = u64>) -> bool {
+        let mut dropped = false;
+        for e in entries {
+            let slots: Vec<Slot> = self.deps.get(&e).into_iter().flatten().copied().collect();
+            for slot in slots {
+                self.unmap_page(slot);
+                dropped = true;
+            }
+        }
+        dropped
     }
 
     /// Forgets the traced page tables (paging was turned off or its
@@ -692,26 +705,18 @@ impl Spaces {
             unmap_range(self.sets[i].space(view), 0, SPACE + PAGE_SIZE);
         }
         let s = &mut self.sets[i];
-        let dropped: Vec<Mapping> = s
-            .maps
-            .iter_mut()
-            .flat_map(|m| m.drain().map(|(_, m)| m))
-            .collect();
+        let mut dropped = Vec::with_capacity(s.mapped());
+        for view in [View::Supervisor, View::User] {
+            dropped.extend(
+                s.maps[view as usize]
+                    .drain()
+                    .map(|(p, m)| ((i, view, p), m)),
+            );
+        }
         s.globals = 0;
         s.large.clear();
-        let gone = |list: &mut Vec<Slot>| {
-            list.retain(|&(set, _, _)| set != i);
-            list.is_empty()
-        };
-        for m in dropped {
-            if self.rmap.get_mut(&m.frame).is_some_and(gone) {
-                self.rmap.remove(&m.frame);
-            }
-            for e in m.entries() {
-                if self.deps.get_mut(e).is_some_and(gone) {
-                    self.deps.remove(e);
-                }
-            }
+        for (slot, m) in dropped {
+            self.unlink(slot, &m);
         }
     }
 
