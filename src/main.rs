@@ -6,7 +6,7 @@ mod terminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bt86_runtime::devices::rtc::StartTime;
+use bt86_runtime::devices::rtc::{self, StartTime};
 use bt86_runtime::machine::status;
 use bt86_runtime::{Machine, MachineConfig, OutputSink};
 use clap::{Args, Parser, Subcommand};
@@ -137,18 +137,8 @@ fn parse_rtc(s: &str) -> Result<StartTime, String> {
         return Err(bad());
     }
     Ok(StartTime::Fixed(
-        days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss,
+        rtc::days_from_civil(y, m as u8, day as u8) * 86_400 + hh * 3600 + mm * 60 + ss,
     ))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// QEMU spells long options with one dash (`-kernel`, `-serial stdio`):

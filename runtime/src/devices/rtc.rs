@@ -679,7 +679,7 @@ impl DateTime {
 /// Days since 1970-01-01 of a Gregorian date (month 1-12; a day past the
 /// month's end runs into the next). The era arithmetic of Howard
 /// Hinnant's "chrono-compatible low-level date algorithms".
-fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
+pub fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
     let (m, d) = (month as i64, day as i64);
     let y = if m <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
