@@ -179,6 +179,10 @@ const CODE_PAGE_BUDGET: usize = 8_192;
 /// protected any more (its TUs check their own code instead).
 const SMC_HOT_WRITES: u32 = 4;
 
+/// Times a hot page whose code stopped changing is protected again
+/// before it stays self-checking for good.
+const CALM_ROUNDS: u32 = 3;
+
 /// Exit-request bits of the poll page.
 const REQUEST_STOP: u32 = 1 << 0;
 
@@ -260,6 +264,8 @@ pub struct Machine {
     device_steps: std::collections::HashMap<u32, u32>,
     /// Guest writes to each protected code page (by page number).
     smc_writes: std::collections::HashMap<u32, u32>,
+    /// Times each hot page was protected again (see `CALM_ROUNDS`).
+    calm_rounds: std::collections::HashMap<u32, u32>,
     /// The guest TLB epoch the jump caches belong to
     /// (`GuestMemory::tlb_epoch`).
     tlb_epoch: u64,
@@ -407,6 +413,7 @@ impl Machine {
             device_step: None,
             device_steps: std::collections::HashMap::new(),
             smc_writes: std::collections::HashMap::new(),
+            calm_rounds: std::collections::HashMap::new(),
             tlb_epoch: 0,
         };
         m.describe_to_firmware();
@@ -848,6 +855,24 @@ impl Machine {
                 self.invalidate_page(page);
                 next = None;
             }
+            // A hot page whose code stopped changing is protected again
+            // (and must be written as often again to turn hot).
+            for page in self.sys.mem.take_calm_code() {
+                // Code and data that keep sharing a page would cycle
+                // between the two: after a few rounds it stays hot.
+                let rounds = self.calm_rounds.entry(page).or_insert(0);
+                if *rounds >= CALM_ROUNDS {
+                    continue;
+                }
+                *rounds += 1;
+                if self.translator.clear_self_checking(page) {
+                    log::debug!(target: "bt86::smc", "page {page:#x} is protected again");
+                    self.smc_writes.remove(&page);
+                    self.sys.mem.clear_hot(page as usize);
+                    self.invalidate_page(page);
+                    next = None;
+                }
+            }
             if self.sys.mem.code_page_count() > CODE_PAGE_BUDGET {
                 // Protection would split the RAM mapping into too many
                 // pieces: start over.
@@ -1090,6 +1115,7 @@ impl Machine {
                 let writes = self.smc_writes.entry(page).or_insert(0);
                 *writes += 1;
                 if *writes >= SMC_HOT_WRITES {
+                    log::debug!(target: "bt86::smc", "page {page:#x} turns self-checking");
                     self.translator.set_self_checking(page);
                     self.sys.mem.set_hot(page as usize);
                 }

@@ -142,6 +142,8 @@ pub struct GuestMemory {
     /// Pages written too often to be protected (their TUs check their
     /// own code instead: `Translator::set_self_checking`).
     hot_pages: Vec<u64>,
+    /// Hot pages whose code stopped changing (see `mark_code_calm`).
+    calm_code: std::cell::RefCell<Vec<u32>>,
     /// The A20 gate: with it closed, address bit 20 of every physical
     /// access reads as 0 (the 8086's wrap at 1 MiB).
     a20: bool,
@@ -211,6 +213,7 @@ impl GuestMemory {
             code_page_count: 0,
             written_code: Default::default(),
             hot_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
+            calm_code: Default::default(),
             a20: true,
         };
         mem.map_shadow(fd, 0, 0, size)?;
@@ -347,6 +350,25 @@ impl GuestMemory {
         let mut written = self.written_code.borrow_mut();
         for page in pages.filter(|&p| self.is_code_frame(p)) {
             written.push(page as u32);
+        }
+    }
+
+    /// Notes that the code of self-checking `page` stopped changing.
+    pub fn mark_code_calm(&self, page: u32) {
+        self.calm_code.borrow_mut().push(page);
+    }
+
+    /// The self-checking pages whose code stopped changing since the last
+    /// call.
+    pub fn take_calm_code(&self) -> Vec<u32> {
+        std::mem::take(&mut self.calm_code.borrow_mut())
+    }
+
+    /// Write-protects RAM page `page` again when it holds code (it was
+    /// hot, see [`GuestMemory::set_hot`]).
+    pub fn clear_hot(&mut self, page: usize) {
+        if let Some(w) = self.hot_pages.get_mut(page / 64) {
+            *w &= !(1 << (page % 64));
         }
     }
 

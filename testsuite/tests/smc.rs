@@ -143,6 +143,47 @@ fn a_page_written_constantly_stops_faulting_and_still_sees_code_changes() {
     );
 }
 
+#[test]
+fn a_hot_page_whose_code_stops_changing_is_protected_again() {
+    // The function is patched 8 times (its page turns self-checking),
+    // then called 30,000 times unchanged: its page goes back to being
+    // write-protected, so the last patch is an invalidation again, and
+    // it takes effect.
+    let func = returns_one();
+    let main = assemble_at(LOAD, |a| {
+        let mut patch = a.create_label();
+        let mut calm = a.create_label();
+        a.mov(esp, STACK)?;
+        a.mov(ebx, FUNC)?;
+        a.mov(ecx, 8u32)?;
+        a.set_label(&mut patch)?;
+        a.mov(dword_ptr(FUNC + 1), ecx)?;
+        a.call(ebx)?;
+        a.dec(ecx)?;
+        a.jnz(patch)?;
+        a.mov(ecx, 30_000u32)?;
+        a.set_label(&mut calm)?;
+        a.call(ebx)?;
+        a.dec(ecx)?;
+        a.jnz(calm)?;
+        a.mov(dword_ptr(FUNC + 1), 0x77u32)?;
+        a.call(ebx)?;
+        a.mov(edi, eax)?;
+        a.hlt()
+    });
+    let r = run_with_func(main, func);
+    r.assert_halted();
+    assert_eq!(r.reg(edi), 0x77, "the last patch took effect");
+    let invalidations = r.counter("smc_invalidations");
+    // 4 writes to turn hot (the next 4 patch a live immediate, which a
+    // self-checking TU loads as it runs), then the last patch faulting on
+    // the page protected again: without that, 4.
+    assert!(
+        (5..=8).contains(&invalidations),
+        "{invalidations} invalidations: the page was not protected again"
+    );
+}
+
 /// A write to a code page drops that page's translations only, and a
 /// direct call chained into the old translation reaches the new one.
 #[test]

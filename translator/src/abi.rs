@@ -113,6 +113,9 @@ pub struct CodeCheck {
     /// (offset, length) of immediates the TU loads from guest memory when
     /// it runs: changing them does not make the TU stale.
     pub live: Vec<(u16, u8)>,
+    /// Checks this TU passed since it was translated (the runtime counts
+    /// them to find pages whose code stopped changing).
+    pub passes: std::cell::Cell<u32>,
 }
 
 impl CodeCheck {

@@ -233,6 +233,17 @@ impl Translator {
         true
     }
 
+    /// Makes TUs from `page` ordinary again (its code stopped changing:
+    /// the runtime protects it again); drops its self-checking ones.
+    /// Returns whether it was self-checking.
+    pub fn clear_self_checking(&mut self, page: u32) -> bool {
+        if !self.self_checking.remove(&page) {
+            return false;
+        }
+        self.invalidate_page(page);
+        true
+    }
+
     /// The guest physical ranges (start, length) of the TUs translated
     /// since the last call (or the last flush).
     pub fn take_translated(&mut self) -> Vec<(u32, u32)> {
@@ -284,6 +295,7 @@ impl Translator {
                 split: first,
                 next_phys: key.next_page,
                 live: Vec::new(),
+                passes: Default::default(),
             })
         });
         let check_ptr = check.as_ref().map(|c| &**c as *const abi::CodeCheck);

@@ -100,6 +100,13 @@ pub unsafe extern "sysv64" fn emulate_helper(cpu: *mut CpuState, insn: *const In
     }
 }
 
+/// Checks in a row one TU of a self-checking page passes (no code in the
+/// page changed meanwhile: a change drops all its TUs) before the page
+/// goes back to being write-protected. A kernel that patches its code at
+/// boot (ftrace, alternatives, static keys) would otherwise pay the check
+/// on every run of those pages for good.
+const CALM_CHECKS: u32 = 10_000;
+
 /// # Safety
 /// Called only by generated code through the helper table, at the head of
 /// a self-checking TU, with `cpu` the running CPU state (its `ctx` a live
@@ -118,6 +125,11 @@ pub unsafe extern "sysv64" fn check_code_helper(
     let read = sys.mem.read_phys(check.phys, first).is_ok()
         && (rest.is_empty() || sys.mem.read_phys(check.next_phys, rest).is_ok());
     if read && check.matches(now) {
+        let passes = check.passes.get() + 1;
+        check.passes.set(passes);
+        if passes == CALM_CHECKS {
+            sys.mem.mark_code_calm(check.phys >> 12);
+        }
         return HELPER_CONTINUE;
     }
     // The code changed since it was translated: the run loop drops the
