@@ -703,7 +703,7 @@ impl GuestMemory {
                 break;
             }
             let src = if on { mib(m) } else { mib(m - 1) };
-            self.unmap_shadow(mib(m), ONE_MIB);
+            shadow::unmap_range(self.shadow.space(), mib(m), ONE_MIB);
             if src < self.size {
                 self.map_shadow(self.ram_fd, mib(m), src, ONE_MIB.min(self.size - src))?;
             }
@@ -722,23 +722,6 @@ impl GuestMemory {
             }
         }
         Ok(())
-    }
-
-    /// Puts `len` bytes of the identity shadow at `at` back to nothing
-    /// mapped.
-    fn unmap_shadow(&self, at: usize, len: usize) {
-        // SAFETY: the range is inside our own reservation.
-        let p = unsafe {
-            libc::mmap(
-                self.shadow.space().add(at).cast(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        debug_assert_ne!(p, libc::MAP_FAILED, "unmapping shadow pages");
     }
 
     #[inline(never)]

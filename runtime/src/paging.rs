@@ -22,8 +22,8 @@ pub mod pf {
     pub const FETCH: u32 = 1 << 4;
 }
 
-/// Paging-structure entry bits.
-mod entry {
+/// Paging-structure entry bits (the same positions in both formats).
+pub(crate) mod entry {
     pub const P: u64 = 1 << 0;
     pub const RW: u64 = 1 << 1;
     pub const US: u64 = 1 << 2;

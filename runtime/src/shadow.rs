@@ -31,6 +31,7 @@
 use std::collections::HashMap;
 
 use crate::memory::{GUARD, MemoryError, PAGE_SIZE, SPACE, os};
+use crate::paging::entry;
 use translator::abi::limit;
 
 /// The whole reservation of one space: the guard below guest space, the
@@ -106,7 +107,7 @@ pub fn reserve() -> Result<Reservation, MemoryError> {
 }
 
 /// Makes `len` bytes at `at` in a space inaccessible again.
-fn unmap_range(space: *mut u8, at: usize, len: usize) {
+pub(crate) fn unmap_range(space: *mut u8, at: usize, len: usize) {
     // SAFETY: inside a reservation this module owns; replacing the pages
     // with a fresh inaccessible mapping drops the old ones.
     let p = unsafe {
@@ -165,15 +166,11 @@ pub struct PageInfo<'a> {
 /// it.
 type Snapshot = Box<[u8; PAGE_SIZE]>;
 
-/// Accessed and dirty bits of a table entry (the same in both formats).
-const ENTRY_A: u64 = 1 << 5;
-const ENTRY_D: u64 = 1 << 6;
-
 /// Whether mappings made from table entry `old` disagree with the entry
 /// now being `new`: anything but the accessed and dirty bits changed, or
 /// the guest cleared one of those (the next access must set it again).
 fn entry_changed(old: u64, new: u64) -> bool {
-    let ad = ENTRY_A | ENTRY_D;
+    let ad = entry::A | entry::D;
     (old ^ new) & !ad != 0 || old & !new & ad != 0
 }
 
@@ -249,12 +246,6 @@ pub struct Spaces {
     /// Guest frames the page walk read entries from (page tables), with
     /// a copy of each as of when it was traced or last compared.
     traced: HashMap<u32, Snapshot>,
-    /// A traced frame was written since the last CR3 write (by the guest
-    /// through a mapping, which faulted once and was made writable, or by
-    /// the runtime).
-    tables_written: std::cell::Cell<bool>,
-    /// The traced frames made writable since the last CR3 write.
-    unprotected_tables: Vec<u32>,
     /// The traced frames written since the last CR3 write (made writable,
     /// or written by the runtime).
     written_frames: std::cell::RefCell<std::collections::HashSet<u32>>,
@@ -286,8 +277,6 @@ impl Spaces {
             clock: 0,
             readonly: HashMap::new(),
             traced: HashMap::new(),
-            tables_written: Default::default(),
-            unprotected_tables: Vec::new(),
             written_frames: Default::default(),
             volatile: Default::default(),
             ad_sets: Default::default(),
@@ -552,9 +541,7 @@ impl Spaces {
             return false;
         }
         self.set_readonly(frame, readonly::TABLE, false);
-        self.unprotected_tables.push(frame);
         self.written_frames.borrow_mut().insert(frame);
-        self.tables_written.set(true);
         true
     }
 
@@ -562,7 +549,6 @@ impl Spaces {
     #[inline]
     pub fn note_write(&self, frame: u32) {
         if !self.traced.is_empty() && self.traced.contains_key(&frame) {
-            self.tables_written.set(true);
             self.written_frames.borrow_mut().insert(frame);
         }
     }
@@ -578,9 +564,6 @@ impl Spaces {
     /// The traced frames written since the last CR3 write, to be read
     /// and passed to [`Spaces::cr3_write`].
     pub fn written_tables(&self) -> Vec<u32> {
-        if !self.tables_written.get() {
-            return Vec::new();
-        }
         let mut frames: Vec<u32> = self.written_frames.borrow().iter().copied().collect();
         frames.sort_unstable();
         frames
@@ -600,7 +583,6 @@ impl Spaces {
         same: bool,
         written: Vec<(u32, Snapshot)>,
     ) -> Result<bool, MemoryError> {
-        self.tables_written.set(false);
         self.written_frames.borrow_mut().clear();
         let width = if self.wide_entries { 8 } else { 4 };
         // A/D bits the walk set are taken into the copies, but only into
@@ -611,7 +593,7 @@ impl Spaces {
                 let at = (addr & 0xFFF) as usize;
                 let mut old = [0u8; 8];
                 old[..width].copy_from_slice(&copy[at..at + width]);
-                if (u64::from_le_bytes(old) ^ value) & !(ENTRY_A | ENTRY_D) == 0 {
+                if (u64::from_le_bytes(old) ^ value) & !(entry::A | entry::D) == 0 {
                     copy[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
                 }
             }
@@ -621,6 +603,7 @@ impl Spaces {
         // which the jump caches remember) may depend on any entry of a
         // written table, even one that is back to its old value.
         let tables_changed = !written.is_empty();
+        let frames: Vec<u32> = written.iter().map(|&(f, _)| f).collect();
         let mut dropped = false;
         for (f, now) in written {
             let Some(old) = self.traced.get(&f) else {
@@ -643,7 +626,9 @@ impl Spaces {
         // Volatile entries are in written frames: drop what was made from
         // them whatever they hold now.
         dropped |= self.drop_dependents(volatile);
-        for f in std::mem::take(&mut self.unprotected_tables) {
+        // Those the guest wrote were made writable: protect them again
+        // (those only the runtime wrote still are).
+        for f in frames {
             self.set_readonly(f, readonly::TABLE, true);
         }
         if dropped {
@@ -676,11 +661,9 @@ impl Spaces {
         for f in frames {
             self.set_readonly(f, readonly::TABLE, false);
         }
-        self.unprotected_tables.clear();
         self.written_frames.borrow_mut().clear();
         self.volatile.clear();
         self.ad_sets.borrow_mut().clear();
-        self.tables_written.set(false);
         self.wide_entries = wide;
     }
 

@@ -56,26 +56,6 @@ const CONFORMING: u16 = 0;
 const ALL_APICS: u8 = 0xFF;
 const ISA_BUS: u8 = 0;
 
-/// The processor's signature (family 6, model 13, stepping 8: what
-/// bt86's CPUID reports) and CPUID.1:EDX features (FPU, PSE, TSC, MSR,
-/// PAE, CX8, APIC, SEP, PGE, CMOV, MMX, FXSR, SSE, SSE2). Informational:
-/// Linux reads neither.
-pub const CPU_SIGNATURE: u32 = (6 << 8) | (13 << 4) | 8;
-pub const CPU_FEATURES: u32 = 1 << 0
-    | 1 << 3
-    | 1 << 4
-    | 1 << 5
-    | 1 << 6
-    | 1 << 8
-    | 1 << 9
-    | 1 << 11
-    | 1 << 13
-    | 1 << 15
-    | 1 << 23
-    | 1 << 24
-    | 1 << 25
-    | 1 << 26;
-
 /// ISA IRQs on the I/O APIC: (IRQ, pin).
 fn isa_irqs() -> impl Iterator<Item = (u8, u8)> {
     (0..16u8)
@@ -125,8 +105,11 @@ pub fn build(base: u32, ioapic_id: u8, ioapic_addr: u32, lapic_addr: u32) -> Vec
     let mut entries = 0u16;
     // Processor (MP spec 4.3.1).
     t.extend_from_slice(&[PROCESSOR, 0, apic::VERSION as u8, CPU_ENABLED | CPU_BSP]);
-    t.extend_from_slice(&CPU_SIGNATURE.to_le_bytes());
-    t.extend_from_slice(&CPU_FEATURES.to_le_bytes());
+    // The processor's signature and CPUID.1:EDX features (with the APIC),
+    // as CPUID reports them. Informational: Linux reads neither.
+    let (signature, _, _, features) = crate::cpu::cpuid::cpuid(1, true);
+    t.extend_from_slice(&signature.to_le_bytes());
+    t.extend_from_slice(&features.to_le_bytes());
     t.extend_from_slice(&[0; 8]);
     entries += 1;
     // The ISA bus (4.3.2): its type is six bytes, blank-padded.
