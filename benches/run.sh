@@ -54,41 +54,8 @@ declare -A BENCH_CFLAGS=([x87]="-m80387 -mfpmath=387" [sse2]="-msse2 -mfpmath=ss
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 1; }
 
-# --- toolchain -------------------------------------------------------------
-
-can_build_i386() {
-    local t
-    t=$(mktemp -d) || return 1
-    printf '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n' >"$t/t.c"
-    gcc -m32 -static -no-pie -o "$t/t" "$t/t.c" >/dev/null 2>&1 && "$t/t" >/dev/null 2>&1
-    local rc=$?
-    rm -rf "$t"
-    return $rc
-}
-
-ensure_toolchain() {
-    command -v gcc >/dev/null || die "gcc is not installed"
-    if dpkg-query -W -f='${Status}' gcc-multilib 2>/dev/null | grep -q 'install ok installed'; then
-        return
-    fi
-    if ! command -v apt-get >/dev/null; then
-        can_build_i386 || die "gcc cannot build static i386 programs (gcc -m32 -static) and there is no apt-get to install gcc-multilib"
-        return
-    fi
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null || die "gcc-multilib is missing and we are not root (and there is no sudo)"
-        sudo=(sudo)
-    fi
-    say "== installing gcc-multilib"
-    export DEBIAN_FRONTEND=noninteractive
-    # Update the package lists only if installing from the current ones fails.
-    if ! "${sudo[@]}" apt-get install -y -q gcc-multilib >&2; then
-        "${sudo[@]}" apt-get update -q >&2
-        "${sudo[@]}" apt-get install -y -q gcc-multilib >&2
-    fi
-    can_build_i386 || die "gcc-multilib is installed but gcc -m32 -static still does not work"
-}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 # --- building --------------------------------------------------------------
 

@@ -1,2 +1,5 @@
-//! bt86's benchmarks live in `benches/` (criterion) and `run.sh` (guest
-//! programs run natively and under bt86); this library is empty.
+//! bt86's benchmarks: criterion benches of the translator (`benches/`),
+//! the guest programs (`guests/`, run by the scripts), and the OS suite's
+//! runner (`src/bin/suite.rs`) with its chart.
+
+pub mod chart;

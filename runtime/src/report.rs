@@ -74,6 +74,17 @@ impl Report {
                 counters.push((format!("helper_calls.{}", k.name()), Some(v)));
             }
         }
+        let mut system: Vec<_> = sys.counters.system_insns.iter().collect();
+        system.sort_by(|a, b| {
+            b.1.cmp(a.1)
+                .then(format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
+        });
+        for (m, v) in system {
+            counters.push((
+                format!("system_insns.{}", format!("{m:?}").to_lowercase()),
+                Some(*v),
+            ));
+        }
         for (k, v) in ExitKind::ALL.iter().zip(sys.counters.exits) {
             if v > 0 {
                 counters.push((format!("exits.{}", k.name()), Some(v)));

@@ -164,7 +164,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
         _ if super::device::is_data_mov(insn) => HelperKind::Device,
         _ => HelperKind::System,
     };
-    sys.counters.helper(kind);
+    sys.counters.helper(kind, insn);
     // Protected-mode-only instructions do not exist in real and v8086 mode.
     if super::real_addressing(cpu)
         && matches!(

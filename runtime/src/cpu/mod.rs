@@ -113,6 +113,9 @@ pub enum Stop {
 #[derive(Clone, Debug, Default)]
 pub struct ExecCounters {
     pub helper_calls: [u64; HelperKind::ALL.len()],
+    /// The `System` helper calls by mnemonic (what a guest's hot path
+    /// leaves to the runtime).
+    pub system_insns: std::collections::HashMap<iced_x86::Mnemonic, u64>,
     pub exits: [u64; ExitKind::ALL.len()],
     pub exceptions: u64,
     pub port_reads: u64,
@@ -206,8 +209,11 @@ impl ExitKind {
 }
 
 impl ExecCounters {
-    pub fn helper(&mut self, kind: HelperKind) {
+    pub fn helper(&mut self, kind: HelperKind, insn: &iced_x86::Instruction) {
         self.helper_calls[kind as usize] += 1;
+        if kind == HelperKind::System {
+            *self.system_insns.entry(insn.mnemonic()).or_default() += 1;
+        }
     }
 
     pub fn exit(&mut self, kind: ExitKind) {
