@@ -72,8 +72,72 @@ const DMESG_FORBIDDEN: [&str; 10] = [
     "Unable to",
 ];
 
-fn boot_test(append: &str) {
-    let child = bt86(&format!("bt86.run=test {append}"))
+/// The number after `"key":` in `json`, from `at` on; and where it ends.
+fn json_number(json: &str, at: usize, key: &str) -> (u64, usize) {
+    let pat = format!("\"{key}\":");
+    let start = json[at..].find(&pat).expect(&pat) + at + pat.len();
+    let len = json[start..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    (json[start..start + len].parse().expect(key), start + len)
+}
+
+/// Checks the statistics of a whole boot (`--stats-json`): the Total row
+/// of the translation table is the sum of the class rows, real-mode,
+/// kernel and user code each have their row, and both kernel and user
+/// code ran, mostly as IDENT.
+fn check_stats(json: &str) {
+    // (units, translated instructions, executed, IDENT) of an object.
+    let row = |at: usize| {
+        let (units, at) = json_number(json, at, "units");
+        let (instrs, at) = json_number(json, at, "instructions");
+        let (executed, at) = json_number(json, at, "instructions");
+        let (ident, _) = json_number(json, at, "ident");
+        [units, instrs, executed, ident]
+    };
+    let mut sum = [0u64; 4];
+    let mut classes = Vec::new();
+    let mut at = json.find("\"classes\":{").expect("classes") + 11;
+    while let Some(name_end) = json[at..].find("\":{\"units\"") {
+        let name_start = json[..at + name_end].rfind('"').unwrap() + 1;
+        let name = &json[name_start..at + name_end];
+        if name == "total" {
+            break;
+        }
+        let r = row(at + name_end);
+        for (s, v) in sum.iter_mut().zip(r) {
+            *s += v;
+        }
+        classes.push((name.to_string(), r));
+        at += name_end + 1;
+    }
+    let total = row(json.find("\"total\":").expect("total"));
+    assert_eq!(sum, total, "the Total row is the sum of {classes:?}");
+    let class = |n: &str| {
+        classes
+            .iter()
+            .find(|(c, _)| c == n)
+            .unwrap_or_else(|| panic!("no {n} row in {classes:?}"))
+            .1
+    };
+    // Booted by the 32-bit entry point: no real-mode code runs.
+    assert_eq!(class("real16"), [0; 4]);
+    for n in ["kernel32", "user32"] {
+        let [units, _, executed, ident] = class(n);
+        assert!(units > 100 && executed > 1_000_000, "{n}: {classes:?}");
+        assert!(ident * 2 > executed, "{n}: less than half IDENT: {classes:?}");
+    }
+    for counter in ["tus_executed", "transfers.chained", "interrupts", "hidden_faults"] {
+        let (v, _) = json_number(json, 0, counter);
+        assert!(v > 0, "{counter} = 0");
+    }
+}
+
+fn boot_test(append: &str, stats: bool) {
+    let json = std::env::temp_dir().join(format!("bt86-linux-stats-{}.json", std::process::id()));
+    let mut cmd = bt86(&format!("bt86.run=test {append}"));
+    if stats {
+        cmd.arg("--stats-json").arg(&json);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -110,16 +174,21 @@ fn boot_test(append: &str) {
         Some(0),
         "the guest's reboot ends the run with status 0"
     );
+    if stats {
+        let text = std::fs::read_to_string(&json).expect("the --stats-json file");
+        let _ = std::fs::remove_file(&json);
+        check_stats(&text);
+    }
 }
 
 #[test]
 fn linux_boots_with_pic_and_pit_only() {
-    boot_test("noapic nolapic acpi=off");
+    boot_test("noapic nolapic acpi=off", false);
 }
 
 #[test]
 fn linux_boots_with_the_apics() {
-    boot_test("acpi=off");
+    boot_test("acpi=off", true);
 }
 
 #[test]

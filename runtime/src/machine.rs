@@ -924,6 +924,7 @@ impl Machine {
             };
             // RF (set by iret) is cleared as the next instruction starts.
             self.cpu.sys_flags &= !flags::RF;
+            self.sys.counters.entries += 1;
             self.enter(host);
             if std::mem::take(&mut self.smc_step) {
                 for (phys, len) in std::mem::take(&mut self.smc_deferred) {
@@ -1067,7 +1068,7 @@ impl Machine {
             return None;
         }
         let v = irq.acknowledge()?;
-        self.sys.counters.exit(crate::cpu::ExitKind::Interrupt);
+        self.sys.counters.interrupts += 1;
         self.sys.halted = false;
         Some(v)
     }

@@ -280,6 +280,11 @@ impl Run {
             None => panic!("no counter {name} in the report:\n{}", report.text()),
         }
     }
+    /// (executed, IDENT) guest instructions of code class `class`
+    /// ("real16", "kernel32", "user32", ...). Panics if not counted.
+    pub fn executed(&self, class: &str) -> (u64, u64) {
+        executed(&self.machine.report(), class)
+    }
     /// Asserts the run ended with an unhandled guest exception `vector` at
     /// `eip` and returns it.
     pub fn assert_exception(&self, vector: u32, eip: u32) -> Exception {
@@ -436,4 +441,19 @@ pub fn elf32(load: u32, entry: u32, seg: &[u8]) -> Vec<u8> {
     w(&mut e, ph + 24, 7);
     e.extend_from_slice(seg);
     e
+}
+
+/// (executed, IDENT) guest instructions of code class `class` in `report`;
+/// (0, 0) for a class the report leaves out. Panics if not counted.
+pub fn executed(report: &bt86_runtime::report::Report, class: &str) -> (u64, u64) {
+    report
+        .classes
+        .iter()
+        .find(|c| c.name == class)
+        .map_or((0, 0), |c| {
+            let e = c
+                .executed
+                .unwrap_or_else(|| panic!("executed instructions not counted (stats off)"));
+            (e.insns, e.ident)
+        })
 }

@@ -485,3 +485,35 @@ fn very_deep_recursion_completes() {
     assert_eq!(r.reg(eax), 999_999);
     assert_eq!(r.reg(esp), 16 << 20);
 }
+
+/// The executed-instruction counts of `--stats`, exactly: every TU counts
+/// all its instructions when it starts, and the IDENT ones apart.
+#[test]
+fn executed_instructions_are_counted_per_class_with_their_ident_share() {
+    let r = run_asm_with(stats(), |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 1000u32)?;
+        a.set_label(&mut top)?;
+        a.add(eax, 1)?;
+        a.add(ebx, 2)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        Ok(())
+    });
+    r.assert_halted();
+    // mov esp (the harness), mov ecx, then 1000 times add, add, dec, jnz,
+    // then hlt: 2 + 4000 + 1. All but jnz and hlt are IDENT.
+    assert_eq!(r.executed("kernel32"), (4003, 3002));
+    assert_eq!(r.executed("real16"), (0, 0));
+    assert_eq!(r.executed("user32"), (0, 0));
+    let report = r.machine.report();
+    let total = report.executed_total.unwrap();
+    assert_eq!((total.insns, total.ident), (4003, 3002));
+    // The translation table: Total is the sum of the rows.
+    let mut sum = bt86_translator::stats::ClassRow::default();
+    for c in &report.classes {
+        sum.add(&c.translated);
+    }
+    assert_eq!(sum, report.total);
+    assert!(report.text().contains("real16"), "{}", report.text());
+}

@@ -87,7 +87,12 @@ fn segments_stack_interrupts_and_far_jumps_in_real_mode() {
     assert_eq!(c.regs[6] & 0xFFFF, 0x1234, "near call and ret");
     assert_eq!(c.regs[1] & 0xFFFF, 0x1100, "far jump loaded CS");
     assert_eq!(c.regs[4] & 0xFFFF, 0x200);
-    assert!(m.report().rows.iter().any(|(n, _)| *n == "real16"));
+    assert!(
+        m.report()
+            .classes
+            .iter()
+            .any(|c| c.name == "real16" && c.translated.units > 0)
+    );
 }
 
 #[test]
@@ -200,7 +205,13 @@ fn switch_modes(code_seg: u16, start: u16) {
     );
     assert_eq!(m.cpu().regs[3] & 0xFFFF, 0x1000);
     assert_eq!(m.cpu().cr0 & 1, 0);
-    let classes: Vec<_> = m.report().rows.iter().map(|(n, _)| *n).collect();
+    let classes: Vec<_> = m
+        .report()
+        .classes
+        .iter()
+        .filter(|c| c.translated.units > 0)
+        .map(|c| c.name)
+        .collect();
     assert!(
         classes.contains(&"real16") && classes.contains(&"kernel32") && classes.contains(&"pm16"),
         "{classes:?}"
@@ -316,4 +327,27 @@ fn measure_real_mode_memory_loop() {
         "real-mode memory loop: {:.2} ns/iteration",
         cycles / tsc_ghz / N as f64
     );
+}
+
+#[test]
+fn real_mode_code_is_its_own_class_in_the_statistics() {
+    let code = code16(0, |a| {
+        let mut top = a.create_label();
+        a.mov(cx, 1000u32)?;
+        a.set_label(&mut top)?;
+        a.add(ax, 1)?;
+        a.add(bx, 2)?;
+        a.dec(cx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    let (m, stop) = real(&[(0x10000, code)], 0x1000, 0, 0x1000);
+    assert!(matches!(stop, Stop::Halted { .. }), "{stop:?}");
+    // mov cx, then 1000 times add, add, dec, jnz, then hlt.
+    let report = m.report();
+    assert_eq!(executed(&report, "real16"), (4002, 3001));
+    assert_eq!(executed(&report, "kernel32"), (0, 0));
+    let real16 = report.classes.iter().find(|c| c.name == "real16").unwrap();
+    assert!(real16.translated.units >= 3, "{}", report.text());
+    assert_eq!(real16.translated, report.total);
 }

@@ -33,7 +33,11 @@ fn int_from_ring_3_switches_to_the_tss_stack_and_pushes_the_user_stack() {
     assert_eq!(r.sreg(ss), KDATA);
     assert_eq!(r.reg(esi), 0x1111);
     assert!(
-        r.machine.report().rows.iter().any(|(c, _)| *c == "user32"),
+        r.machine
+            .report()
+            .classes
+            .iter()
+            .any(|c| c.name == "user32" && c.translated.units > 0),
         "ring-3 code counts as user32"
     );
 }

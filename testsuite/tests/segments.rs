@@ -258,7 +258,11 @@ fn a_16_bit_code_segment_with_a_base_runs_16_bit_code_at_base_plus_ip() {
     assert_eq!(r.reg(ebx) & 0xFFFF, 0x1234);
     assert_eq!(r.reg(ecx), 0x99);
     assert!(
-        r.machine.report().rows.iter().any(|(c, _)| *c == "pm16"),
+        r.machine
+            .report()
+            .classes
+            .iter()
+            .any(|c| c.name == "pm16" && c.translated.units > 0),
         "16-bit protected-mode code class"
     );
 }

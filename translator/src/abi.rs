@@ -225,6 +225,11 @@ pub struct CpuState {
     pub jc_hits: u64,
     /// Returns that went straight back to their call site, counted with stats.
     pub ret_hits: u64,
+    /// Guest instructions executed, by code class (`stats::CodeClass`),
+    /// counted with stats when a TU starts: all of its instructions.
+    pub class_insns: [u64; crate::stats::CLASSES],
+    /// Of those, the ones that ran as the same host instruction (IDENT).
+    pub class_ident: [u64; crate::stats::CLASSES],
     /// The host stack generated code runs on (the return stack, see
     /// `callstack`): the address of its sentinel slot, the rsp at entry.
     pub call_stack_top: u64,
@@ -324,6 +329,8 @@ impl CpuState {
             tus_executed: 0,
             jc_hits: 0,
             ret_hits: 0,
+            class_insns: [0; crate::stats::CLASSES],
+            class_ident: [0; crate::stats::CLASSES],
             call_stack_top: 0,
             call_stack_guard: 0,
             gen_rsp: 0,
@@ -495,6 +502,8 @@ pub mod off {
         TUS_EXECUTED = tus_executed;
         JC_HITS = jc_hits;
         RET_HITS = ret_hits;
+        CLASS_INSNS = class_insns;
+        CLASS_IDENT = class_ident;
         CALL_STACK_TOP = call_stack_top;
         GEN_RSP = gen_rsp;
         SHADOW = shadow;

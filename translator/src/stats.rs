@@ -3,6 +3,9 @@
 
 use crate::abi::ModeKey;
 
+/// How many code classes there are.
+pub const CLASSES: usize = CodeClass::ALL.len();
+
 /// Classes of guest code, by the mode it was translated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodeClass {
@@ -34,6 +37,11 @@ impl CodeClass {
         } else {
             CodeClass::User32
         }
+    }
+
+    /// Its index in [`CodeClass::ALL`] and in the per-class arrays.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     pub fn name(self) -> &'static str {
@@ -69,7 +77,7 @@ impl ClassRow {
 
 #[derive(Clone, Debug, Default)]
 pub struct TranslationStats {
-    pub rows: [ClassRow; 5],
+    pub rows: [ClassRow; CLASSES],
 }
 
 impl TranslationStats {
@@ -81,11 +89,7 @@ impl TranslationStats {
         out_bytes: u32,
         cycles: u64,
     ) {
-        let i = CodeClass::ALL
-            .iter()
-            .position(|&c| c == CodeClass::of(mode))
-            .unwrap_or(0);
-        let r = &mut self.rows[i];
+        let r = &mut self.rows[CodeClass::of(mode).index()];
         r.units += 1;
         r.in_bytes += in_bytes as u64;
         r.instrs += instrs as u64;

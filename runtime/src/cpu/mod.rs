@@ -118,6 +118,10 @@ pub struct ExecCounters {
     pub system_insns: std::collections::HashMap<iced_x86::Mnemonic, u64>,
     pub exits: [u64; ExitKind::ALL.len()],
     pub exceptions: u64,
+    /// External interrupts the CPU took.
+    pub interrupts: u64,
+    /// Times the run loop entered generated code (each at a TU head).
+    pub entries: u64,
     pub port_reads: u64,
     pub port_writes: u64,
     /// Translations dropped because guest or runtime wrote to their code.
@@ -180,18 +184,16 @@ pub enum ExitKind {
     Request,
     Exception,
     Helper,
-    Interrupt,
     Reset,
 }
 
 impl ExitKind {
-    pub const ALL: [ExitKind; 7] = [
+    pub const ALL: [ExitKind; 6] = [
         ExitKind::Branch,
         ExitKind::IndirectMiss,
         ExitKind::Request,
         ExitKind::Exception,
         ExitKind::Helper,
-        ExitKind::Interrupt,
         ExitKind::Reset,
     ];
 
@@ -202,7 +204,6 @@ impl ExitKind {
             ExitKind::Request => "request",
             ExitKind::Exception => "exception",
             ExitKind::Helper => "helper",
-            ExitKind::Interrupt => "interrupt",
             ExitKind::Reset => "reset",
         }
     }

@@ -64,7 +64,7 @@ pub fn kind(insn: &Instruction) -> Option<Kind> {
 
 /// The exception an FPU instruction of `kind` raises in `mode` instead of
 /// running (Intel SDM Vol. 3A, table 2-2 and 13-1).
-fn blocked(kind: Kind, mode: ModeKey) -> Option<u32> {
+pub fn blocked(kind: Kind, mode: ModeKey) -> Option<u32> {
     let bit = |b: u32| mode.0 & b != 0;
     let (ts, em) = (bit(ModeKey::FPU_TS), bit(ModeKey::FPU_EM));
     match kind {

@@ -336,17 +336,22 @@ fn host_code(code: Code) -> Code {
     }
 }
 
-pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
-    if guest.mnemonic() == Mnemonic::Lea {
-        return lower_lea(b, guest);
-    }
-    if b.self_checking_flat()
+/// A mov of an immediate in a self-checking TU loads it from guest memory
+/// (see [`lower_live_imm`]).
+pub fn loads_live_imm(b: &TuBuilder, guest: &Instruction) -> bool {
+    b.self_checking_flat()
         && matches!(
             guest.code(),
             Code::Mov_r32_imm32 | Code::Mov_r16_imm16 | Code::Mov_r8_imm8
         )
         && !is_high8(guest.op0_register())
-    {
+}
+
+pub fn lower(b: &mut TuBuilder, guest: &Instruction) -> Result<(), EncodeError> {
+    if guest.mnemonic() == Mnemonic::Lea {
+        return lower_lea(b, guest);
+    }
+    if loads_live_imm(b, guest) {
         return lower_live_imm(b, guest);
     }
     if guest.mnemonic() == Mnemonic::Xlatb

@@ -20,6 +20,7 @@ use iced_x86::{Instruction, Mnemonic, Register};
 use crate::abi::{ExitReason, ModeKey, off};
 use crate::emit::{Emitter, EncodeError, asm};
 use crate::meta::{Fixup, Site};
+use crate::stats::CodeClass;
 
 /// How TUs are instrumented; baked into the code, so a change needs a flush.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,6 +188,21 @@ impl<'a> TuBuilder<'a> {
     /// A self-checking TU (its page is written often) of flat code.
     pub fn self_checking_flat(&self) -> bool {
         self.check.is_some() && self.mode.0 & ModeKey::FLAT != 0
+    }
+
+    /// Whether `insn` runs as the same host instruction (IDENT; its memory
+    /// operand, if any, rebased onto guest memory), as [`lower_insn`]
+    /// lowers it.
+    fn runs_unchanged(&self, insn: &Instruction) -> bool {
+        use ident::Family;
+        if self.emulated.contains(&self.phys(insn)) {
+            return false;
+        }
+        match ident::family(insn) {
+            Family::Ident => !ident::loads_live_imm(self, insn),
+            Family::Fpu(kind) => fpu::blocked(kind, self.mode).is_none(),
+            _ => false,
+        }
     }
 
     pub fn tu_eip(&self) -> u32 {
@@ -397,6 +413,19 @@ impl<'a> TuBuilder<'a> {
                 ; lea work, [work + 1]
                 ; mov QWORD [cpu + off::TUS_EXECUTED], work
             );
+            // The TU's instructions, and its IDENT ones, for its class.
+            let class = 8 * CodeClass::of(self.mode).index() as i32;
+            let insns = self.insns.len() as i32;
+            let ident = self.insns.iter().filter(|i| self.runs_unchanged(i)).count() as i32;
+            for (at, n) in [(off::CLASS_INSNS, insns), (off::CLASS_IDENT, ident)] {
+                if n > 0 {
+                    asm!(self.e
+                        ; mov work, QWORD [cpu + at + class]
+                        ; lea work, [work + n]
+                        ; mov QWORD [cpu + at + class], work
+                    );
+                }
+            }
         }
         if self.instrument.budget {
             let out = self.e.label();
