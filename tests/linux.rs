@@ -123,9 +123,17 @@ fn check_stats(json: &str) {
     for n in ["kernel32", "user32"] {
         let [units, _, executed, ident] = class(n);
         assert!(units > 100 && executed > 1_000_000, "{n}: {classes:?}");
-        assert!(ident * 2 > executed, "{n}: less than half IDENT: {classes:?}");
+        assert!(
+            ident * 2 > executed,
+            "{n}: less than half IDENT: {classes:?}"
+        );
     }
-    for counter in ["tus_executed", "transfers.chained", "interrupts", "hidden_faults"] {
+    for counter in [
+        "tus_executed",
+        "transfers.chained",
+        "interrupts",
+        "hidden_faults",
+    ] {
         let (v, _) = json_number(json, 0, counter);
         assert!(v > 0, "{counter} = 0");
     }

@@ -269,6 +269,9 @@ pub struct Machine {
     /// The guest TLB epoch the jump caches belong to
     /// (`GuestMemory::tlb_epoch`).
     tlb_epoch: u64,
+    /// Whether the code `code_for` last looked up is on pages mapped
+    /// global (see `Translator::jump_cache_insert`).
+    code_global: bool,
 }
 
 /// An instruction that touched MMIO or wrote to ROM, run again alone:
@@ -415,6 +418,7 @@ impl Machine {
             smc_writes: std::collections::HashMap::new(),
             calm_rounds: std::collections::HashMap::new(),
             tlb_epoch: 0,
+            code_global: false,
         };
         m.describe_to_firmware();
         m.reset_flat(BootState {
@@ -722,35 +726,40 @@ impl Machine {
 
     /// The translation key of guest `eip`: its physical address (a fetch
     /// through the page walk), or the fault fetching its first byte raises.
-    fn key(&self, eip: u32) -> Result<TuKey, Exception> {
+    /// The key of the TU at `eip`, and whether its code's pages are mapped
+    /// global (a CR3 write keeps their translations).
+    fn key(&self, eip: u32) -> Result<(TuKey, bool), Exception> {
         let cs = self.code_segment();
         if eip > cs.limit {
             return Err(Exception::with_error(vector::GP, 0));
         }
         let lin = cs.base.wrapping_add(eip);
         let mem = &self.sys.mem;
-        let phys = mem.translate(lin, AccessKind::Fetch)?;
-        let next_page = if mem.paged() && translator::tu::may_cross_page(lin) {
+        let (phys, global) = mem.translate_code(lin)?;
+        let (next_page, next_global) = if mem.paged() && translator::tu::may_cross_page(lin) {
             let next = (lin | 0xFFF).wrapping_add(1);
-            mem.translate(next, AccessKind::Fetch)
-                .unwrap_or(TuKey::NO_NEXT)
+            mem.translate_code(next).unwrap_or((TuKey::NO_NEXT, true))
         } else {
-            TuKey::NO_NEXT
+            (TuKey::NO_NEXT, true)
         };
-        Ok(TuKey {
+        let key = TuKey {
             phys,
             eip,
             cs_limit: cs.limit,
             mode: self.last_mode,
             next_page,
-        })
+        };
+        Ok((key, global && next_global))
     }
 
     /// The host code for guest `eip`, or None if fetching it raised an
     /// exception that was delivered (the CPU is now at its handler).
     fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
         let key = match self.key(eip) {
-            Ok(k) => k,
+            Ok((k, global)) => {
+                self.code_global = global;
+                k
+            }
             Err(exc) => {
                 self.exception(exc, eip, eip, exc_kind::HARDWARE)?;
                 return Ok(None);
@@ -968,7 +977,11 @@ impl Machine {
                     if link {
                         match self.code_for(self.cpu.eip) {
                             Ok(Some(target)) => {
-                                self.translator.jump_cache_insert(self.cpu.eip, target);
+                                self.translator.jump_cache_insert(
+                                    self.cpu.eip,
+                                    target,
+                                    self.code_global,
+                                );
                                 next = Some(target);
                             }
                             Ok(None) => {}
@@ -1328,7 +1341,17 @@ impl Machine {
             return false;
         }
         self.tlb_epoch = epoch;
-        self.translator.clear_jump_caches();
+        let flush = self.sys.mem.take_linear_flush();
+        if flush.all {
+            self.translator.clear_jump_caches();
+        } else {
+            if flush.non_global {
+                self.translator.clear_local_jump_caches();
+            }
+            for lin in flush.regions {
+                self.translator.forget_jump_region(lin);
+            }
+        }
         true
     }
 

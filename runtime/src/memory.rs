@@ -108,6 +108,23 @@ impl std::fmt::Display for MemoryError {
 
 impl std::error::Error for MemoryError {}
 
+/// What linear-address caches outside the memory (the jump caches) must
+/// drop after guest TLB flushes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinearFlush {
+    /// Everything (a paging-mode change, an A20 change, or many INVLPGs).
+    pub all: bool,
+    /// What was reached through pages not mapped global (a CR3 write).
+    pub non_global: bool,
+    /// What lies in the 4 MiB around each of these addresses (INVLPG; the
+    /// page may have been part of a large one).
+    pub regions: Vec<u32>,
+}
+
+/// INVLPGs between two looks of the run loop before they count as a
+/// flush of everything.
+const MAX_FLUSH_REGIONS: usize = 64;
+
 pub struct GuestMemory {
     size: usize,
     flat: *mut u8,
@@ -126,8 +143,9 @@ pub struct GuestMemory {
     pending_tables: std::cell::RefCell<Vec<u32>>,
     /// Bumped whenever guest TLB entries are dropped (CR3, INVLPG, a
     /// paging-mode change): linear-address caches outside (the jump
-    /// caches) must be dropped too.
+    /// caches) must drop what `linear_flush` says too.
     tlb_epoch: u64,
+    linear_flush: LinearFlush,
     /// The firmware ROM, mapped read-only at the top of the space and
     /// (its last 128 KiB) below 1 MiB, over RAM.
     rom: Option<Box<[u8]>>,
@@ -207,6 +225,7 @@ impl GuestMemory {
             user: Cell::new(false),
             pending_tables: Default::default(),
             tlb_epoch: 0,
+            linear_flush: LinearFlush::default(),
             rom: None,
             low_rom: ONE_MIB,
             code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
@@ -694,7 +713,7 @@ impl GuestMemory {
         self.release_code();
         self.written_code.borrow_mut().extend(code);
         self.spaces.drop_all();
-        self.tlb_epoch += 1;
+        self.flush_linear(|f| f.all = true);
         self.a20 = on;
         // Each odd megabyte whose own or aliased RAM exists.
         let mib = |m: usize| m * ONE_MIB;
@@ -724,8 +743,22 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Like [`GuestMemory::translate`] for an instruction fetch, and
+    /// whether the page is mapped global (CR4.PGE on) or paging is off:
+    /// whether a CR3 write keeps the translation.
+    pub fn translate_code(&self, lin: u32) -> Result<(u32, bool), MemFault> {
+        if !self.paged() {
+            return Ok((self.a20_mask(lin), true));
+        }
+        self.walk_paged(lin, AccessKind::Fetch)
+    }
+
     #[inline(never)]
     fn translate_paged(&self, lin: u32, kind: AccessKind) -> Result<u32, MemFault> {
+        self.walk_paged(lin, kind).map(|(phys, _)| phys)
+    }
+
+    fn walk_paged(&self, lin: u32, kind: AccessKind) -> Result<(u32, bool), MemFault> {
         let (regs, user) = (self.paging.get(), self.user.get());
         let access = Access { kind, user };
         let t = walk(self, &regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
@@ -733,7 +766,7 @@ impl GuestMemory {
             .borrow_mut()
             .extend_from_slice(t.table_frames());
         u32::try_from(t.frame | (lin & 0xFFF) as u64)
-            .map(|phys| self.a20_mask(phys))
+            .map(|phys| (self.a20_mask(phys), t.global))
             .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))
     }
 
@@ -935,7 +968,7 @@ impl GuestMemory {
         self.spaces.drop_all();
         self.spaces.untrace_tables(self.paging.get().pae());
         self.pending_tables.borrow_mut().clear();
-        self.tlb_epoch += 1;
+        self.flush_linear(|f| f.all = true);
         if self.paged() {
             self.spaces.select(self.paging.get().cr3)?;
         }
@@ -951,7 +984,7 @@ impl GuestMemory {
             .spaces
             .cr3_write(self.paging.get().cr3, same, written)?
         {
-            self.tlb_epoch += 1;
+            self.flush_linear(|f| f.non_global = true);
         }
         Ok(())
     }
@@ -977,7 +1010,7 @@ impl GuestMemory {
             .collect();
         let views: Vec<View> = refill.iter().map(|(v, _)| *v).collect();
         self.spaces.invalidate_page(lin >> 12, &views);
-        self.tlb_epoch += 1;
+        self.flush_linear(|f| f.regions.push(lin));
         for (view, t) in refill {
             self.trace_tables(t.table_frames());
             if !matches!(
@@ -993,6 +1026,24 @@ impl GuestMemory {
     /// Counts guest TLB flushes (see the field).
     pub fn tlb_epoch(&self) -> u64 {
         self.tlb_epoch
+    }
+
+    fn flush_linear(&mut self, add: impl FnOnce(&mut LinearFlush)) {
+        let f = &mut self.linear_flush;
+        add(f);
+        if f.regions.len() > MAX_FLUSH_REGIONS {
+            f.all = true;
+        }
+        if f.all {
+            f.regions.clear();
+        }
+        self.tlb_epoch += 1;
+    }
+
+    /// What the linear-address caches outside must drop for the guest TLB
+    /// flushes since the last call.
+    pub fn take_linear_flush(&mut self) -> LinearFlush {
+        std::mem::take(&mut self.linear_flush)
     }
 
     /// Shadow flushes so far (over the mapping budget or a TLB flush

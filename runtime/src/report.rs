@@ -132,16 +132,14 @@ impl Report {
                 counters.push((format!("helper_calls.{}", k.name()), Some(v)));
             }
         }
-        let mut system: Vec<_> = c.system_insns.iter().collect();
-        system.sort_by(|a, b| {
-            b.1.cmp(a.1)
-                .then(format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
-        });
+        let mut system: Vec<(String, u64)> = iced_x86::Mnemonic::values()
+            .zip(&c.system_insns)
+            .filter(|(_, v)| **v > 0)
+            .map(|(m, v)| (format!("{m:?}").to_lowercase(), *v))
+            .collect();
+        system.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (m, v) in system {
-            counters.push((
-                format!("system_insns.{}", format!("{m:?}").to_lowercase()),
-                Some(*v),
-            ));
+            counters.push((format!("system_insns.{m}"), Some(v)));
         }
         for (k, v) in ExitKind::ALL.iter().zip(c.exits) {
             if v > 0 {

@@ -1051,6 +1051,109 @@ fn global_pages_survive_cr3_reloads_and_invlpg_flushes_them() {
     );
 }
 
+/// `mov esi, value; ret` at `addr`.
+fn returns_esi(addr: u32, value: u32) -> (u32, Vec<u8>) {
+    (
+        addr,
+        assemble_at(addr, |a| {
+            a.mov(esi, value)?;
+            a.ret()
+        }),
+    )
+}
+
+/// Indirect calls (through the jump cache) follow a remapped code page:
+/// after a CR3 reload for a non-global page, after INVLPG for a global one.
+#[test]
+fn indirect_calls_follow_remapped_code_pages() {
+    for global in [false, true] {
+        let mut t = two_level();
+        let flags = P | RW | if global { G } else { 0 };
+        t.map(LIN, PHYS, flags);
+        let pte = t.pte_addr(LIN);
+        let s = Setup {
+            cr4: CR4_PGE,
+            ..t.setup()
+        };
+        let (body, _) = paged_body(s, |a| {
+            a.mov(ebx, LIN)?;
+            // The first call fills the jump cache, the second uses it.
+            a.call(ebx)?;
+            a.call(ebx)?;
+            a.mov(dword_ptr(OUT), esi)?;
+            a.mov(dword_ptr(pte), PHYS2 | flags as u32)?;
+            if global {
+                a.invlpg(ptr(LIN))?;
+            } else {
+                a.mov(eax, cr3)?;
+                a.mov(cr3, eax)?;
+            }
+            a.call(ebx)?;
+            a.mov(dword_ptr(OUT + 4), esi)?;
+            Ok(vec![])
+        });
+        let mut blocks = t.blocks();
+        blocks.push(returns_esi(PHYS, 0xA));
+        blocks.push(returns_esi(PHYS2, 0xB));
+        let r = run_paged(body, vec![], blocks);
+        assert_no_fault(&r);
+        let seen = (r.mem_u32(OUT), r.mem_u32(OUT + 4));
+        assert_eq!(seen, (0xA, 0xB), "global page: {global}");
+    }
+}
+
+/// The jump-cache entries of code on global pages survive CR3 reloads
+/// (those of other code do not): a loop of page-table write, CR3 reload
+/// and indirect call misses the jump cache twice per round (the callee
+/// and the return) unless the code is global.
+#[test]
+fn jump_cache_entries_of_global_code_survive_cr3_reloads() {
+    const ROUNDS: u32 = 1000;
+    let misses = |global: bool| {
+        // All code global (a jump cache clears whole when it holds any
+        // code of a non-global page), or none.
+        let g = if global { G } else { 0 };
+        let mut t = Tables::two_level(TABLES);
+        for page in (0..0x40_0000).step_by(0x1000) {
+            t.map(page, page, P | RW | US | g);
+        }
+        t.map(LIN, PHYS, P | RW | g);
+        // Another page in the callee's page table.
+        t.map(LIN + 0x2000, PHYS2, P | RW);
+        let other = t.pte_addr(LIN + 0x2000);
+        let s = Setup {
+            cr4: CR4_PGE,
+            ..t.setup()
+        };
+        let (body, _) = paged_body(s, |a| {
+            let mut top = a.create_label();
+            a.mov(ebx, LIN)?;
+            a.mov(ecx, ROUNDS)?;
+            a.set_label(&mut top)?;
+            // A page table written (another page's entry, rewritten as
+            // it was) makes the reload a flush of every non-global page.
+            a.mov(dword_ptr(other), PHYS2 | (P | RW) as u32)?;
+            a.mov(eax, cr3)?;
+            a.mov(cr3, eax)?;
+            a.call(ebx)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            Ok(vec![])
+        });
+        let mut blocks = t.blocks();
+        blocks.push(returns_esi(PHYS, 0xA));
+        let r = run_paged(body, vec![], blocks);
+        assert_no_fault(&r);
+        assert_eq!(r.reg(esi), 0xA);
+        r.counter("jump_cache_misses")
+    };
+    let (local, global) = (misses(false), misses(true));
+    assert!(
+        global < 10 && local >= 2 * u64::from(ROUNDS),
+        "jump-cache misses: {global} with a global callee, {local} without"
+    );
+}
+
 /// Two address spaces map LIN to different physical pages; switching CR3 back and forth reads and writes the right one each time.
 #[test]
 fn switching_between_two_address_spaces() {

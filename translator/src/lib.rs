@@ -129,9 +129,8 @@ pub struct Translator {
     /// One jump cache per mode (its entries are keyed by EIP alone), and
     /// the one generated code uses now.
     jump_caches: Vec<((ModeKey, CodeSegment), Box<JumpCache>)>,
-    /// The entries filled in each jump cache since it was last cleared
-    /// (while few, clearing resets just those).
-    jc_filled: Vec<Vec<u16>>,
+    /// What the runtime knows of each jump cache's entries.
+    jc_books: Vec<JumpCacheBook>,
     current_jc: usize,
     call_stack: CallStack,
     poll: std::sync::Arc<poll::PollPage>,
@@ -183,7 +182,7 @@ impl Translator {
             insns: Vec::new(),
             fault_map,
             jump_caches,
-            jc_filled: vec![Vec::new()],
+            jc_books: vec![JumpCacheBook::default()],
             current_jc: 0,
             call_stack,
             emulated: hashbrown::HashSet::new(),
@@ -403,14 +402,17 @@ impl Translator {
         true
     }
 
-    /// Remembers guest `eip` -> `host` for inline indirect-branch probes.
-    /// The cache holds TUs of the current mode only: the runtime flushes it
-    /// when the mode changes.
-    pub fn jump_cache_insert(&mut self, eip: u32, host: usize) {
+    /// Remembers guest `eip` -> `host` for inline indirect-branch probes,
+    /// in the cache of the current mode and code segment. `global`: the
+    /// code's page is mapped global (or paging is off), so the entry
+    /// survives a CR3 write (see [`Translator::clear_local_jump_caches`]).
+    pub fn jump_cache_insert(&mut self, eip: u32, host: usize, global: bool) {
         let i = eip as usize & (JUMP_CACHE_ENTRIES - 1);
         let jc = &mut self.jump_caches[self.current_jc].1;
+        let book = &mut self.jc_books[self.current_jc];
+        book.local |= !global;
         if jc.targets[i] == self.stubs.miss as u64 {
-            self.jc_filled[self.current_jc].push(i as u16);
+            book.filled.push(i as u16);
         }
         jc.keys[i] = eip;
         jc.targets[i] = host as u64;
@@ -428,7 +430,7 @@ impl Translator {
             None => {
                 self.jump_caches
                     .push((key, new_jump_cache(self.stubs.miss)));
-                self.jc_filled.push(Vec::new());
+                self.jc_books.push(JumpCacheBook::default());
                 self.jump_caches.len() - 1
             }
         };
@@ -439,18 +441,53 @@ impl Translator {
     /// Empties every jump cache (their entries are keyed by linear EIP:
     /// the runtime calls this when guest mappings change).
     pub fn clear_jump_caches(&mut self) {
-        let miss = self.stubs.miss;
-        for ((_, jc), filled) in self.jump_caches.iter_mut().zip(&mut self.jc_filled) {
-            if filled.len() < JUMP_CACHE_ENTRIES / 8 {
-                for &i in filled.iter() {
-                    jc.keys[i as usize] = 0;
-                    jc.targets[i as usize] = miss as u64;
-                }
-            } else {
-                reset_jump_cache(jc, miss);
-            }
-            filled.clear();
+        for i in 0..self.jump_caches.len() {
+            self.clear_jump_cache(i);
         }
+    }
+
+    /// Empties the jump caches that hold code of non-global pages: a CR3
+    /// write keeps the guest's global TLB entries, and so the entries of
+    /// caches that only hold code from them (a kernel's).
+    pub fn clear_local_jump_caches(&mut self) {
+        for i in 0..self.jump_caches.len() {
+            if self.jc_books[i].local {
+                self.clear_jump_cache(i);
+            }
+        }
+    }
+
+    /// Drops the jump-cache entries of code in the 4 MiB of linear
+    /// addresses around `lin` (INVLPG of `lin`: its page may have been part
+    /// of a large one).
+    pub fn forget_jump_region(&mut self, lin: u32) {
+        let miss = self.stubs.miss as u64;
+        for (((_, cs), jc), book) in self.jump_caches.iter_mut().zip(&mut self.jc_books) {
+            book.filled.retain(|&i| {
+                let i = i as usize;
+                let stale =
+                    jc.targets[i] != miss && cs.base.wrapping_add(jc.keys[i]) >> 22 == lin >> 22;
+                if stale {
+                    jc.keys[i] = 0;
+                    jc.targets[i] = miss;
+                }
+                !stale
+            });
+        }
+    }
+
+    fn clear_jump_cache(&mut self, i: usize) {
+        let miss = self.stubs.miss;
+        let (jc, book) = (&mut self.jump_caches[i].1, &mut self.jc_books[i]);
+        if book.filled.len() < JUMP_CACHE_ENTRIES / 8 {
+            for &i in &book.filled {
+                jc.keys[i as usize] = 0;
+                jc.targets[i as usize] = miss as u64;
+            }
+        } else {
+            reset_jump_cache(jc, miss);
+        }
+        *book = JumpCacheBook::default();
     }
 
     /// Drops every translation and chain.
@@ -509,6 +546,16 @@ fn new_jump_cache(miss: usize) -> Box<JumpCache> {
     });
     reset_jump_cache(&mut jc, miss);
     jc
+}
+
+/// What the translator keeps on one jump cache.
+#[derive(Debug, Default)]
+struct JumpCacheBook {
+    /// The entries filled since it was last cleared (while few, clearing
+    /// resets just those).
+    filled: Vec<u16>,
+    /// Some entry is code of a page not mapped global.
+    local: bool,
 }
 
 fn reset_jump_cache(jc: &mut JumpCache, miss: usize) {

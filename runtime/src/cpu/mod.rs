@@ -114,8 +114,8 @@ pub enum Stop {
 pub struct ExecCounters {
     pub helper_calls: [u64; HelperKind::ALL.len()],
     /// The `System` helper calls by mnemonic (what a guest's hot path
-    /// leaves to the runtime).
-    pub system_insns: std::collections::HashMap<iced_x86::Mnemonic, u64>,
+    /// leaves to the runtime), indexed by `Mnemonic as usize`.
+    pub system_insns: Vec<u64>,
     pub exits: [u64; ExitKind::ALL.len()],
     pub exceptions: u64,
     /// External interrupts the CPU took.
@@ -213,7 +213,11 @@ impl ExecCounters {
     pub fn helper(&mut self, kind: HelperKind, insn: &iced_x86::Instruction) {
         self.helper_calls[kind as usize] += 1;
         if kind == HelperKind::System {
-            *self.system_insns.entry(insn.mnemonic()).or_default() += 1;
+            let m = insn.mnemonic() as usize;
+            if m >= self.system_insns.len() {
+                self.system_insns.resize(m + 1, 0);
+            }
+            self.system_insns[m] += 1;
         }
     }
 
