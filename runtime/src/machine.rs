@@ -933,6 +933,11 @@ impl Machine {
             };
             // RF (set by iret) is cleared as the next instruction starts.
             self.cpu.sys_flags &= !flags::RF;
+            // For a translated sti (see `CpuState::irq_waiting`); one that
+            // comes later makes a TU head leave (the poll).
+            self.cpu.irq_waiting = (self.cpu.sys_flags & flags::IF == 0
+                && self.sys.irq.as_mut().is_some_and(|i| i.pending()))
+                as u32;
             self.sys.counters.entries += 1;
             self.enter(host);
             if std::mem::take(&mut self.smc_step) {

@@ -667,6 +667,34 @@ fn sti_lets_one_more_instruction_run_before_a_pending_interrupt() {
     );
 }
 
+/// A kernel's cli ... sti sections with no interrupt waiting go on in
+/// generated code: sti leaves for the run loop only when one waits (the
+/// test above).
+#[test]
+fn sti_with_no_interrupt_waiting_stays_in_generated_code() {
+    let body = assemble_at(BODY, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 10_000u32)?;
+        a.set_label(&mut top)?;
+        a.cli()?;
+        a.inc(esi)?;
+        a.sti()?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    let r = run_irq(body, |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 10_000);
+    assert_eq!(r.mem_u32(SEEN + 4), 0, "no interrupt");
+    let exits = r.counter("exits.helper") + r.counter("exits.branch");
+    assert!(exits < 20, "{exits} exits for 10,000 sti");
+}
+
 /// Asserts vector 0x20 once the guest stores a nonzero word at `FLAG`:
 /// an interrupt that comes in the middle of a TU, deterministically.
 struct RaisedByGuest {

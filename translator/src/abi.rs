@@ -243,6 +243,11 @@ pub struct CpuState {
     /// the instruction at `shadow_eip` has run.
     pub shadow: u32,
     pub shadow_eip: u32,
+    /// Nonzero while IF is clear and an interrupt waits for it (the run
+    /// loop keeps it): a translated sti that sets IF then leaves its TU so
+    /// that the interrupt is taken after the next instruction; otherwise
+    /// sti goes straight on.
+    pub irq_waiting: u32,
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
     /// The hidden part of each segment register: base and limit (the
@@ -337,6 +342,7 @@ impl CpuState {
             poll_page: 0,
             shadow: 0,
             shadow_eip: 0,
+            irq_waiting: 0,
             sregs: [0; 6],
             seg_base: [0; 6],
             seg_limit: [u32::MAX; 6],
@@ -508,6 +514,7 @@ pub mod off {
         GEN_RSP = gen_rsp;
         SHADOW = shadow;
         SHADOW_EIP = shadow_eip;
+        IRQ_WAITING = irq_waiting;
         HELPERS = helpers;
         JUMP_CACHE = jump_cache;
         FPU_ENTER = fpu_enter;

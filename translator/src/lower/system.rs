@@ -18,19 +18,26 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
             // The interrupt shadow, only when sti turns IF on: nothing is
             // taken before the next instruction.
             let next = insn.next_ip32() as i32;
+            let on = b.e.label();
             asm!(b.e
                 ; pushfq
                 ; test DWORD [cpu + off::SYS_FLAGS], flags::IF as i32
-                ; jnz >on
+                ; jnz =>on
                 ; or DWORD [cpu + off::SYS_FLAGS], flags::IF as i32
                 ; mov DWORD [cpu + off::SHADOW_EIP], next
                 ; mov DWORD [cpu + off::SHADOW], 1
-                ; on:
+                ; cmp DWORD [cpu + off::IRQ_WAITING], 0
+                ; je =>on
                 ; popfq
             );
-            // Back to the run loop, never chained: an interrupt that came
-            // while IF was clear is taken after the next instruction.
+            // An interrupt came while IF was clear: back to the run loop,
+            // which takes it after the next instruction.
             b.exit_to_run_loop(insn.next_ip32());
+            b.e.bind(on);
+            asm!(b.e; popfq);
+            // Otherwise on, chained: one that comes from now on makes the
+            // next TU head leave (the poll).
+            b.chain_to(insn.next_ip32());
             return Ok(Flow::Ends);
         }
         _ => b.call_emulate(insn),
