@@ -121,6 +121,81 @@ pub struct LinearFlush {
     pub regions: Vec<u32>,
 }
 
+/// The runtime's TLB: recent successful walks of its own accesses (a
+/// descriptor read, an emulated instruction's operand, the code lookup of
+/// the run loop), by linear page, kind of access and privilege. As a
+/// CPU's TLB it keeps them until the guest flushes (`tlb_epoch` moves:
+/// CR3 writes that change something, INVLPG, paging-mode changes). A walk
+/// sets the A bit, and D for a write, so a hit needs no write to the
+/// tables; failed walks are not kept.
+#[derive(Debug)]
+struct WalkCache {
+    /// What the entries were walked with.
+    epoch: Cell<u64>,
+    regs: Cell<PagingRegs>,
+    entries: std::cell::RefCell<Box<[WalkEntry; WALK_CACHE_ENTRIES]>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct WalkEntry {
+    /// Linear page | kind << 1 | user; 1 (no page has it) when empty.
+    tag: u32,
+    frame: u32,
+    global: bool,
+}
+
+const WALK_CACHE_ENTRIES: usize = 256;
+
+impl Default for WalkCache {
+    fn default() -> Self {
+        let empty = WalkEntry {
+            tag: 1,
+            ..WalkEntry::default()
+        };
+        WalkCache {
+            epoch: Cell::new(0),
+            regs: Cell::new(PagingRegs::default()),
+            entries: std::cell::RefCell::new(Box::new([empty; WALK_CACHE_ENTRIES])),
+        }
+    }
+}
+
+impl WalkCache {
+    fn slot(lin: u32, kind: AccessKind, user: bool) -> (usize, u32) {
+        let k = kind as u32;
+        let tag = (lin & !0xFFF) | k << 2 | (user as u32) << 1;
+        let index = ((lin >> 12) ^ (k << 6)) as usize % WALK_CACHE_ENTRIES;
+        (index, tag)
+    }
+
+    fn get(
+        &self,
+        lin: u32,
+        kind: AccessKind,
+        user: bool,
+        epoch: u64,
+        regs: PagingRegs,
+    ) -> Option<(u32, bool)> {
+        if self.epoch.get() != epoch || self.regs.get() != regs {
+            let mut entries = self.entries.borrow_mut();
+            for e in entries.iter_mut() {
+                e.tag = 1;
+            }
+            self.epoch.set(epoch);
+            self.regs.set(regs);
+            return None;
+        }
+        let (i, tag) = Self::slot(lin, kind, user);
+        let e = self.entries.borrow()[i];
+        (e.tag == tag).then_some((e.frame, e.global))
+    }
+
+    fn put(&self, lin: u32, kind: AccessKind, user: bool, frame: u32, global: bool) {
+        let (i, tag) = Self::slot(lin, kind, user);
+        self.entries.borrow_mut()[i] = WalkEntry { tag, frame, global };
+    }
+}
+
 /// INVLPGs between two looks of the run loop before they count as a
 /// flush of everything.
 const MAX_FLUSH_REGIONS: usize = 64;
@@ -146,6 +221,8 @@ pub struct GuestMemory {
     /// caches) must drop what `linear_flush` says too.
     tlb_epoch: u64,
     linear_flush: LinearFlush,
+    /// The runtime's own recent walks (its TLB).
+    walks: WalkCache,
     /// The firmware ROM, mapped read-only at the top of the space and
     /// (its last 128 KiB) below 1 MiB, over RAM.
     rom: Option<Box<[u8]>>,
@@ -226,6 +303,7 @@ impl GuestMemory {
             pending_tables: Default::default(),
             tlb_epoch: 0,
             linear_flush: LinearFlush::default(),
+            walks: WalkCache::default(),
             rom: None,
             low_rom: ONE_MIB,
             code_pages: vec![0; (size / PAGE_SIZE).div_ceil(64)],
@@ -760,14 +838,19 @@ impl GuestMemory {
 
     fn walk_paged(&self, lin: u32, kind: AccessKind) -> Result<(u32, bool), MemFault> {
         let (regs, user) = (self.paging.get(), self.user.get());
+        if let Some((frame, global)) = self.walks.get(lin, kind, user, self.tlb_epoch, regs) {
+            return Ok((frame | (lin & 0xFFF), global));
+        }
         let access = Access { kind, user };
         let t = walk(self, &regs, lin, access).map_err(|error| MemFault { addr: lin, error })?;
         self.pending_tables
             .borrow_mut()
             .extend_from_slice(t.table_frames());
-        u32::try_from(t.frame | (lin & 0xFFF) as u64)
-            .map(|phys| (self.a20_mask(phys), t.global))
-            .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))
+        let phys = u32::try_from(t.frame | (lin & 0xFFF) as u64)
+            .map(|phys| self.a20_mask(phys))
+            .map_err(|_| MemFault::no_memory(lin, kind == AccessKind::Write))?;
+        self.walks.put(lin, kind, user, phys & !0xFFF, t.global);
+        Ok((phys, t.global))
     }
 
     /// Write-protects the page tables the runtime's own walks read since

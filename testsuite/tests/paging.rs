@@ -1051,6 +1051,39 @@ fn global_pages_survive_cr3_reloads_and_invlpg_flushes_them() {
     );
 }
 
+/// The runtime's own accesses (here sgdt's store, which the runtime
+/// emulates) follow a remapped page after INVLPG and after a CR3 reload,
+/// as generated code's do: the runtime's walk cache is a TLB.
+#[test]
+fn runtime_accesses_follow_remapped_pages_after_a_flush() {
+    for invlpg in [true, false] {
+        let mut t = two_level();
+        t.map(LIN, PHYS, P | RW);
+        let pte = t.pte_addr(LIN);
+        let (body, _) = paged_body(t.setup(), |a| {
+            a.sgdt(ptr(LIN))?;
+            a.mov(dword_ptr(pte), PHYS2 | (P | RW) as u32)?;
+            if invlpg {
+                a.invlpg(ptr(LIN))?;
+            } else {
+                a.mov(eax, cr3)?;
+                a.mov(cr3, eax)?;
+            }
+            a.sgdt(ptr(LIN))?;
+            Ok(vec![])
+        });
+        let r = run_paged(body, vec![], t.blocks());
+        assert_no_fault(&r);
+        let limit = |at: u32| r.mem_u32(at) & 0xFFFF;
+        assert_ne!(
+            limit(PHYS),
+            0,
+            "the first sgdt wrote through the old mapping"
+        );
+        assert_eq!(limit(PHYS2), limit(PHYS), "invlpg: {invlpg}");
+    }
+}
+
 /// `mov esi, value; ret` at `addr`.
 fn returns_esi(addr: u32, value: u32) -> (u32, Vec<u8>) {
     (
