@@ -110,10 +110,17 @@ fn stats_print_the_table_and_json() {
     );
     let j = std::fs::read_to_string(&json).unwrap();
     assert!(
-        j.starts_with("{\"translation\":{\"classes\":{\"kernel32\":"),
+        j.starts_with("{\"translation\":{\"classes\":{\"real16\":"),
         "{j}"
     );
-    assert!(j.contains("\"counters\":{"));
+    for key in [
+        "\"kernel32\":",
+        "\"user32\":",
+        "\"total\":",
+        "\"counters\":{",
+    ] {
+        assert!(j.contains(key), "no {key} in {j}");
+    }
 }
 
 #[test]
