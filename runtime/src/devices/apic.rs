@@ -50,6 +50,13 @@ pub const BUS_HZ: u64 = crate::cpu::cpuid::CRYSTAL_HZ;
 /// The current count is still exact. KVM limits periodic timers the same
 /// way (to 200 us).
 const MIN_PERIODIC_NS: u64 = 100_000;
+/// A periodic timer's expiries that found bt86 not running (the host
+/// descheduled it) are delivered late, one per `MIN_PERIODIC_NS`, as
+/// KVM's PIT reinjects lost ticks: a guest that counts ticks (jiffies)
+/// must not fall behind its other clocks (Linux then marks the TSC
+/// unstable). At most this much time's worth is owed; older ones are
+/// lost, as they would be under a long-masked interrupt.
+const MAX_OWED_NS: u64 = 1_000_000_000;
 
 /// Register offsets in the page (SDM vol. 3A, table 10-1).
 mod reg {
@@ -324,6 +331,16 @@ impl Timer {
         } else {
             Some(self.start + self.ns(n.saturating_sub(self.done)))
         }
+    }
+
+    /// Accounts for the expiry whose interrupt is being raised at `now`:
+    /// periodic, the next one due (the later ones still owed, up to
+    /// `MAX_OWED_NS` of them, come after it).
+    fn take_expiry(&mut self, now: u64) {
+        let n = u64::from(self.initial);
+        let due = self.elapsed(now) / n;
+        let owed_max = (MAX_OWED_NS / self.ns(n).max(1)).max(1);
+        self.periods = (self.periods + 1).max(due.saturating_sub(owed_max)).min(due);
     }
 
     /// Accounts for the expiries up to `now` (their interrupt is taken,
@@ -961,7 +978,7 @@ impl Timed for LocalApic {
             return;
         }
         if self.periodic() {
-            self.timer.catch_up(now, true);
+            self.timer.take_expiry(now);
             self.timer.not_before = now + MIN_PERIODIC_NS;
         } else {
             self.timer.expired = true;
@@ -1683,12 +1700,47 @@ mod tests {
         assert_eq!(t.r(0x390), 1_000_000, "reloaded");
         t.advance(ns(1_250_000) - ns(1_000_000));
         assert_eq!(t.r(0x390), 750_000);
-        // A late tick: the missed periods coalesce into one interrupt.
-        t.advance(ns(4_250_000) - ns(1_250_000));
+        // A late tick (bt86 was not running): the periods missed come one
+        // by one, MIN_PERIODIC_NS apart, then the timer is on time again.
+        let late = ns(4_250_000);
+        t.advance(late - ns(1_250_000));
+        assert_eq!(t.r(0x390), 750_000, "the count is not disturbed");
+        for k in 1..=3 {
+            assert_eq!(t.ack(), Some(Ack::Vector(0x31)), "period {}", k + 1);
+            t.eoi();
+            assert!(!t.apic.pending());
+            if k < 3 {
+                let next = late + k * MIN_PERIODIC_NS;
+                assert_eq!(t.deadline(), Some(next));
+                t.advance(next - t.clock.now());
+            }
+        }
+        assert_eq!(t.deadline(), Some(ns(5_000_000)));
+    }
+
+    #[test]
+    fn at_most_a_second_of_missed_periods_is_owed() {
+        let t = rig().enabled();
+        t.w(0x3E0, 0xB);
+        t.w(0x320, 0x2_0031);
+        let period = BUS_HZ / 100; // 10 ms
+        t.w(0x380, period as u32);
+        t.advance(ns(period));
         assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
         t.eoi();
-        assert!(!t.apic.pending());
-        assert_eq!(t.deadline(), Some(ns(5_000_000)));
+        // Five seconds pass unseen: 500 periods end, 100 are delivered.
+        t.advance(ns(period * 501) - ns(period));
+        let mut late = 0;
+        while t.ack() == Some(Ack::Vector(0x31)) {
+            t.eoi();
+            late += 1;
+            let d = t.deadline().unwrap();
+            if d >= ns(period * 502) {
+                break;
+            }
+            t.advance(d - t.clock.now());
+        }
+        assert_eq!(late, 100);
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //! Channel 0's OUT is IRQ0, edge-triggered at the 8259: the line follows
 //! OUT when the guest's accesses change it, and [`Timed`] raises it at
 //! each rising edge of OUT (low then high, so that every period is an
-//! edge even if the line was not seen to fall). A late `advance` raises
-//! one edge for all the rising edges it missed, as the PIC could latch
-//! only one.
+//! edge even if the line was not seen to fall). A late `advance` (the
+//! host did not run bt86 for a while) raises one edge at once and owes
+//! the others it missed, up to [`MAX_OWED_EDGES`]: they come one per
+//! [`OWED_EDGE_GAP_NS`], as KVM's PIT reinjects lost ticks, so that a
+//! guest counting ticks (jiffies) does not fall behind its other clocks.
+//! Reprogramming channel 0 drops what is owed.
 //!
 //! Channels 0 and 1 have their gates tied high (so modes 1 and 5, which
 //! wait for a rising gate, never start on them); channel 2's gate is
@@ -28,6 +31,10 @@ use super::{IoAction, IrqLine, Port, PortDevice};
 pub const PIT_HZ: u64 = 1_193_182;
 pub const BASE: u16 = 0x40;
 pub const PORT_COUNT: u16 = 4;
+/// Channel 0 edges a late advance may owe (a second at 1 kHz).
+pub const MAX_OWED_EDGES: u64 = 1000;
+/// Owed edges come this far apart.
+pub const OWED_EDGE_GAP_NS: u64 = 100_000;
 /// System control port B.
 pub const SPEAKER_PORT: u16 = 0x61;
 /// Channel 0's output line on the master 8259.
@@ -570,8 +577,12 @@ pub struct Pit {
     /// The level last driven on IRQ0.
     line: bool,
     /// The latest pulse seen: channel 0's rising edges up to it have been
-    /// raised, and time does not go back before it.
+    /// raised (or are owed), and time does not go back before it.
     seen: u64,
+    /// Channel 0 rising edges missed by a late advance, not raised yet.
+    owed: u64,
+    /// When (ns) the last edge was raised.
+    raised_at: u64,
 }
 
 impl Pit {
@@ -588,6 +599,8 @@ impl Pit {
             port_b: 0,
             line: false,
             seen: t,
+            owed: 0,
+            raised_at: 0,
         };
         pit.line = pit.channels[0].out(t);
         pit.irq.set_level(pit.line);
@@ -604,6 +617,7 @@ impl Pit {
             Channel::power_on(false, t),
         ];
         self.port_b = 0;
+        self.owed = 0;
         self.sync(t);
     }
 
@@ -613,21 +627,40 @@ impl Pit {
     }
 
     /// Brings IRQ0 to pulse `t`: one edge if OUT rose since the last
-    /// pulse seen, then the line follows OUT.
+    /// pulse seen (more rises are owed), then the line follows OUT.
     fn sync(&mut self, t: u64) {
         if t > self.seen {
-            if self.channels[0]
-                .next_rise(self.seen)
-                .is_some_and(|r| r <= t)
-            {
-                if self.line {
-                    self.irq.set_level(false);
+            let mut rises = 0;
+            let mut after = self.seen;
+            while rises <= MAX_OWED_EDGES {
+                match self.channels[0].next_rise(after) {
+                    Some(r) if r <= t => {
+                        rises += 1;
+                        after = r;
+                    }
+                    _ => break,
                 }
-                self.irq.set_level(true);
-                self.line = true;
+            }
+            if rises > 0 {
+                self.raise_edge(t);
+                self.owed = (self.owed + rises - 1).min(MAX_OWED_EDGES);
             }
             self.seen = t;
         }
+        self.follow_out(t);
+    }
+
+    /// A rising edge on IRQ0 at pulse `t` (the line follows OUT after).
+    fn raise_edge(&mut self, t: u64) {
+        if self.line {
+            self.irq.set_level(false);
+        }
+        self.irq.set_level(true);
+        self.line = true;
+        self.raised_at = clock::ns_of_ticks(t, PIT_HZ);
+    }
+
+    fn follow_out(&mut self, t: u64) {
         let out = self.channels[0].out(t);
         if out != self.line {
             self.irq.set_level(out);
@@ -655,7 +688,12 @@ impl Pit {
 
     fn write_byte(&mut self, port: u16, v: u8, t: u64) {
         match port {
-            BASE..CONTROL => self.channels[(port - BASE) as usize].write(v, t),
+            BASE..CONTROL => {
+                if port == BASE {
+                    self.owed = 0;
+                }
+                self.channels[(port - BASE) as usize].write(v, t)
+            }
             CONTROL => self.control(v, t),
             SPEAKER_PORT => {
                 self.port_b = v & B_WRITABLE;
@@ -681,6 +719,9 @@ impl Pit {
         } else if (v >> 4) & 3 == RW_LATCH {
             self.channels[sc as usize].latch_count(t);
         } else {
+            if sc == 0 {
+                self.owed = 0;
+            }
             self.channels[sc as usize].program(v, t);
         }
     }
@@ -710,16 +751,24 @@ impl PortDevice for Pit {
 }
 
 impl Timed for Pit {
-    /// When channel 0's OUT next rises.
+    /// When channel 0's OUT next rises, or an owed edge is due.
     fn deadline(&self) -> Option<u64> {
-        self.channels[0]
+        let rise = self.channels[0]
             .next_rise(self.seen)
-            .map(|t| clock::ns_of_ticks(t, PIT_HZ))
+            .map(|t| clock::ns_of_ticks(t, PIT_HZ));
+        let owed = (self.owed > 0).then_some(self.raised_at + OWED_EDGE_GAP_NS);
+        rise.into_iter().chain(owed).min()
     }
 
     fn advance(&mut self, now: u64) {
         let t = clock::ticks(now, PIT_HZ).max(self.seen);
+        let raised = self.raised_at;
         self.sync(t);
+        if self.owed > 0 && self.raised_at == raised && now >= raised + OWED_EDGE_GAP_NS {
+            self.owed -= 1;
+            self.raise_edge(t);
+            self.follow_out(t);
+        }
     }
 }
 
@@ -1281,18 +1330,45 @@ mod tests {
     }
 
     #[test]
-    fn a_late_advance_raises_one_edge_and_does_not_catch_up() {
+    fn a_late_advance_raises_one_edge_and_owes_the_others() {
         let mut r = Rig::new();
-        r.program(CH0, MODE2, 100);
+        r.program(CH0, MODE2, 1000);
         let rises = r.irq.rises();
-        assert_eq!(r.deadline_tick(), Some(101));
-        r.at(451);
+        assert_eq!(r.deadline_tick(), Some(1001));
+        // Rises at 1001, 2001, 3001 and 4001: one now, three owed.
+        r.at(4501);
         r.pit.advance(r.clock.now());
         assert_eq!(r.irq.rises(), rises + 1);
-        assert_eq!(r.deadline_tick(), Some(501));
-        assert_eq!(r.count(CH0), 50, "the count follows the clock");
-        assert_eq!(r.fire(), 501);
-        assert_eq!(r.irq.rises(), rises + 2);
+        assert_eq!(r.count(CH0), 500, "the count follows the clock");
+        let gap = clock::ticks(OWED_EDGE_GAP_NS, PIT_HZ);
+        for k in 1..=3 {
+            let due = r.fire();
+            assert!(due.abs_diff(4501 + k * gap) <= 1, "owed edge {k} at {due}");
+            assert_eq!(r.irq.rises(), rises + 1 + k as u32);
+        }
+        assert_eq!(r.fire(), 5001, "then on time again");
+        assert_eq!(r.irq.rises(), rises + 5);
+    }
+
+    #[test]
+    fn reprogramming_channel0_drops_owed_edges() {
+        let mut r = Rig::new();
+        r.program(CH0, MODE2, 100);
+        r.at(10_000);
+        r.pit.advance(r.clock.now());
+        assert!(r.pit.owed > 0);
+        r.program(CH0, MODE2, 50_000);
+        assert_eq!(r.pit.owed, 0);
+        assert_eq!(r.deadline_tick(), Some(60_001));
+    }
+
+    #[test]
+    fn at_most_max_owed_edges_are_owed() {
+        let mut r = Rig::new();
+        r.program(CH0, MODE2, 10);
+        r.at(10 * (MAX_OWED_EDGES + 500));
+        r.pit.advance(r.clock.now());
+        assert_eq!(r.pit.owed, MAX_OWED_EDGES);
     }
 
     #[test]
