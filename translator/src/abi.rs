@@ -54,7 +54,8 @@ pub mod flags {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitReason {
     /// A direct branch whose target is not chained yet. `eip` is the
-    /// target; `exit_arg` is the arena offset of the rel32 to patch.
+    /// target; `exit_arg` is the arena offset of the rel32 to patch (and
+    /// `CHAIN_PAST_POLL`).
     Branch = 1,
     /// An indirect branch or return missed the jump cache; `eip` is the target.
     IndirectMiss = 2,
@@ -209,8 +210,10 @@ pub struct CpuState {
     /// `eip` for traps and software interrupts).
     pub exc_insn: u32,
     pub fault_addr: u32,
-    /// With `ExitReason::Branch`: arena offset of the rel32 to patch.
-    pub exit_arg: u64,
+    /// With `ExitReason::Branch`: arena offset of the rel32 to patch, with
+    /// `CHAIN_PAST_POLL` or'd in for a forward branch.
+    pub exit_arg: u32,
+    pub _pad1: [u8; 4],
     /// Host stack pointer of the run loop, restored by the exit path.
     pub host_rsp: u64,
     /// Host address of guest linear 0 (the GS base), and its negation.
@@ -327,6 +330,7 @@ impl CpuState {
             exc_insn: 0,
             fault_addr: 0,
             exit_arg: 0,
+            _pad1: [0; 4],
             host_rsp: 0,
             gs_base: 0,
             neg_gs_base: 0,
@@ -723,3 +727,8 @@ pub mod vector {
         }
     }
 }
+
+/// In `CpuState::exit_arg` of a branch exit: the branch goes to a higher
+/// guest address, so its chain may enter the target past the poll
+/// (`poll::POLL_LEN`). Arena offsets stay below it.
+pub const CHAIN_PAST_POLL: u32 = 1 << 31;

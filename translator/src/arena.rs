@@ -26,6 +26,11 @@ pub fn is_generated_code(addr: usize) -> bool {
     })
 }
 
+const PAGE: usize = 4096;
+/// Arena offsets fit in 31 bits (see `abi::CHAIN_PAST_POLL`), and rel32
+/// jumps reach across the arena.
+const MAX_SIZE: usize = 1 << 30;
+
 pub struct CodeArena {
     rw: *mut u8,
     rx: *mut u8,
@@ -61,7 +66,13 @@ impl std::error::Error for ArenaError {}
 impl CodeArena {
     /// Reserves an arena of `size` bytes (rounded up to pages).
     pub fn new(size: usize) -> Result<Self, ArenaError> {
-        let size = size.next_multiple_of(4096).max(4096);
+        if size > MAX_SIZE {
+            return Err(ArenaError::Os(
+                "size",
+                io::Error::new(io::ErrorKind::InvalidInput, "larger than 1 GiB"),
+            ));
+        }
+        let size = size.next_multiple_of(PAGE).max(PAGE);
         let os = |what| ArenaError::Os(what, io::Error::last_os_error());
         // SAFETY: memfd_create with a valid NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"bt86-code".as_ptr(), libc::MFD_CLOEXEC) };
@@ -91,18 +102,40 @@ impl CodeArena {
         if rw == libc::MAP_FAILED {
             return Err(close(os("mmap (writable view)")));
         }
-        // SAFETY: as above.
-        let rx = unsafe {
+        // The executable view goes right above a reserved page (see
+        // `page_below`): reserve both, then map the view over the rest.
+        // SAFETY: an anonymous inaccessible mapping the kernel places.
+        let below = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_EXEC,
-                libc::MAP_SHARED,
-                fd,
+                size + PAGE,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
                 0,
             )
         };
+        let rx = if below == libc::MAP_FAILED {
+            libc::MAP_FAILED
+        } else {
+            // SAFETY: replaces the reservation made above, past its first
+            // page, with the memfd.
+            unsafe {
+                libc::mmap(
+                    below.cast::<u8>().add(PAGE).cast(),
+                    size,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    0,
+                )
+            }
+        };
         let rx_err = (rx == libc::MAP_FAILED).then(|| os("mmap (executable view)"));
+        if rx_err.is_some() && below != libc::MAP_FAILED {
+            // SAFETY: the reservation made above.
+            unsafe { libc::munmap(below, size + PAGE) };
+        }
         // SAFETY: the mappings keep the memory alive without the descriptor.
         unsafe { libc::close(fd) };
         if let Some(e) = rx_err {
@@ -115,10 +148,10 @@ impl CodeArena {
                 .is_ok()
         });
         let Some(slot) = slot else {
-            // SAFETY: both views were mapped above with this size.
+            // SAFETY: both views (and the page below) were mapped above.
             unsafe {
                 libc::munmap(rw, size);
-                libc::munmap(rx, size);
+                libc::munmap(below, size + PAGE);
             }
             return Err(ArenaError::TooManyArenas);
         };
@@ -131,6 +164,14 @@ impl CodeArena {
             used: 0,
             slot,
         })
+    }
+
+    /// The page right below the executable view, reserved (inaccessible)
+    /// for the caller to map over (`MAP_FIXED`) and own: the exit-request
+    /// poll page, which TU heads then reach with one RIP-relative load.
+    /// The arena never unmaps it.
+    pub fn page_below(&self) -> usize {
+        self.base() - PAGE
     }
 
     /// Host address of offset 0 in the executable view.

@@ -114,9 +114,19 @@ impl Emitter {
     /// last four bytes (a rel32) 4-byte aligned, then returns nothing: the
     /// caller emits the instruction.
     pub fn align_rel32(&mut self, len: usize) {
-        while !(self.addr() + len).is_multiple_of(4) {
-            self.ops.push(0x90);
-        }
+        self.nop((4 - (self.addr() + len) % 4) % 4);
+    }
+
+    /// One NOP instruction of `len` (0 to 3) bytes.
+    fn nop(&mut self, len: usize) {
+        let bytes: &[u8] = match len {
+            0 => &[],
+            1 => &[0x90],
+            2 => &[0x66, 0x90],
+            3 => &[0x0F, 0x1F, 0x00],
+            _ => unreachable!("a {len}-byte NOP"),
+        };
+        self.ops.extend(bytes.iter().copied());
     }
 
     /// `jmp rel32` to `target` whose rel32 is aligned for patching; returns
@@ -147,9 +157,7 @@ impl Emitter {
         let pad = (4 - (jmp_at + 1) % 4) % 4;
         self.ops.extend(short.iter().copied());
         self.ops.push((pad + 5) as u8);
-        for _ in 0..pad {
-            self.ops.push(0x90);
-        }
+        self.nop(pad);
         let slot = self.patchable_jmp(target);
         debug_assert_eq!(slot, jmp_at + pad + 1 - self.base);
         slot

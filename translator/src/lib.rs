@@ -163,6 +163,8 @@ pub const DEFAULT_ARENA_SIZE: usize = 64 << 20;
 impl Translator {
     pub fn new(arena_size: usize, instrument: Instrument) -> Result<Self, ArenaError> {
         let mut arena = CodeArena::new(arena_size)?;
+        let poll =
+            poll::PollPage::new(arena.page_below()).map_err(|e| ArenaError::Os("poll page", e))?;
         let stubs = emit_stubs(&mut arena, instrument);
         let call_stack =
             CallStack::new(stubs.sentinel).map_err(|e| ArenaError::Os("return stack", e))?;
@@ -186,9 +188,7 @@ impl Translator {
             current_jc: 0,
             call_stack,
             emulated: hashbrown::HashSet::new(),
-            poll: std::sync::Arc::new(
-                poll::PollPage::new().map_err(|e| ArenaError::Os("poll page", e))?,
-            ),
+            poll: std::sync::Arc::new(poll),
             instrument,
             generation: 0,
             translated: Vec::new(),
@@ -364,19 +364,26 @@ impl Translator {
         Err(TranslateError::ArenaTooSmall)
     }
 
-    /// Patches the chain slot at arena offset `patch_at` (from
+    /// Patches the chain slot `exit_arg` names (`CpuState::exit_arg` of an
     /// `ExitReason::Branch`) to jump straight to `target` (a TU's host
-    /// address), if no flush happened since `generation` was read.
-    pub fn chain(&mut self, generation: u64, patch_at: u64, target: usize) {
+    /// address; past its poll for a forward branch), if no flush happened
+    /// since `generation` was read.
+    pub fn chain(&mut self, generation: u64, exit_arg: u32, target: usize) {
+        let patch_at = exit_arg & !abi::CHAIN_PAST_POLL;
         if generation != self.generation || patch_at as usize >= self.arena.used() {
             return;
         }
-        let before = self.arena.rel32_target(patch_at as u32);
-        self.arena.patch_rel32(patch_at as u32, target);
+        let entry = if exit_arg & abi::CHAIN_PAST_POLL != 0 {
+            target + poll::POLL_LEN
+        } else {
+            target
+        };
+        let before = self.arena.rel32_target(patch_at);
+        self.arena.patch_rel32(patch_at, entry);
         self.chained_to
             .entry(target)
             .or_default()
-            .push((patch_at as u32, before));
+            .push((patch_at, before));
         self.counters.chains += 1;
     }
 

@@ -1,7 +1,9 @@
 //! The exit-request poll page.
 //!
-//! Every TU head loads one word from this page: two flag-free host
-//! instructions, no branch. Asking generated code to return to the run
+//! A TU head loads one word from this page: one flag-free host
+//! instruction (`mov r11d, [rip + disp32]`, [`POLL_LEN`] bytes), no
+//! branch. The page is the one the code arena reserves right below its
+//! executable view, so the load always reaches it. Asking generated code to return to the run
 //! loop (from any thread) makes the page inaccessible, so the next TU head
 //! faults and the fault handler turns that into `ExitReason::Request` at
 //! the TU's first instruction; the run loop makes the page readable again.
@@ -27,15 +29,23 @@ unsafe impl Sync for PollPage {}
 
 const PAGE: usize = 4096;
 
+/// Bytes of the poll at a TU head. A chain from a branch to a higher
+/// guest address enters its target this far in, past the poll: a loop
+/// needs a branch back, so every cycle of chained TUs still polls.
+pub const POLL_LEN: usize = 7;
+
 impl PollPage {
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: an anonymous private read-only mapping.
+    /// Maps the page at `at`, a page reserved for it (see
+    /// `CodeArena::page_below`), and takes it over.
+    pub fn new(at: usize) -> io::Result<Self> {
+        // SAFETY: a read-only anonymous page replacing a reservation the
+        // caller handed over.
         let page = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                at as *mut libc::c_void,
                 PAGE,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
             )

@@ -340,7 +340,9 @@ impl Timer {
         let n = u64::from(self.initial);
         let due = self.elapsed(now) / n;
         let owed_max = (MAX_OWED_NS / self.ns(n).max(1)).max(1);
-        self.periods = (self.periods + 1).max(due.saturating_sub(owed_max)).min(due);
+        self.periods = (self.periods + 1)
+            .max(due.saturating_sub(owed_max))
+            .min(due);
     }
 
     /// Accounts for the expiries up to `now` (their interrupt is taken,

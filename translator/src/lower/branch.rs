@@ -5,7 +5,7 @@ use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
 use super::{Flow, TuBuilder, ident, stack::adjust_esp};
 use crate::abi::{exc_kind, off, vector};
-use crate::emit::{EncodeError, asm, load, store};
+use crate::emit::{EncodeError, asm, load};
 
 pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     use Mnemonic as M;
@@ -153,14 +153,14 @@ fn load_target(b: &mut TuBuilder, insn: &Instruction) -> Result<(), EncodeError>
 }
 
 fn push_return(b: &mut TuBuilder, size: u32, ret: u32) {
-    asm!(b.e; mov r10d, ret as i32);
-    let src = if size == 2 {
-        Register::R10W
-    } else {
-        Register::R10D
-    };
     let m = b.stack_mem(-(size as i64), size);
-    b.e.put(store(size, m, src));
+    let push = if size == 2 {
+        // The return IP wraps within the segment (a call at its end).
+        Instruction::with2(Code::Mov_rm16_imm16, m, ret & 0xFFFF)
+    } else {
+        Instruction::with2(Code::Mov_rm32_imm32, m, ret)
+    };
+    b.e.put(push.expect("mov"));
     adjust_esp(b, -(size as i32));
 }
 

@@ -15,7 +15,7 @@ mod string;
 mod system;
 
 use dynasmrt::DynamicLabel;
-use iced_x86::{Instruction, Mnemonic, Register};
+use iced_x86::{Code, Instruction, MemoryOperand, Mnemonic, Register};
 
 use crate::abi::{ExitReason, ModeKey, off};
 use crate::emit::{Emitter, EncodeError, asm};
@@ -47,6 +47,8 @@ enum Cold {
         label: DynamicLabel,
         target: u32,
         slot: usize,
+        /// The chain may enter the target past its poll.
+        past_poll: bool,
     },
     /// A branch that cannot be chained (to another page under paging,
     /// where mappings may change): through the jump cache.
@@ -235,13 +237,12 @@ impl<'a> TuBuilder<'a> {
         };
         self.check_limit(reg, scratch, seg, size, offset16);
         let at = off::SEG_BASE + 4 * seg.number() as i32;
-        let load = iced_x86::MemoryOperand::with_base_displ(Register::R14, at as i64);
+        let load = MemoryOperand::with_base_displ(Register::R14, at as i64);
         self.e
-            .put(Instruction::with2(iced_x86::Code::Mov_r32_rm32, scratch, load).expect("mov"));
-        let sum =
-            iced_x86::MemoryOperand::with_base_index(reg.full_register(), scratch.full_register());
+            .put(Instruction::with2(Code::Mov_r32_rm32, scratch, load).expect("mov"));
+        let sum = MemoryOperand::with_base_index(reg.full_register(), scratch.full_register());
         self.e
-            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, reg, sum).expect("lea"));
+            .put(Instruction::with2(Code::Lea_r32_m, reg, sum).expect("lea"));
     }
 
     /// Checks `size` bytes at the offset in `reg` (zero-extended) against
@@ -267,37 +268,31 @@ impl<'a> TuBuilder<'a> {
         let size = size.max(1) as i64;
         if class == limit::UP64K && offset16 {
             // 64 KiB and a 16-bit offset: one load past the 64 KiB probe.
-            let at = iced_x86::MemoryOperand::with_base_displ(r64, limit::probe64(i) + size - 1);
-            let mut load =
-                Instruction::with2(iced_x86::Code::Movzx_r32_rm8, scratch, at).expect("movzx");
+            let at = MemoryOperand::with_base_displ(r64, limit::probe64(i) + size - 1);
+            let mut load = Instruction::with2(Code::Movzx_r32_rm8, scratch, at).expect("movzx");
             load.set_segment_prefix(Register::GS);
             self.e.put(load);
             return;
         }
         let probe = |b: &mut Self, disp: i64| {
-            let sum =
-                iced_x86::MemoryOperand::with_base_index_scale_displ_size(s64, r64, 1, disp, 1);
-            b.e.put(Instruction::with2(iced_x86::Code::Lea_r64_m, s64, sum).expect("lea"));
-            let at = iced_x86::MemoryOperand::with_base(s64);
-            let mut load =
-                Instruction::with2(iced_x86::Code::Movzx_r32_rm8, scratch, at).expect("movzx");
+            let sum = MemoryOperand::with_base_index_scale_displ_size(s64, r64, 1, disp, 1);
+            b.e.put(Instruction::with2(Code::Lea_r64_m, s64, sum).expect("lea"));
+            let at = MemoryOperand::with_base(s64);
+            let mut load = Instruction::with2(Code::Movzx_r32_rm8, scratch, at).expect("movzx");
             load.set_segment_prefix(Register::GS);
             b.e.put(load);
         };
-        let check = iced_x86::MemoryOperand::with_base_displ(
-            Register::R14,
-            (off::SEG_CHECK + 8 * i as i32) as i64,
-        );
+        let check =
+            MemoryOperand::with_base_displ(Register::R14, (off::SEG_CHECK + 8 * i as i32) as i64);
         self.e
-            .put(Instruction::with2(iced_x86::Code::Mov_r64_rm64, s64, check).expect("mov"));
+            .put(Instruction::with2(Code::Mov_r64_rm64, s64, check).expect("mov"));
         // Expand-up checks the last byte; expand-down the first one.
         let up = matches!(class, limit::UP | limit::UP64K);
         probe(self, if up { size - 1 } else { 0 });
         if class == limit::DOWN16 {
             let upper = limit::upper16_check_value(i);
-            self.e.put(
-                Instruction::with2(iced_x86::Code::Mov_r64_imm64, s64, upper as u64).expect("mov"),
-            );
+            self.e
+                .put(Instruction::with2(Code::Mov_r64_imm64, s64, upper as u64).expect("mov"));
             probe(self, size - 1);
         }
     }
@@ -316,9 +311,9 @@ impl<'a> TuBuilder<'a> {
 
     /// `lea r9d, [base + disp]`: a guest offset, wrapped at 4 GiB.
     fn lea_r9(&mut self, base: Register, disp: i64) {
-        let ea = iced_x86::MemoryOperand::with_base_displ(base.full_register(), disp);
+        let ea = MemoryOperand::with_base_displ(base.full_register(), disp);
         self.e
-            .put(Instruction::with2(iced_x86::Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
+            .put(Instruction::with2(Code::Lea_r32_m, Register::R9D, ea).expect("lea"));
     }
 
     /// Guest `seg:[(base16 + disp) & 0xFFFF]` computed into r9d (r8 clobbered).
@@ -331,8 +326,7 @@ impl<'a> TuBuilder<'a> {
     ) -> iced_x86::MemoryOperand {
         self.lea_r9(base, disp);
         self.e.put(
-            Instruction::with2(iced_x86::Code::Movzx_r32_rm16, Register::R9D, Register::R9W)
-                .expect("movzx"),
+            Instruction::with2(Code::Movzx_r32_rm16, Register::R9D, Register::R9W).expect("movzx"),
         );
         if self.needs_segment_base(seg) {
             self.add_segment_base(Register::R9D, seg, size, true);
@@ -397,11 +391,11 @@ impl<'a> TuBuilder<'a> {
     /// `poll`). The budget check must keep the guest flags: it borrows rcx
     /// and tests with jrcxz.
     fn head(&mut self) {
-        let page = self.poll_page as i64;
-        asm!(self.e
-            ; mov r11, QWORD page
-            ; mov r11d, DWORD [r11]
-        );
+        let at = self.e.offset();
+        let page = MemoryOperand::with_base_displ(Register::RIP, self.poll_page as i64);
+        self.e
+            .put(Instruction::with2(Code::Mov_r32_rm32, Register::R11D, page).expect("mov"));
+        debug_assert_eq!(self.e.offset() - at, crate::poll::POLL_LEN);
         if let Some(check) = self.check {
             // Self-checking: the runtime compares the guest code with
             // what was translated and leaves if it changed.
@@ -487,10 +481,13 @@ impl<'a> TuBuilder<'a> {
         let label = self.e.label();
         let slot = emit(&mut self.e, label);
         if self.chainable(target) {
+            // Forward branches skip the target's poll (see `POLL_LEN`).
+            let from = self.sites.last().map_or(self.tu_eip, |s| s.guest_eip);
             self.cold.push(Cold::Chain {
                 label,
                 target,
                 slot,
+                past_poll: target > from,
             });
         } else {
             self.cold.push(Cold::Probe { label, target });
@@ -519,10 +516,14 @@ impl<'a> TuBuilder<'a> {
                     label,
                     target,
                     slot,
+                    past_poll,
                 } => {
-                    let patch_at = (self.arena_off as usize + slot) as i32;
+                    let mut arg = self.arena_off + slot as u32;
+                    if past_poll {
+                        arg |= crate::abi::CHAIN_PAST_POLL;
+                    }
                     self.e.bind(label);
-                    asm!(self.e; mov QWORD [cpu + off::EXIT_ARG], patch_at);
+                    asm!(self.e; mov DWORD [cpu + off::EXIT_ARG], arg as i32);
                     self.e.exit_with(target, ExitReason::Branch);
                 }
                 Cold::Probe { label, target } => {
