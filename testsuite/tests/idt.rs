@@ -695,6 +695,55 @@ fn sti_with_no_interrupt_waiting_stays_in_generated_code() {
     assert!(exits < 20, "{exits} exits for 10,000 sti");
 }
 
+#[test]
+fn popf_that_sets_if_takes_a_waiting_interrupt_before_the_next_instruction() {
+    let body = assemble_at(BODY, |a| {
+        a.xor(edi, edi)?;
+        a.push(0x202u32)?;
+        a.popfd()?; // IF on: no shadow, unlike sti
+        a.mov(edi, 0x1234u32)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    line.raise(0x20);
+    let r = run_irq(body, |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(SEEN + 4), 1, "taken once");
+    assert_eq!(r.mem_u32(SEEN), 0, "right after popfd");
+}
+
+/// A kernel's pushf; cli ... popf sections go on in generated code when
+/// no interrupt waits, like sti.
+#[test]
+fn popf_with_no_interrupt_waiting_stays_in_generated_code() {
+    let body = assemble_at(BODY, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 10_000u32)?;
+        a.sti()?;
+        a.set_label(&mut top)?;
+        a.pushfd()?;
+        a.cli()?;
+        a.inc(esi)?;
+        a.popfd()?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.cli()?;
+        a.hlt()
+    });
+    let line = Line::default();
+    let r = run_irq(body, |m| {
+        m.set_interrupt_controller(Box::new(line.clone()));
+    });
+    r.assert_halted();
+    assert_eq!(r.reg(esi), 10_000);
+    assert_eq!(r.mem_u32(SEEN + 4), 0, "no interrupt");
+    let exits = r.counter("exits.helper") + r.counter("exits.branch");
+    assert!(exits < 20, "{exits} exits for 10,000 popf");
+}
+
 /// Asserts vector 0x20 once the guest stores a nonzero word at `FLAG`:
 /// an interrupt that comes in the middle of a TU, deterministically.
 struct RaisedByGuest {

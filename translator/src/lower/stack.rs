@@ -295,6 +295,10 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
     } else {
         flags::VM | flags::VIF | flags::VIP
     };
+    // Both ways out below need esp in r12.
+    b.flush_esp();
+    // The host flags are free until the popfq that loads the guest's.
+    let stay = b.e.label();
     asm!(b.e
         ; mov r10d, r11d
         ; and r10d, SYS as i32
@@ -302,15 +306,28 @@ fn popf(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError> {
         ; and r9d, keep as i32
         ; or r10d, r9d
         ; or r10d, flags::FIXED1 as i32
+        ; mov r9d, DWORD [cpu + off::SYS_FLAGS]
         ; mov DWORD [cpu + off::SYS_FLAGS], r10d
         ; and r11d, flags::HOST_LIVE as i32
         ; or r11d, 0x202
         ; push r11
+        // Leave if TF is set (single-stepping is a mode of its own) or IF
+        // was set while an interrupt waits for it (see `sti`).
+        ; test r10d, flags::TF as i32
+        ; jnz >leave
+        ; not r9d
+        ; and r9d, r10d
+        ; test r9d, flags::IF as i32
+        ; jz =>stay
+        ; cmp DWORD [cpu + off::IRQ_WAITING], 0
+        ; je =>stay
+        ; leave:
         ; popfq
     );
-    // Back to the run loop, never chained: popf may have set IF (a pending
-    // interrupt is due) or TF (single-stepping is a mode of its own).
     b.exit_to_run_loop(insn.next_ip32());
+    b.e.bind(stay);
+    asm!(b.e; popfq);
+    b.chain_to(insn.next_ip32());
     Ok(Flow::Ends)
 }
 
