@@ -383,3 +383,74 @@ fn an_ldt_selector_without_an_ldt_or_beyond_its_limit_is_a_general_protection_fa
         }
     }
 }
+
+/// A kernel's entry code loads ds/es/fs with the selectors they already
+/// hold on every system call: generated code does such a reload itself
+/// when the GDT descriptor is unchanged.
+#[test]
+fn reloading_a_segment_from_an_unchanged_descriptor_stays_in_generated_code() {
+    let r = run(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 1000u32)?;
+        a.mov(ebx, DATA_2M)?;
+        a.set_label(&mut top)?;
+        a.mov(ds, bx)?;
+        a.mov(fs, ebx)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.mov(dword_ptr(0x100), 0xD00Du32)?;
+        a.mov(dword_ptr(0x104).fs(), 5u32)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x20_0100), 0xD00D, "ds has DATA_2M's base");
+    assert_eq!(r.mem_u32(0x20_0104), 5, "fs too");
+    let helped = r.counter("helper_calls.system");
+    assert!(
+        helped < 20,
+        "{helped} System helper calls for 2,000 reloads"
+    );
+}
+
+#[test]
+fn reloading_a_segment_whose_descriptor_changed_takes_the_new_one() {
+    let r = run(|a| {
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(0x100), 1u32)?;
+        // DATA_2M's base becomes 0x300000 (byte 4 of the descriptor).
+        a.mov(byte_ptr(GDT + DATA_2M + 4).es(), 0x30u32)?;
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(0x100), 2u32)?;
+        // The accessed bit cleared: the reload sets it again.
+        a.and(byte_ptr(GDT + DATA_2M + 5).es(), 0xFE)?;
+        load(a, ds, DATA_2M)?;
+        a.mov(al, byte_ptr(GDT + DATA_2M + 5).es())?;
+        a.mov(esi, eax)?;
+        load(a, ds, FLAT_DATA)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x20_0100), 1);
+    assert_eq!(r.mem_u32(0x30_0100), 2, "the new base");
+    assert_eq!(r.reg(esi) & 0xFF, 0x93, "accessed again");
+}
+
+#[test]
+fn after_lgdt_the_same_selector_comes_from_the_new_table() {
+    const GDT2: u32 = 0x2000;
+    let r = run(|a| {
+        // A copy of the GDT in which DATA_2M has base 0x300000.
+        a.mov(esi, GDT)?;
+        a.mov(edi, GDT2)?;
+        a.mov(ecx, 0x58u32)?;
+        a.rep().movsb()?;
+        a.mov(byte_ptr(GDT2 + DATA_2M + 4).es(), 0x30u32)?;
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(GDTR + 2).es(), GDT2)?;
+        a.lgdt(ptr(GDTR).es())?;
+        load(a, ds, DATA_2M)?;
+        a.mov(dword_ptr(0x100), 3u32)?;
+        load(a, ds, FLAT_DATA)
+    });
+    r.assert_halted();
+    assert_eq!(r.mem_u32(0x30_0100), 3);
+    assert_eq!(r.mem_u32(0x20_0100), 0);
+}

@@ -251,6 +251,15 @@ pub struct CpuState {
     /// that the interrupt is taken after the next instruction; otherwise
     /// sti goes straight on.
     pub irq_waiting: u32,
+    /// The GDT descriptor each segment register was last loaded from by a
+    /// protected-mode segment load (`remember_descriptor`): its selector
+    /// (`u32::MAX`: none; any other change of the segment forgets it),
+    /// the descriptor's linear address and its 8 bytes (accessed bit
+    /// set). Generated code reloads the same selector from an unchanged
+    /// descriptor without the runtime (`lower::system`).
+    pub desc_sel: [u32; 6],
+    pub desc_lin: [u32; 6],
+    pub desc_raw: [u64; 6],
     /// Segment selectors es cs ss ds fs gs (iced's order, Intel's encoding).
     pub sregs: [u32; 6],
     /// The hidden part of each segment register: base and limit (the
@@ -347,6 +356,9 @@ impl CpuState {
             shadow: 0,
             shadow_eip: 0,
             irq_waiting: 0,
+            desc_sel: [u32::MAX; 6],
+            desc_lin: [0; 6],
+            desc_raw: [0; 6],
             sregs: [0; 6],
             seg_base: [0; 6],
             seg_limit: [u32::MAX; 6],
@@ -396,6 +408,7 @@ impl CpuState {
             };
         }
         self.sregs[i] = selector as u32;
+        self.desc_sel[i] = u32::MAX;
         if self.seg_base[i] == base && self.seg_limit[i] == limit && !self.seg_expand_down[i] {
             // The usual case (a ring change between flat segments): the
             // hidden part, its checks and the mode bits stay.
@@ -413,6 +426,19 @@ impl CpuState {
         // D/B alone does not change an expand-up segment's checks.
         self.seg_db[i] = db;
         self.set_segment(i, selector, base, limit);
+    }
+
+    /// Segment `i` was just loaded with `selector` from the GDT descriptor
+    /// `raw` (accessed bit set) at linear address `lin` (see `desc_sel`).
+    pub fn remember_descriptor(&mut self, i: usize, selector: u16, lin: u32, raw: u64) {
+        self.desc_sel[i] = selector as u32;
+        self.desc_lin[i] = lin;
+        self.desc_raw[i] = raw;
+    }
+
+    /// The GDT moved (lgdt): no segment's descriptor is where it was read.
+    pub fn forget_descriptors(&mut self) {
+        self.desc_sel = [u32::MAX; 6];
     }
 
     /// Marks data segment `i` expand-down (after loading it).
@@ -519,6 +545,9 @@ pub mod off {
         SHADOW = shadow;
         SHADOW_EIP = shadow_eip;
         IRQ_WAITING = irq_waiting;
+        DESC_SEL = desc_sel;
+        DESC_LIN = desc_lin;
+        DESC_RAW = desc_raw;
         HELPERS = helpers;
         JUMP_CACHE = jump_cache;
         FPU_ENTER = fpu_enter;

@@ -283,6 +283,7 @@ fn emulate(cpu: &mut CpuState, sys: &mut System, insn: &Instruction) -> Result<N
             let t = super::TableReg { base, limit };
             if insn.mnemonic() == M::Lgdt {
                 sys.gdtr = t;
+                cpu.forget_descriptors();
             } else {
                 sys.idtr = t;
             }
@@ -569,6 +570,12 @@ pub(super) fn load_sreg(
         return Err(Exception::with_error(v, (sel & !3) as u32));
     }
     load_segment(cpu, sys, i, sel, &d)?;
+    if sel & 4 == 0 && r != Register::SS {
+        // For generated code's reload of the same selector (see
+        // `CpuState::desc_sel`).
+        let lin = sys.gdtr.base.wrapping_add((sel & !7) as u32);
+        cpu.remember_descriptor(i, sel, lin, d.raw | 1 << 40);
+    }
     Ok(())
 }
 
