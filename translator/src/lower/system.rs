@@ -2,6 +2,7 @@
 //! segment reload at CPL 0 from an unchanged descriptor inline, the rest
 //! emulated by the runtime through the `Emulate` helper.
 
+use dynasmrt::DynamicLabel;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use super::{Flow, TuBuilder, ident};
@@ -77,33 +78,33 @@ fn reload_segment(b: &mut TuBuilder, insn: &Instruction) {
         );
     }
     let (slow, done) = (b.e.label(), b.e.label());
-    asm!(b.e
-        ; mov r10, rcx
-        ; mov r9d, DWORD [cpu + off::DESC_SEL + 4 * i]
-        ; not r9
-        ; lea rcx, [r11 + r9 + 1]
-        ; jrcxz >same
-        ; mov rcx, r10
-        ; jmp =>slow
-        ; same:
-        ; mov rcx, r10
-        ; mov r9d, DWORD [cpu + off::DESC_LIN + 4 * i]
-    );
+    to_unless_equal(b, off::DESC_SEL + 4 * i, false, slow);
+    asm!(b.e; mov r9d, DWORD [cpu + off::DESC_LIN + 4 * i]);
     let raw = gmem(Register::R9D, 0);
     b.e.put(Instruction::with2(Code::Mov_r64_rm64, Register::R11, raw).expect("mov"));
-    asm!(b.e
-        ; mov r10, rcx
-        ; mov r9, QWORD [cpu + off::DESC_RAW + 8 * i]
-        ; not r9
-        ; lea rcx, [r11 + r9 + 1]
-        ; jrcxz >same_raw
-        ; mov rcx, r10
-        ; jmp =>slow
-        ; same_raw:
-        ; mov rcx, r10
-        ; jmp =>done
-        ; =>slow
-    );
+    to_unless_equal(b, off::DESC_RAW + 8 * i, true, slow);
+    asm!(b.e; jmp =>done; =>slow);
     b.call_emulate(insn);
     b.e.bind(done);
+}
+
+/// Goes to `to` unless r11 equals the CPU state field at `field` (a dword
+/// zero-extended, or a qword if `wide`), keeping the flags: r11 - field
+/// computed with not/lea into rcx (parked in r10) and tested with jrcxz.
+fn to_unless_equal(b: &mut TuBuilder, field: i32, wide: bool, to: DynamicLabel) {
+    asm!(b.e; mov r10, rcx);
+    if wide {
+        asm!(b.e; mov r9, QWORD [cpu + field]);
+    } else {
+        asm!(b.e; mov r9d, DWORD [cpu + field]);
+    }
+    asm!(b.e
+        ; not r9
+        ; lea rcx, [r11 + r9 + 1]
+        ; jrcxz >equal
+        ; mov rcx, r10
+        ; jmp =>to
+        ; equal:
+        ; mov rcx, r10
+    );
 }
