@@ -89,9 +89,11 @@ pub fn lower(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError>
         }
         M::Ud0 | M::Ud1 | M::Ud2 => b.raise(vector::UD, exc_kind::HARDWARE, insn.ip32()),
         _ => {
+            // Taken: a chain; not taken: the TU goes on (or, at its end,
+            // chains to the next instruction).
             let cc = condition_number(insn.condition_code());
             b.chain_if(cc, insn.near_branch32());
-            b.chain_to(next);
+            return Ok(Flow::Next);
         }
     }
     Ok(Flow::Ends)

@@ -137,7 +137,7 @@ impl<'a> TuBuilder<'a> {
         self.head();
         let mut flow = Flow::Next;
         let insns = self.insns;
-        for insn in insns {
+        for (i, insn) in insns.iter().enumerate() {
             if !stack::defers_esp(insn) {
                 self.flush_esp();
             }
@@ -150,6 +150,10 @@ impl<'a> TuBuilder<'a> {
             flow = lower_insn(&mut self, insn)?;
             if flow == Flow::Ends {
                 break;
+            }
+            if insn.is_jcc_short_or_near() && i + 1 < insns.len() {
+                // Not taken: the TU goes on with the next block.
+                self.count_block(i + 1);
             }
         }
         if flow == Flow::Next {
@@ -407,19 +411,7 @@ impl<'a> TuBuilder<'a> {
                 ; lea work, [work + 1]
                 ; mov QWORD [cpu + off::TUS_EXECUTED], work
             );
-            // The TU's instructions, and its IDENT ones, for its class.
-            let class = 8 * CodeClass::of(self.mode).index() as i32;
-            let insns = self.insns.len() as i32;
-            let ident = self.insns.iter().filter(|i| self.runs_unchanged(i)).count() as i32;
-            for (at, n) in [(off::CLASS_INSNS, insns), (off::CLASS_IDENT, ident)] {
-                if n > 0 {
-                    asm!(self.e
-                        ; mov work, QWORD [cpu + at + class]
-                        ; lea work, [work + n]
-                        ; mov QWORD [cpu + at + class], work
-                    );
-                }
-            }
+            self.count_block(0);
         }
         if self.instrument.budget {
             let out = self.e.label();
@@ -441,6 +433,33 @@ impl<'a> TuBuilder<'a> {
                 label: out,
                 reason: ExitReason::Budget,
             });
+        }
+    }
+
+    /// With stats on, adds the instructions of the block that starts at
+    /// `self.insns[from]` (up to a conditional branch, which a TU runs
+    /// past when it is not taken, or the end), and its IDENT ones, to the
+    /// counters of the TU's class. Flag-free.
+    fn count_block(&mut self, from: usize) {
+        if !self.instrument.stats {
+            return;
+        }
+        let rest = &self.insns[from..];
+        let len = rest
+            .iter()
+            .position(|i| i.is_jcc_short_or_near())
+            .map_or(rest.len(), |j| j + 1);
+        let block = &rest[..len];
+        let class = 8 * CodeClass::of(self.mode).index() as i32;
+        let ident = block.iter().filter(|i| self.runs_unchanged(i)).count() as i32;
+        for (at, n) in [(off::CLASS_INSNS, len as i32), (off::CLASS_IDENT, ident)] {
+            if n > 0 {
+                asm!(self.e
+                    ; mov work, QWORD [cpu + at + class]
+                    ; lea work, [work + n]
+                    ; mov QWORD [cpu + at + class], work
+                );
+            }
         }
     }
 
@@ -612,12 +631,15 @@ fn lower_insn(b: &mut TuBuilder, insn: &Instruction) -> Result<Flow, EncodeError
     }
 }
 
-/// True for the mnemonics that end a TU after them even though control
-/// falls through (their effects may change how later code translates).
+/// True for the instructions a TU ends with: control transfers (but a
+/// conditional branch, past which the TU goes on when it is not taken)
+/// and those whose effects may change how later code translates.
 pub fn ends_tu(insn: &Instruction) -> bool {
     use ident::Family;
     match ident::family(insn) {
-        Family::Branch | Family::Invalid => true,
+        // A TU runs on past a conditional branch that is not taken.
+        Family::Branch => !insn.is_jcc_short_or_near(),
+        Family::Invalid => true,
         Family::System => !matches!(insn.mnemonic(), Mnemonic::Cli | Mnemonic::Clc),
         // popf may set TF (single-stepping is a mode of its own) or IF; a
         // segment load may change the mode.
