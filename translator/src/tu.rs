@@ -1,5 +1,6 @@
 //! TU formation: decode guest bytes into a translation unit of at most
-//! [`MAX_TU_INSNS`] instructions, ending at control flow, at a sensitive
+//! [`MAX_TU_INSNS`] instructions, ending at control flow (a conditional
+//! branch excepted: the TU goes on with its fall-through), at a sensitive
 //! instruction, or before an instruction that cannot be fetched or decoded.
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
