@@ -54,9 +54,13 @@ const MIN_PERIODIC_NS: u64 = 100_000;
 /// descheduled it) are delivered late, one per `MIN_PERIODIC_NS`, as
 /// KVM's PIT reinjects lost ticks: a guest that counts ticks (jiffies)
 /// must not fall behind its other clocks (Linux then marks the TSC
-/// unstable). At most this much time's worth is owed; older ones are
-/// lost, as they would be under a long-masked interrupt.
+/// unstable). One is raised only once the last one left the IRR. At
+/// most this much time's worth is owed; older ones are lost, as they
+/// would be under a long-masked interrupt.
 const MAX_OWED_NS: u64 = 1_000_000_000;
+/// How long an expiry waits for the last one to leave the IRR before it
+/// looks again.
+const OWED_RETRY_NS: u64 = 1_000_000;
 
 /// Register offsets in the page (SDM vol. 3A, table 10-1).
 mod reg {
@@ -980,8 +984,15 @@ impl Timed for LocalApic {
             return;
         }
         if self.periodic() {
-            self.timer.take_expiry(now);
+            if test(&self.irr, self.lvt[TIMER] as u8) {
+                // The last one is not taken yet (the CPU thread waits for
+                // the host, or the guest keeps IF clear): this one stays
+                // owed rather than merge with it; look again later.
+                self.timer.not_before = now + OWED_RETRY_NS;
+                return;
+            }
             self.timer.not_before = now + MIN_PERIODIC_NS;
+            self.timer.take_expiry(now);
         } else {
             self.timer.expired = true;
         }
@@ -1718,6 +1729,34 @@ mod tests {
             }
         }
         assert_eq!(t.deadline(), Some(ns(5_000_000)));
+    }
+
+    #[test]
+    fn an_expiry_that_finds_the_last_one_pending_stays_owed() {
+        let t = rig().enabled();
+        t.w(0x3E0, 0xB);
+        t.w(0x320, 0x2_0031);
+        let period = BUS_HZ / 1000; // 1 ms
+        t.w(0x380, period as u32);
+        t.advance(ns(period));
+        assert!(t.irr(0x31));
+        // The next period ends before the CPU took the first interrupt.
+        t.advance(ns(2 * period) - ns(period));
+        assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
+        t.eoi();
+        assert!(!t.apic.pending(), "the second one was not merged away...");
+        let d = t.deadline().unwrap();
+        assert_eq!(d, ns(2 * period) + OWED_RETRY_NS);
+        t.advance(d - t.clock.now());
+        assert_eq!(t.ack(), Some(Ack::Vector(0x31)), "...but owed");
+        t.eoi();
+        // Meanwhile the third period ended too: owed, then on time.
+        let d = t.deadline().unwrap();
+        assert_eq!(d, ns(3 * period) + MIN_PERIODIC_NS);
+        t.advance(d - t.clock.now());
+        assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
+        t.eoi();
+        assert_eq!(t.deadline(), Some(ns(4 * period)));
     }
 
     #[test]
