@@ -1283,6 +1283,13 @@ mod tests {
         fn deadline(&self) -> Option<u64> {
             lock(&self.apic.apic).deadline()
         }
+        /// The timer periodic on vector 0x31, dividing by 1, `period`
+        /// counts long.
+        fn periodic(&self, period: u64) {
+            self.w(0x3E0, 0xB);
+            self.w(0x320, 0x2_0031);
+            self.w(0x380, period as u32);
+        }
         fn irr(&self, v: u8) -> bool {
             self.r(0x200 + u32::from(v >> 5) * 0x10) & (1 << (v & 31)) != 0
         }
@@ -1702,9 +1709,7 @@ mod tests {
     #[test]
     fn periodic_timer_reloads() {
         let t = rig().enabled();
-        t.w(0x3E0, 0xB); // divide by 1
-        t.w(0x320, 0x2_0031);
-        t.w(0x380, 1_000_000);
+        t.periodic(1_000_000);
         assert_eq!(t.deadline(), Some(ns(1_000_000)));
         t.advance(ns(1_000_000));
         assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
@@ -1734,10 +1739,8 @@ mod tests {
     #[test]
     fn an_expiry_that_finds_the_last_one_pending_stays_owed() {
         let t = rig().enabled();
-        t.w(0x3E0, 0xB);
-        t.w(0x320, 0x2_0031);
         let period = BUS_HZ / 1000; // 1 ms
-        t.w(0x380, period as u32);
+        t.periodic(period);
         t.advance(ns(period));
         assert!(t.irr(0x31));
         // The next period ends before the CPU took the first interrupt.
@@ -1762,10 +1765,8 @@ mod tests {
     #[test]
     fn at_most_a_second_of_missed_periods_is_owed() {
         let t = rig().enabled();
-        t.w(0x3E0, 0xB);
-        t.w(0x320, 0x2_0031);
         let period = BUS_HZ / 100; // 10 ms
-        t.w(0x380, period as u32);
+        t.periodic(period);
         t.advance(ns(period));
         assert_eq!(t.ack(), Some(Ack::Vector(0x31)));
         t.eoi();
@@ -1787,9 +1788,7 @@ mod tests {
     #[test]
     fn a_tiny_period_is_rate_limited_but_counts_exactly() {
         let t = rig().enabled();
-        t.w(0x3E0, 0xB);
-        t.w(0x320, 0x2_0031);
-        t.w(0x380, 10);
+        t.periodic(10);
         t.advance(ns(10));
         assert!(t.irr(0x31));
         assert!(
