@@ -61,10 +61,14 @@ cp "$SRC/os/bench-suite.sh" "$LINUX/extra/bench-suite"
 say "== the guest: Debian's i386 kernel and an initramfs with the programs"
 "$ROOT/scripts/fetch-linux.sh" >&2
 
-say "== building bt86 and the suite runner (release)"
-(cd "$ROOT" && cargo build --release -q --bin bt86 && cargo build --release -q -p bt86-benches --bin suite)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BT86=${BT86:-$TARGET/release/bt86}
+if [ -z "${BT86:-}" ]; then
+    say "== building bt86 (release)"
+    (cd "$ROOT" && cargo build --release -q --bin bt86)
+    BT86=$TARGET/release/bt86
+fi
+say "== building the suite runner (release)"
+(cd "$ROOT" && cargo build --release -q -p bt86-benches --bin suite)
 
 sizes=()
 for s in ${SIZES:-}; do

@@ -269,9 +269,15 @@ pub struct Machine {
     /// The guest TLB epoch the jump caches belong to
     /// (`GuestMemory::tlb_epoch`).
     tlb_epoch: u64,
-    /// Whether the code `code_for` last looked up is on pages mapped
-    /// global (see `Translator::jump_cache_insert`).
-    code_global: bool,
+}
+
+/// The host code of a guest EIP (see `Machine::code_for`).
+#[derive(Clone, Copy)]
+struct Code {
+    host: usize,
+    /// Its guest pages are mapped global (or paging is off): a CR3 write
+    /// keeps their translations (see `Translator::jump_cache_insert`).
+    global: bool,
 }
 
 /// An instruction that touched MMIO or wrote to ROM, run again alone:
@@ -418,7 +424,6 @@ impl Machine {
             smc_writes: std::collections::HashMap::new(),
             calm_rounds: std::collections::HashMap::new(),
             tlb_epoch: 0,
-            code_global: false,
         };
         m.describe_to_firmware();
         m.reset_flat(BootState {
@@ -754,12 +759,9 @@ impl Machine {
 
     /// The host code for guest `eip`, or None if fetching it raised an
     /// exception that was delivered (the CPU is now at its handler).
-    fn code_for(&mut self, eip: u32) -> Result<Option<usize>, Stop> {
-        let key = match self.key(eip) {
-            Ok((k, global)) => {
-                self.code_global = global;
-                k
-            }
+    fn code_for(&mut self, eip: u32) -> Result<Option<Code>, Stop> {
+        let (key, global) = match self.key(eip) {
+            Ok(k) => k,
             Err(exc) => {
                 self.exception(exc, eip, eip, exc_kind::HARDWARE)?;
                 return Ok(None);
@@ -790,7 +792,7 @@ impl Machine {
             }
         }
         match got {
-            Ok(host) => Ok(Some(host)),
+            Ok(host) => Ok(Some(Code { host, global })),
             Err(TranslateError::Fetch(f)) => {
                 // An instruction fetch beyond the CS limit: #GP(0); from no
                 // memory: #PF (I/D set). The run goes on at the handler.
@@ -926,7 +928,7 @@ impl Machine {
             let host = match next.take() {
                 Some(h) => h,
                 None => match self.code_for(self.cpu.eip) {
-                    Ok(Some(h)) => h,
+                    Ok(Some(code)) => code.host,
                     Ok(None) => continue,
                     Err(stop) => break stop,
                 },
@@ -969,8 +971,8 @@ impl Machine {
                     if link {
                         match self.code_for(self.cpu.eip) {
                             Ok(Some(target)) => {
-                                self.translator.chain(generation, patch_at, target);
-                                next = Some(target);
+                                self.translator.chain(generation, patch_at, target.host);
+                                next = Some(target.host);
                             }
                             Ok(None) => {}
                             Err(stop) => break stop,
@@ -984,10 +986,10 @@ impl Machine {
                             Ok(Some(target)) => {
                                 self.translator.jump_cache_insert(
                                     self.cpu.eip,
-                                    target,
-                                    self.code_global,
+                                    target.host,
+                                    target.global,
                                 );
-                                next = Some(target);
+                                next = Some(target.host);
                             }
                             Ok(None) => {}
                             Err(stop) => break stop,

@@ -229,7 +229,8 @@ pub struct CpuState {
     /// Returns that went straight back to their call site, counted with stats.
     pub ret_hits: u64,
     /// Guest instructions executed, by code class (`stats::CodeClass`),
-    /// counted with stats when a TU starts: all of its instructions.
+    /// counted with stats as a TU starts and past each conditional branch
+    /// it runs on from: the instructions of that block.
     pub class_insns: [u64; crate::stats::CLASSES],
     /// Of those, the ones that ran as the same host instruction (IDENT).
     pub class_ident: [u64; crate::stats::CLASSES],

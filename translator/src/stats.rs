@@ -6,6 +6,15 @@ use crate::abi::ModeKey;
 /// How many code classes there are.
 pub const CLASSES: usize = CodeClass::ALL.len();
 
+// `CodeClass::index` is the discriminant: `ALL` must list them in order.
+const _: () = {
+    let mut i = 0;
+    while i < CLASSES {
+        assert!(CodeClass::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 /// Classes of guest code, by the mode it was translated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodeClass {

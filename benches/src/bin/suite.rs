@@ -145,7 +145,7 @@ impl Suite {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("{system}: cannot start {:?}: {e}", cmd.get_program()))?;
         let stdout = child.stdout.take().expect("piped");
@@ -158,7 +158,10 @@ impl Suite {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(Duration::from_secs(self.args.timeout))
+            .unwrap_or(now + Duration::from_secs(u32::MAX.into()));
         let mut samples = Vec::new();
         let mut tail = Vec::new();
         let outcome = loop {
@@ -185,8 +188,12 @@ impl Suite {
                     ));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child
+                        .wait()
+                        .map_or_else(|e| e.to_string(), |s| s.to_string());
                     break Err(format!(
-                        "{system}: the guest stopped before the suite ended; its last lines:\n{}",
+                        "{system}: the guest stopped ({status}) before the suite ended; \
+                         its last lines:\n{}",
                         tail.join("\n")
                     ));
                 }
@@ -261,6 +268,13 @@ impl Results {
             .collect();
         (!t.is_empty()).then(|| median(&mut t))
     }
+
+    /// The median time of `bench` over `native`'s, if both are there and
+    /// native's is not 0 (a tiny size can take no measurable time).
+    fn ratio(&self, native: &Results, bench: &str) -> Option<f64> {
+        let r = self.median(bench)? / native.median(bench)?;
+        r.is_finite().then_some(r)
+    }
 }
 
 /// Every system ran every benchmark `runs` times with one size and got
@@ -304,10 +318,12 @@ fn table(results: &[Results], benches: &[&str], runs: u32) -> String {
     let native = &results[0];
     for (b, target, qemu_ref) in BENCHES.iter().filter(|(b, ..)| benches.contains(b)) {
         let _ = write!(s, "{b:<12}");
-        let base = native.median(b).unwrap_or(f64::NAN);
         for r in results {
             let t = r.median(b).unwrap_or(f64::NAN);
-            let _ = write!(s, "{:>12.3} s {:>6.2}x", t, t / base);
+            let ratio = r
+                .ratio(native, b)
+                .map_or("-".to_string(), |x| format!("{x:.2}x"));
+            let _ = write!(s, "{:>12.3} s {:>7}", t, ratio);
         }
         let _ = writeln!(s, "{:>9.2}x{:>9.1}x", target, qemu_ref);
     }
@@ -324,20 +340,21 @@ fn csv(results: &[Results], benches: &[&str]) -> String {
         String::from("benchmark,system,n,result,run,seconds,median_seconds,ratio_to_native\n");
     let native = &results[0];
     for b in benches {
-        let base = native.median(b).unwrap_or(f64::NAN);
         for r in results {
             let m = r.median(b).unwrap_or(f64::NAN);
+            let ratio = r
+                .ratio(native, b)
+                .map_or(String::new(), |x| format!("{x:.4}"));
             for (i, x) in r.by_bench.get(*b).into_iter().flatten().enumerate() {
                 let _ = writeln!(
                     s,
-                    "{b},{},{},{},{},{:.6},{:.6},{:.4}",
+                    "{b},{},{},{},{},{:.6},{:.6},{ratio}",
                     r.system,
                     x.n,
                     x.result,
                     i + 1,
                     x.seconds,
                     m,
-                    m / base
                 );
             }
         }
@@ -349,18 +366,17 @@ fn json(results: &[Results], benches: &[&str], runs: u32) -> String {
     let native = &results[0];
     let mut items = Vec::new();
     for (b, target, qemu_ref) in BENCHES.iter().filter(|(b, ..)| benches.contains(b)) {
-        let base = native.median(b).unwrap_or(f64::NAN);
         let systems: Vec<String> = results
             .iter()
             .map(|r| {
                 let samples = r.by_bench.get(*b).map_or(&[][..], |v| v.as_slice());
                 let secs: Vec<String> = samples.iter().map(|x| format!("{:.6}", x.seconds)).collect();
                 let m = r.median(b).unwrap_or(f64::NAN);
+                let ratio = r.ratio(native, b).map_or("null".to_string(), |x| format!("{x:.4}"));
                 format!(
-                    "\"{}\":{{\"median_seconds\":{:.6},\"ratio_to_native\":{:.4},\"seconds\":[{}]}}",
+                    "\"{}\":{{\"median_seconds\":{:.6},\"ratio_to_native\":{ratio},\"seconds\":[{}]}}",
                     r.system,
                     m,
-                    m / base,
                     secs.join(",")
                 )
             })
@@ -423,16 +439,13 @@ fn run(args: Args) -> Result<(), String> {
     let groups: Vec<Group> = BENCHES
         .iter()
         .filter(|(b, ..)| benches.contains(b))
-        .map(|(b, target, _)| {
-            let base = results[0].median(b).unwrap_or(f64::NAN);
-            Group {
-                label: b.to_string(),
-                values: results[1..]
-                    .iter()
-                    .map(|r| r.median(b).unwrap_or(f64::NAN) / base)
-                    .collect(),
-                target: Some(*target),
-            }
+        .map(|(b, target, _)| Group {
+            label: b.to_string(),
+            values: results[1..]
+                .iter()
+                .map(|r| r.ratio(&results[0], b).unwrap_or(f64::NAN))
+                .collect(),
+            target: Some(*target),
         })
         .collect();
     let series: Vec<&str> = results[1..].iter().map(|r| r.system).collect();
