@@ -89,7 +89,12 @@ fn check_stats(json: &str) {
     let row = |at: usize| {
         let (units, at) = json_number(json, at, "units");
         let (instrs, at) = json_number(json, at, "instructions");
-        let (executed, at) = json_number(json, at, "instructions");
+        // This row's executed counts: an object (stats on), not null
+        // (which would have the next row's numbers read instead).
+        let exec = at + json[at..].find("\"executed\":").expect("executed");
+        assert!(!json[at..exec].contains('}'), "executed is in this row");
+        assert!(json[exec + 11..].starts_with('{'), "executed is counted");
+        let (executed, at) = json_number(json, exec, "instructions");
         let (ident, _) = json_number(json, at, "ident");
         [units, instrs, executed, ident]
     };

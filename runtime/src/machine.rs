@@ -729,10 +729,10 @@ impl Machine {
         }
     }
 
-    /// The translation key of guest `eip`: its physical address (a fetch
-    /// through the page walk), or the fault fetching its first byte raises.
-    /// The key of the TU at `eip`, and whether its code's pages are mapped
-    /// global (a CR3 write keeps their translations).
+    /// The translation key of guest `eip` (its physical address: a fetch
+    /// through the page walk) and whether its code's pages are mapped
+    /// global (a CR3 write keeps their translations); or the fault
+    /// fetching its first byte raises.
     fn key(&self, eip: u32) -> Result<(TuKey, bool), Exception> {
         let cs = self.code_segment();
         if eip > cs.limit {
@@ -743,7 +743,8 @@ impl Machine {
         let (phys, global) = mem.translate_code(lin)?;
         let (next_page, next_global) = if mem.paged() && translator::tu::may_cross_page(lin) {
             let next = (lin | 0xFFF).wrapping_add(1);
-            mem.translate_code(next).unwrap_or((TuKey::NO_NEXT, true))
+            // A next page that is not there is so in this address space.
+            mem.translate_code(next).unwrap_or((TuKey::NO_NEXT, false))
         } else {
             (TuKey::NO_NEXT, true)
         };

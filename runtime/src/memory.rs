@@ -138,7 +138,7 @@ struct WalkCache {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct WalkEntry {
-    /// Linear page | kind << 1 | user; 1 (no page has it) when empty.
+    /// Linear page | kind << 2 | user << 1; 1 (no page has it) when empty.
     tag: u32,
     frame: u32,
     global: bool,
@@ -166,6 +166,11 @@ impl WalkCache {
         let tag = (lin & !0xFFF) | k << 2 | (user as u32) << 1;
         let index = ((lin >> 12) ^ (k << 6)) as usize % WALK_CACHE_ENTRIES;
         (index, tag)
+    }
+
+    /// Drops every entry at the next look (whatever the epoch then).
+    fn drop_all(&self) {
+        self.epoch.set(u64::MAX);
     }
 
     fn get(
@@ -1062,6 +1067,11 @@ impl GuestMemory {
     /// `shadow::Spaces::cr3_write`. Fails if the shadow spaces of a new
     /// address space cannot be reserved.
     pub fn cr3_written(&mut self, same: bool) -> Result<(), MemoryError> {
+        // Any CR3 write flushes the guest TLB's non-global entries, and so
+        // the walks (which keep no global ones): a walk a helper made may
+        // read a table that was not write-protected yet, and the guest may
+        // have rewritten it since.
+        self.walks.drop_all();
         let written = self.frame_copies(self.spaces.written_tables());
         if self
             .spaces

@@ -2134,3 +2134,73 @@ fn cr3_reload_after_a_pde_points_at_another_page_table() {
         assert_eq!(seen, (0xAAAA, 0xBBBB), "{format:?}: before and after");
     }
 }
+
+/// A walk the runtime made for a helper (here `enter` with a nesting
+/// level, which the runtime runs) reads a table that is only write-
+/// protected when generated code runs next; a CR3 reload of the same
+/// value must still drop it after the guest rewrote the entry.
+#[test]
+fn a_cr3_reload_drops_the_runtimes_walks() {
+    let mut t = two_level();
+    t.map(LIN, PHYS, P | RW);
+    let pte = t.pte_addr(LIN);
+    let (body, _) = paged_body(t.setup(), |a| {
+        let mut next = a.create_label();
+        // The table's page becomes writable in the shadow first.
+        a.mov(dword_ptr(pte), PHYS | (P | RW) as u32)?;
+        a.jmp(next)?;
+        a.set_label(&mut next)?;
+        a.mov(edi, esp)?;
+        a.mov(esp, LIN + 0x800)?;
+        a.mov(ebp, 0x1234_5678u32)?;
+        a.enter(8u32, 1u32)?;
+        a.mov(esp, edi)?;
+        a.mov(dword_ptr(pte), PHYS2 | (P | RW) as u32)?;
+        a.mov(eax, cr3)?;
+        a.mov(cr3, eax)?;
+        a.mov(esp, LIN + 0x800)?;
+        a.mov(ebp, 0x9ABC_DEF0u32)?;
+        a.enter(8u32, 1u32)?;
+        a.mov(esp, edi)?;
+        Ok(vec![])
+    });
+    let r = run_paged(body, vec![], t.blocks());
+    assert_no_fault(&r);
+    assert_eq!(r.mem_u32(PHYS + 0x7FC), 0x1234_5678);
+    assert_eq!(
+        r.mem_u32(PHYS2 + 0x7FC),
+        0x9ABC_DEF0,
+        "through the new entry"
+    );
+}
+
+/// INVLPG drops the jump-cache entry of a TU that starts in the 4 MiB
+/// before the flushed page and runs into it.
+#[test]
+fn invlpg_drops_jump_cache_entries_of_code_running_into_its_page() {
+    let mut t = two_level();
+    t.map(0x40_0000, PHYS, P | RW);
+    let pte = t.pte_addr(0x40_0000);
+    let (body, _) = paged_body(t.setup(), |a| {
+        a.mov(ebx, 0x3F_FFFEu32)?;
+        a.call(ebx)?;
+        a.call(ebx)?;
+        a.mov(dword_ptr(OUT), esi)?;
+        a.mov(dword_ptr(pte), PHYS2 | (P | RW) as u32)?;
+        a.invlpg(ptr(0x40_0000u32))?;
+        a.call(ebx)?;
+        a.mov(dword_ptr(OUT + 4), esi)?;
+        Ok(vec![])
+    });
+    let mut blocks = t.blocks();
+    // mov esi, imm32 (its last three bytes in the next page); ret
+    blocks.push((0x3F_FFFE, vec![0xBE, 0x11]));
+    blocks.push((PHYS, vec![0x0A, 0x0A, 0x0A, 0xC3]));
+    blocks.push((PHYS2, vec![0x0B, 0x0B, 0x0B, 0xC3]));
+    let r = run_paged(body, vec![], blocks);
+    assert_no_fault(&r);
+    assert_eq!(
+        (r.mem_u32(OUT), r.mem_u32(OUT + 4)),
+        (0x0A0A_0A11, 0x0B0B_0B11)
+    );
+}

@@ -466,14 +466,18 @@ impl Translator {
 
     /// Drops the jump-cache entries of code in the 4 MiB of linear
     /// addresses around `lin` (INVLPG of `lin`: its page may have been part
-    /// of a large one).
+    /// of a large one), and of TUs that may run into them.
     pub fn forget_jump_region(&mut self, lin: u32) {
         let miss = self.stubs.miss as u64;
+        let region = lin >> 22;
+        let touches = |start: u32| {
+            start >> 22 == region
+                || (tu::may_cross_page(start) && (start | 0xFFF).wrapping_add(1) >> 22 == region)
+        };
         for (((_, cs), jc), book) in self.jump_caches.iter_mut().zip(&mut self.jc_books) {
             book.filled.retain(|&i| {
                 let i = i as usize;
-                let stale =
-                    jc.targets[i] != miss && cs.base.wrapping_add(jc.keys[i]) >> 22 == lin >> 22;
+                let stale = jc.targets[i] != miss && touches(cs.base.wrapping_add(jc.keys[i]));
                 if stale {
                     jc.keys[i] = 0;
                     jc.targets[i] = miss;
