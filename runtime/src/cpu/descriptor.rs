@@ -92,12 +92,7 @@ pub fn load_segment(
     d: &Descriptor,
 ) -> Result<(), Exception> {
     if d.access & 1 == 0 {
-        let table = if sel & 4 != 0 {
-            sys.ldt_base
-        } else {
-            sys.gdtr.base
-        };
-        let at = table.wrapping_add((sel & !7) as u32 + 5);
+        let at = descriptor_linear(sys, sel).wrapping_add(5);
         sys.mem.supervisor(|m| m.write_u8(at, d.access | 1))?;
     }
     cpu.set_segment_db(i, sel, d.base, d.limit, d.big());
@@ -105,9 +100,20 @@ pub fn load_segment(
     Ok(())
 }
 
-/// Sets or clears the busy bit of the TSS descriptor `sel`.
+/// The linear address of selector `sel`'s descriptor, in the GDT or
+/// (TI set) the LDT; no limit check.
+pub fn descriptor_linear(sys: &System, sel: u16) -> u32 {
+    let table = if sel & 4 != 0 {
+        sys.ldt_base
+    } else {
+        sys.gdtr.base
+    };
+    table.wrapping_add((sel & !7) as u32)
+}
+
+/// Sets or clears the busy bit of the TSS descriptor `sel` (in the GDT).
 pub fn set_tss_busy(sys: &System, sel: u16, busy: bool) -> Result<(), Exception> {
-    let at = sys.gdtr.base.wrapping_add((sel & !7) as u32 + 5);
+    let at = descriptor_linear(sys, sel & !4).wrapping_add(5);
     let access = sys.mem.supervisor(|m| m.read_u8(at))?;
     let access = if busy { access | 0x02 } else { access & !0x02 };
     sys.mem.supervisor(|m| m.write_u8(at, access))?;
@@ -149,21 +155,20 @@ pub fn read_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> 
 pub fn fetch_descriptor(sys: &System, sel: u16) -> Result<Descriptor, Exception> {
     let gp = Exception::with_error(vector::GP, (sel & !3) as u32);
     // TI selects the LDT (Intel SDM Vol. 3A, 3.4.2).
-    let (table, limit) = if sel & 4 != 0 {
+    let limit = if sel & 4 != 0 {
         if sys.ldtr & !3 == 0 {
             return Err(gp);
         }
-        (sys.ldt_base, sys.ldt_limit)
+        sys.ldt_limit
     } else {
-        (sys.gdtr.base, sys.gdtr.limit as u32)
+        sys.gdtr.limit as u32
     };
-    let off = (sel & !7) as u32;
-    if off + 7 > limit {
+    if (sel & !7) as u32 + 7 > limit {
         return Err(gp);
     }
     let raw = sys
         .mem
-        .supervisor(|m| m.read_u64(table.wrapping_add(off)))?;
+        .supervisor(|m| m.read_u64(descriptor_linear(sys, sel)))?;
     let (lo, hi) = (raw as u32, (raw >> 32) as u32);
     let base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF00_0000);
     let raw_limit = (lo & 0xFFFF) | (hi & 0x000F_0000);

@@ -573,7 +573,7 @@ pub(super) fn load_sreg(
     if sel & 4 == 0 && r != Register::SS {
         // For generated code's reload of the same selector (see
         // `CpuState::desc_sel`).
-        let lin = sys.gdtr.base.wrapping_add((sel & !7) as u32);
+        let lin = super::descriptor::descriptor_linear(sys, sel);
         cpu.remember_descriptor(i, sel, lin, d.raw | 1 << 40);
     }
     Ok(())
